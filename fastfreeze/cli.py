@@ -1,0 +1,43 @@
+"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | verify | safety | bench`."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# Each subcommand lives next to the code it drives and exposes `main(argv) -> int`;
+# this table is the only place that knows them, and imports happen lazily so
+# `fastfreeze --help` stays fast.
+SUBCOMMANDS = {
+    "demo": ("fastfreeze.continual.demo", "Run the tiny Biography experiment (SEQ vs Freeze vs recovery) on CPU."),
+    "continual": ("fastfreeze.continual.runner", "Run a continual-learning task sequence from a YAML config."),
+    "recover": ("fastfreeze.continual.recovery", "Recovery test: is forgotten accuracy spurious (recoverable)?"),
+    "orthogonality": ("fastfreeze.continual.diagnostics", "Per-layer update orthogonality between two windows."),
+    "verify": ("fastfreeze.verify", "Prove parity with plain PyTorch freezing on your model and data."),
+    "safety": ("fastfreeze.safety_cli", "Refusal-rate evaluation and the safety scenario."),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: fastfreeze <command> [options]", "", "commands:"]
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        lines.append(f"  {name:<14}{help_text}")
+    lines.append("")
+    lines.append("Run `fastfreeze <command> --help` for the options of one command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"fastfreeze: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
