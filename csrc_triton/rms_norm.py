@@ -1,0 +1,243 @@
+"""RMSNorm (Llama and Gemma's 1+w variant) and fused residual-add + RMSNorm: forward-only and training paths."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from csrc_triton import _common
+
+# Elements per program: several short rows share one program so small hidden sizes still move
+# enough bytes per program to reach copy bandwidth.
+_FWD_TILE = 8192
+_BWD_TILE = 4096
+
+
+@triton.jit
+def _rms_fwd_kernel(
+    X, R, S, W, Y, RSTD,
+    stride_x, stride_r, stride_s, stride_y,
+    n_rows, n_cols, eps, offset,
+    HAS_RES: tl.constexpr, STORE_RSTD: tl.constexpr, GEMMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    rmask = rows < n_rows
+    cmask = cols < n_cols
+    mask = rmask[:, None] & cmask[None, :]
+    rows64 = rows.to(tl.int64)[:, None]
+    x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0)
+    if HAS_RES:
+        r = tl.load(R + rows64 * stride_r + cols[None, :], mask=mask, other=0.0)
+        # HF adds the residual in the activation dtype, then normalises the rounded sum.
+        x = (x.to(tl.float32) + r.to(tl.float32)).to(X.dtype.element_ty)
+        tl.store(S + rows64 * stride_s + cols[None, :], x, mask=mask)
+    xf = x.to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(xf * xf, axis=1) / n_cols + eps)
+    xn = xf * rstd[:, None]
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32) + offset
+    if GEMMA:
+        y = xn * w[None, :]  # Gemma: multiply in fp32, one cast at the end
+    else:
+        # Llama: cast the normalised x to the input dtype first, then multiply by the weight
+        y = xn.to(X.dtype.element_ty).to(tl.float32) * w[None, :]
+    tl.store(Y + rows64 * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    if STORE_RSTD:
+        tl.store(RSTD + rows, rstd, mask=rmask)
+
+
+@triton.jit
+def _rms_bwd_kernel(
+    DY, X, W, RSTD, DS, DX, DW_PART,
+    stride_dy, stride_x, stride_ds, stride_dx,
+    n_rows, n_cols, offset,
+    HAS_DS: tl.constexpr, COMPUTE_DX: tl.constexpr, COMPUTE_DW: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # Persistent: each program walks row blocks pid, pid+nprog, ... and keeps one dW partial in
+    # registers, so dW costs one [nprog, n_cols] fp32 buffer instead of one per row.
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    cmask = cols < n_cols
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32) + offset
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    for blk in range(pid, n_blocks, nprog):
+        rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+        rmask = rows < n_rows
+        mask = rmask[:, None] & cmask[None, :]
+        rows64 = rows.to(tl.int64)[:, None]
+        x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
+        xn = x * rstd[:, None]
+        if COMPUTE_DX:
+            g = dy * w[None, :]
+            c = tl.sum(g * xn, axis=1) / n_cols
+            dx = (g - xn * c[:, None]) * rstd[:, None]
+            if HAS_DS:
+                dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            tl.store(DX + rows64 * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        if COMPUTE_DW:
+            dw_acc += tl.sum(dy * xn, axis=0)
+    if COMPUTE_DW:
+        tl.store(DW_PART + pid * n_cols + cols, dw_acc, mask=cmask)
+
+
+def _blocks(n_rows: int, n_cols: int, tile: int) -> tuple[int, int]:
+    block_n = _common.next_pow2(n_cols)
+    if block_n > 65536:
+        raise ValueError(f"rms_norm supports hidden sizes up to 65536, got {n_cols}; use the torch path")
+    block_m = max(1, min(_common.next_pow2(n_rows), tile // block_n))
+    return block_m, block_n
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> None:
+    _common.check_float("x", x)
+    _common.check_float("weight", weight)
+    if weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
+        raise ValueError(f"weight must be 1-D of size x.shape[-1]={x.shape[-1]}, got {tuple(weight.shape)}")
+    if x.device != weight.device:
+        raise ValueError(f"x is on {x.device} but weight on {weight.device}; move them to one device")
+    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
+        raise ValueError(
+            f"residual must match x in shape and dtype: {tuple(residual.shape)}/{residual.dtype} vs "
+            f"{tuple(x.shape)}/{x.dtype}"
+        )
+
+
+def _forward(x, weight, residual, eps, offset, gemma, store_rstd):
+    """Launch the forward kernel; returns (y2d, s2d or None, rstd or None, x2d), all [rows, H]."""
+    n_cols = x.shape[-1]
+    x2 = _common.as_rows(x, n_cols)
+    n_rows = x2.shape[0]
+    r2 = _common.as_rows(residual, n_cols) if residual is not None else x2
+    # Llama's `weight * x.to(input_dtype)` promotes (fp32 weight + bf16 x -> fp32); Gemma casts to x's dtype.
+    out_dtype = x.dtype if gemma else torch.promote_types(x.dtype, weight.dtype)
+    y = _common.alloc((n_rows, n_cols), out_dtype, x.device, "rms_norm.y")
+    s = _common.alloc((n_rows, n_cols), x.dtype, x.device, "rms_norm.residual_out") if residual is not None else y
+    rstd = _common.alloc((n_rows,), torch.float32, x.device, "rms_norm.rstd") if store_rstd else y
+    block_m, block_n = _blocks(n_rows, n_cols, _FWD_TILE)
+    grid = (triton.cdiv(n_rows, block_m),)
+    if n_rows == 0:
+        return y, (s if residual is not None else None), (rstd if store_rstd else None), x2
+    _rms_fwd_kernel[grid](
+        x2, r2, s, weight, y, rstd,
+        x2.stride(0), r2.stride(0), s.stride(0), y.stride(0),
+        n_rows, n_cols, float(eps), float(offset),
+        HAS_RES=residual is not None, STORE_RSTD=store_rstd, GEMMA=gemma,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n),
+    )
+    return y, (s if residual is not None else None), (rstd if store_rstd else None), x2
+
+
+def _backward(dy, ds, x2, weight, rstd, offset, need_dx, need_dw):
+    """Launch the backward kernel; returns (dx2d or None, dw or None). dW only when need_dw."""
+    n_rows, n_cols = x2.shape
+    dy2 = _common.as_rows(dy, n_cols)
+    ds2 = _common.as_rows(ds, n_cols) if ds is not None else dy2
+    dx = _common.alloc((n_rows, n_cols), x2.dtype, x2.device, "rms_norm.dx") if need_dx else dy2
+    if n_rows == 0:
+        return (dx if need_dx else None), (torch.zeros_like(weight) if need_dw else None)
+    block_m, block_n = _blocks(n_rows, n_cols, _BWD_TILE)
+    nprog = _common.persistent_programs(x2.device, triton.cdiv(n_rows, block_m))
+    dw_part = (
+        _common.alloc((nprog, n_cols), torch.float32, x2.device, "rms_norm.dw_partial") if need_dw else dy2
+    )
+    _rms_bwd_kernel[(nprog,)](
+        dy2, x2, weight, rstd, ds2, dx, dw_part,
+        dy2.stride(0), x2.stride(0), ds2.stride(0), dx.stride(0),
+        n_rows, n_cols, float(offset),
+        HAS_DS=ds is not None, COMPUTE_DX=need_dx, COMPUTE_DW=need_dw,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n),
+    )
+    dw = dw_part.sum(0).to(weight.dtype) if need_dw else None
+    return (dx if need_dx else None), dw
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """y = rms_norm(x) * (weight + offset); backward computes dX / dW only for inputs that need them."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps, offset, gemma):
+        y, _, rstd, x2 = _forward(x, weight, None, eps, offset, gemma, store_rstd=True)
+        ctx.save_for_backward(x2, weight, rstd)
+        ctx.offset = offset
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, weight, rstd = ctx.saved_tensors
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dx, dw = _backward(dy, None, x2, weight, rstd, ctx.offset, need_dx, need_dw)
+        if dx is not None:
+            dx = dx.view(dy.shape)
+        return dx, dw, None, None, None
+
+
+class RMSNormResidualFunction(torch.autograd.Function):
+    """(rms_norm(x + residual) * (weight + offset), x + residual) with one read of x and residual."""
+
+    @staticmethod
+    def forward(ctx, x, residual, weight, eps, offset, gemma):
+        y, s, rstd, _ = _forward(x, weight, residual, eps, offset, gemma, store_rstd=True)
+        ctx.save_for_backward(s, weight, rstd)
+        ctx.offset = offset
+        return y.view(*x.shape[:-1], y.shape[-1]), s.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy, ds):
+        s2, weight, rstd = ctx.saved_tensors
+        need_dx = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        need_dw = ctx.needs_input_grad[2]
+        shape = s2.shape if dy is None else dy.shape
+        if dy is None:  # only the new residual was used downstream
+            dsum = ds if need_dx else None
+            return dsum, dsum, None, None, None, None
+        dx, dw = _backward(dy, ds, s2, weight, rstd, ctx.offset, need_dx, need_dw)
+        if dx is not None:
+            dx = dx.view(shape)
+        # x and residual enter as a plain sum, so both receive the same gradient.
+        return (dx if ctx.needs_input_grad[0] else None), (dx if ctx.needs_input_grad[1] else None), dw, None, None, None
+
+
+def _gemma_mode(offset: float, cast_mode: str | None) -> bool:
+    if cast_mode is None:
+        return offset != 0.0
+    if cast_mode not in ("llama", "gemma"):
+        raise ValueError(f"cast_mode must be 'llama', 'gemma' or None, got {cast_mode!r}")
+    return cast_mode == "gemma"
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, offset: float = 0.0,
+             cast_mode: str | None = None) -> torch.Tensor:
+    """RMSNorm over the last dim, computed in fp32; differentiable, forward-only when nothing needs grad.
+
+    Usage: ``y = rms_norm(hidden, layer.weight, layer.variance_epsilon)``  (Gemma: ``offset=1.0``).
+
+    Cast order mirrors HF: ``cast_mode="llama"`` (default when offset == 0) returns
+    ``weight * normed.to(x.dtype)`` in the promoted dtype of x and weight; ``"gemma"`` (default when
+    offset != 0) returns ``(normed * (offset + weight.float())).to(x.dtype)``.
+    """
+    _check(x, weight, None)
+    gemma = _gemma_mode(offset, cast_mode)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return RMSNormFunction.apply(x, weight, eps, offset, gemma)
+    y, _, _, _ = _forward(x, weight, None, eps, offset, gemma, store_rstd=False)
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def rms_norm_residual(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
+                      offset: float = 0.0, cast_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused ``s = x + residual`` (rounded to x's dtype, as HF adds) then ``rms_norm(s)``; returns (normed, s).
+
+    Usage: ``normed, residual = rms_norm_residual(attn_out, residual, norm.weight, norm.variance_epsilon)``.
+    """
+    _check(x, weight, residual)
+    gemma = _gemma_mode(offset, cast_mode)
+    if torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad or weight.requires_grad):
+        return RMSNormResidualFunction.apply(x, residual, weight, eps, offset, gemma)
+    y, s, _, _ = _forward(x, weight, residual, eps, offset, gemma, store_rstd=False)
+    return y.view(*x.shape[:-1], y.shape[-1]), s.view(x.shape)
