@@ -1,0 +1,134 @@
+"""Data path of the prefix cache: look boundary states up in the collator, off the training step.
+
+The lookup runs where the batch is built (the main process, or DataLoader workers), so the step
+only does one host-to-device copy of ``batch["prefix_boundary"]``; it is pinned in the main process
+when CUDA is available so that copy can be ``non_blocking``. In a DataLoader worker nothing is
+pinned here (pinning would initialise CUDA in a forked process); ``DataLoader(pin_memory=True)``
+(the HF Trainer default) pins the batch on its way out instead.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from fastfreeze.cache import PrefixCache, batch_keys
+
+__all__ = ["BOUNDARY_KEY", "CachedBoundaryCollator", "gather_rows", "scatter_rows"]
+
+BOUNDARY_KEY = "prefix_boundary"
+
+
+def _mask_or_ones(attention_mask: torch.Tensor | None, shape) -> torch.Tensor:
+    if attention_mask is None:
+        return torch.ones(shape, dtype=torch.bool)
+    return attention_mask != 0
+
+
+def scatter_rows(
+    rows: Sequence[torch.Tensor],
+    attention_mask: torch.Tensor,
+    hidden: int,
+    dtype: torch.dtype,
+    pin_memory: bool = False,
+) -> torch.Tensor:
+    """Lay per-example ``[n_b, H]`` rows out as a ``[B, T, H]`` batch: row b fills the positions
+    where ``attention_mask[b] != 0`` (in order), zeros elsewhere. Inverse of :func:`gather_rows`.
+
+    Usage: ``boundary = scatter_rows(cache.get_many(keys), batch["attention_mask"], 512, torch.float32)``
+    """
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be [B, T], got {tuple(attention_mask.shape)}")
+    mask = attention_mask.detach().cpu() != 0
+    b, t = mask.shape
+    if len(rows) != b:
+        raise ValueError(f"scatter_rows got {len(rows)} rows for a batch of {b}")
+    counts = mask.sum(dim=1).tolist()
+    for i, (row, n) in enumerate(zip(rows, counts)):
+        if row.dim() != 2 or row.shape[0] != n or row.shape[1] != hidden:
+            raise ValueError(
+                f"cached row {i} has shape {tuple(row.shape)} but the batch has {n} real tokens and "
+                f"hidden={hidden}; the cache does not match this model/tokenization (new fingerprint?)"
+            )
+    out = torch.zeros(b, t, hidden, dtype=dtype, pin_memory=pin_memory)
+    if sum(counts):
+        # Boolean-mask assignment walks (b, t) in row-major order: exactly the concatenated rows.
+        out[mask] = torch.cat([r.to(dtype) for r in rows])
+    return out
+
+
+def gather_rows(boundary: torch.Tensor, attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
+    """Split a ``[B, T, H]`` boundary into per-example ``[n_b, H]`` rows of the real tokens (on the
+    boundary's device; ``PrefixCache.put_many`` does one host copy for all of them).
+
+    Usage: ``cache.put_many(keys, gather_rows(boundary, batch["attention_mask"]))``
+    """
+    if boundary.dim() != 3:
+        raise ValueError(f"boundary must be [B, T, H], got {tuple(boundary.shape)}")
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(boundary.shape[:2]):
+        raise ValueError(
+            f"attention_mask {tuple(attention_mask.shape)} does not match boundary {tuple(boundary.shape)}"
+        )
+    mask = _mask_or_ones(attention_mask, boundary.shape[:2]).to(boundary.device)
+    counts = mask.sum(dim=1).tolist()
+    return list(boundary[mask].split(counts))
+
+
+class CachedBoundaryCollator:
+    """Wraps a collator: when every example of the batch is cached, adds ``batch["prefix_boundary"]``
+    ([B, T, H], laid out like the batch, zeros at padding); on any miss adds nothing and the trainer
+    runs the prefix for the whole batch. Picklable, so it works in DataLoader workers: a DiskCache
+    reopens its memory maps lazily there; a MemoryCache in a forked worker sees the entries present
+    at fork time (workers are re-forked each epoch unless ``persistent_workers=True``, which would
+    freeze them at the first epoch). Hit/miss counts made in workers reach ``cache.summary()``.
+
+    Usage: ``trainer.data_collator = CachedBoundaryCollator(collator, cache, cfg.hidden_size, torch.bfloat16)``
+    """
+
+    def __init__(
+        self,
+        base_collator,
+        cache: PrefixCache,
+        hidden_size: int,
+        dtype: torch.dtype,
+        pin_memory: bool | None = None,
+    ):
+        if not callable(base_collator):
+            raise TypeError("base_collator must be callable (e.g. DataCollatorWithPadding(tokenizer))")
+        if not isinstance(cache, PrefixCache):
+            raise TypeError(f"cache must be a PrefixCache (see open_cache), got {type(cache).__name__}")
+        if not isinstance(hidden_size, int) or hidden_size <= 0:
+            raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating torch.dtype (the model's), got {dtype!r}")
+        if pin_memory and not torch.cuda.is_available():
+            raise ValueError("pin_memory=True needs CUDA; leave pin_memory=None to decide automatically")
+        self.base_collator = base_collator
+        self.cache = cache
+        self.hidden_size = hidden_size
+        self.dtype = dtype
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+
+    def __call__(self, features) -> dict:
+        batch = self.base_collator(features)
+        try:
+            input_ids = batch["input_ids"]
+        except (TypeError, KeyError):
+            raise ValueError(
+                "the base collator must return a mapping with 'input_ids' ([B, T] tensor); "
+                f"got {type(batch).__name__}"
+            ) from None
+        attention_mask = batch.get("attention_mask")
+        keys = batch_keys(input_ids, attention_mask, batch.get("position_ids"))
+        # Look every row up (not just up to the first miss) so hits/misses count examples honestly;
+        # a lookup is an index probe plus a lazy view, so the extra ones are cheap.
+        rows = self.cache.get_many(keys)
+        if any(row is None for row in rows):
+            return batch
+        mask = attention_mask if attention_mask is not None else torch.ones(input_ids.shape)
+        in_worker = torch.utils.data.get_worker_info() is not None
+        batch[BOUNDARY_KEY] = scatter_rows(
+            rows, mask, self.hidden_size, self.dtype, pin_memory=self.pin_memory and not in_worker
+        )
+        return batch
