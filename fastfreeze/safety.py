@@ -417,6 +417,8 @@ def load_prompts(
     try:
         ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as exc:  # the builders raise many types; re-raise with the file and format named
+        if "corresponds to no data" in str(exc):  # datasets' wording for a file with zero rows
+            raise ValueError(f"prompt file {str(path)!r} has no rows; it needs at least one prompt.") from exc
         raise ValueError(f"could not read {str(path)!r} as {fmt.upper()}: {type(exc).__name__}: {exc}") from exc
     if column not in ds.column_names:
         raise KeyError(
