@@ -1,0 +1,299 @@
+"""Tokenization shared by QA and pretraining: a word-level tokenizer, QA/bio tokenizers, a padding collator.
+
+Usage::
+
+    from fastfreeze.data import make_biography, BiographyConfig, build_word_tokenizer, tokenize_qa, PaddingCollator
+    dd = make_biography(BiographyConfig.preset("quick"))
+    tok = build_word_tokenizer(dd)
+    train = tokenize_qa(dd["task0_train"], tok)
+    collate = PaddingCollator(tok.pad_token_id)  # HF Trainer's data_collator
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import datasets
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PAD_TOKEN",
+    "UNK_TOKEN",
+    "EOS_TOKEN",
+    "PaddingCollator",
+    "build_word_tokenizer",
+    "tokenize_bios",
+    "tokenize_qa",
+]
+
+IGNORE_INDEX = -100  # label value that torch's cross-entropy (and HF models) skip
+PAD_TOKEN, UNK_TOKEN, EOS_TOKEN = "<pad>", "<unk>", "<eos>"
+_SPACE = "\u2581"  # "▁" marks a word that followed a space, as in SentencePiece
+_TEXT_COLUMNS = ("text", "prompt", "answer")
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    # Split on spaces, keeping each space as a "▁" prefix of the next word, then isolate every
+    # punctuation mark. Keeping the space makes decoding exact ("May 28, 1952" -> "▁May", "▁28",
+    # ",", "▁1952" -> "May 28, 1952"), and prepend_scheme="always" gives a text-initial word the same
+    # "▁" form as a word after a space, so a name is the same three tokens at the start of a bio and
+    # inside a question.
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="always", split=True),
+            pre_tokenizers.Split(Regex(rf"[^\w{_SPACE}]"), behavior="isolated"),
+        ]
+    )
+
+
+def _texts(data: datasets.Dataset | datasets.DatasetDict, batch: int = 10_000) -> Iterator[list[str]]:
+    parts = data.values() if isinstance(data, datasets.DatasetDict) else [data]
+    for ds in parts:
+        for col in _TEXT_COLUMNS:
+            if col in ds.column_names:
+                for start in range(0, len(ds), batch):
+                    yield ds[start : start + batch][col]
+
+
+def build_word_tokenizer(
+    data: datasets.Dataset | datasets.DatasetDict, extra_texts: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
+    """A word-level ``PreTrainedTokenizerFast`` whose vocabulary covers every word of ``data``.
+
+    Words are split on spaces and punctuation (a full name is 3 tokens, "May 28, 1952" is
+    "▁May", "▁28", ",", "▁1952"); special tokens ``<pad>``, ``<unk>``, ``<eos>`` (ids 0, 1, 2), no BOS,
+    nothing added automatically (append EOS yourself, as tokenize_qa/tokenize_bios do). Decoding is
+    exact: ``decode(encode(s)) == s`` for text made of known words. Vocabulary ids are sorted by word,
+    so the same data always gives the same ids. Reads the ``text``, ``prompt`` and ``answer`` columns
+    of every split, plus ``extra_texts``.
+
+    Usage: ``tok = build_word_tokenizer(make_biography(BiographyConfig.preset("tiny")))``.
+    """
+    if not isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
+        raise TypeError(
+            f"build_word_tokenizer expects a datasets.Dataset or DatasetDict, got {type(data).__name__}; "
+            "pass the output of make_biography(...)"
+        )
+    counter = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
+    counter.pre_tokenizer = _pre_tokenizer()
+    # The Rust trainer only collects the word set fast; its id order is not used (frequency ties
+    # are ordered arbitrarily), ids are re-assigned below in sorted order.
+    trainer = trainers.WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=0, show_progress=False, special_tokens=[])
+    extra = list(extra_texts)
+    counter.train_from_iterator(_chain(_texts(data), [extra] if extra else []), trainer=trainer)
+    words = sorted(counter.get_vocab())
+    if not words:
+        raise ValueError("build_word_tokenizer found no text: data needs a 'text', 'prompt' or 'answer' column")
+    specials = [PAD_TOKEN, UNK_TOKEN, EOS_TOKEN]
+    vocab = {w: i for i, w in enumerate(specials + [w for w in words if w not in specials])}
+
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    tok.pre_tokenizer = _pre_tokenizer()
+    tok.decoder = decoders.Metaspace(replacement=_SPACE, prepend_scheme="always", split=True)
+    tok.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
+        eos_token=EOS_TOKEN,
+        padding_side="right",
+        # transformers' cleanup would rewrite spaces around punctuation; our decoder is exact.
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _chain(*iterables: Iterable[list[str]]) -> Iterator[str]:
+    for it in iterables:
+        for batch in it:
+            yield from batch
+
+
+def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(
+            f"{type(tokenizer).__name__} has no eos_token; set one (e.g. tokenizer.eos_token = '<|endoftext|>') "
+            "before tokenizing: answers and bios end with EOS"
+        )
+    return int(eos)
+
+
+def _fingerprint(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *parts: Any) -> str:
+    # An explicit fingerprint spares datasets from pickling/hashing the tokenizer (slow, and it warns
+    # when that fails); the backend's JSON identifies the tokenizer exactly.
+    h = hashlib.sha256()
+    h.update(dataset._fingerprint.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else repr(tokenizer).encode())
+    h.update(repr((tokenizer.eos_token_id, parts)).encode())
+    return h.hexdigest()[:32]
+
+
+def _require_columns(dataset: datasets.Dataset, columns: Sequence[str], fn: str) -> None:
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(f"{fn} expects a datasets.Dataset (one split, e.g. dd['task0_train']), got {type(dataset).__name__}")
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{fn}: dataset lacks column(s) {missing} (has {dataset.column_names}); pass a split made by make_biography")
+
+
+def tokenize_qa(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int = 64) -> datasets.Dataset:
+    """Tokenize QA rows: input_ids = prompt + answer + EOS, labels = -100 on the prompt, ids after.
+
+    The prompt and the answer are tokenized separately (no special tokens) and concatenated, so the
+    supervised tokens are exactly ``tokenizer(answer)`` + EOS. For the word tokenizer this equals
+    tokenizing prompt + answer at once. For BPE tokenizers (e.g. GPT-NeoX) the answer's leading space
+    makes its first token the usual "space + word" token, as the paper's code checks; separate
+    tokenization guarantees the prompt/answer boundary is a token boundary. Adds ``input_ids``,
+    ``attention_mask``, ``labels`` and ``prompt_len`` (number of prompt tokens) and keeps the original
+    columns. A row longer than ``max_length`` raises (truncation would cut the answer).
+
+    Usage: ``train = tokenize_qa(dd["task0_train"], tok, max_length=64)``.
+    """
+    _require_columns(dataset, ["prompt", "answer"], "tokenize_qa")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"tokenize_qa: max_length must be an int >= 2, got {max_length!r}")
+    eos = _eos_id(tokenizer)
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        prompts = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
+        answers = tokenizer(batch["answer"], add_special_tokens=False)["input_ids"]
+        out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_len": []}
+        for i, (p, a) in enumerate(zip(prompts, answers)):
+            if not a:
+                raise ValueError(f"tokenize_qa: answer {batch['answer'][i]!r} tokenizes to nothing; every answer needs text")
+            ids = list(p) + list(a) + [eos]
+            if len(ids) > max_length:
+                raise ValueError(
+                    f"tokenize_qa: row {batch['prompt'][i]!r} -> {batch['answer'][i]!r} needs {len(ids)} tokens "
+                    f"(prompt {len(p)} + answer {len(a)} + EOS) but max_length={max_length}; pass a larger max_length"
+                )
+            out["input_ids"].append(ids)
+            out["attention_mask"].append([1] * len(ids))
+            out["labels"].append([IGNORE_INDEX] * len(p) + list(a) + [eos])
+            out["prompt_len"].append(len(p))
+        return out
+
+    return dataset.map(
+        encode,
+        batched=True,
+        new_fingerprint=_fingerprint(dataset, tokenizer, "tokenize_qa/v1", max_length),
+        desc="tokenize QA",
+    )
+
+
+def tokenize_bios(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int = 512) -> datasets.Dataset:
+    """Tokenize pretraining text: input_ids = text + EOS, labels = input_ids (the model shifts them).
+
+    Adds ``input_ids``, ``attention_mask``, ``labels`` and keeps the original columns. A text longer
+    than ``max_length`` raises rather than being cut (a cut bio loses facts).
+
+    Usage: ``bios = tokenize_bios(dd["bios"], tok, max_length=128)``.
+    """
+    _require_columns(dataset, ["text"], "tokenize_bios")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"tokenize_bios: max_length must be an int >= 2, got {max_length!r}")
+    eos = _eos_id(tokenizer)
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        texts = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
+        for i, t in enumerate(texts):
+            ids = list(t) + [eos]
+            if len(ids) > max_length:
+                raise ValueError(
+                    f"tokenize_bios: text {i} of this batch needs {len(ids)} tokens (with EOS) but "
+                    f"max_length={max_length}; pass a larger max_length"
+                )
+            out["input_ids"].append(ids)
+            out["attention_mask"].append([1] * len(ids))
+            out["labels"].append(list(ids))
+        return out
+
+    return dataset.map(
+        encode,
+        batched=True,
+        new_fingerprint=_fingerprint(dataset, tokenizer, "tokenize_bios/v1", max_length),
+        desc="tokenize bios",
+    )
+
+
+@dataclass
+class PaddingCollator:
+    """Pads ``input_ids`` / ``attention_mask`` / ``labels`` to the longest row; returns torch tensors.
+
+    Pads input_ids with ``pad_token_id``, attention_mask with 0, labels with -100. Other columns are
+    dropped (strings, ids, prompt_len...) unless named in ``keep_columns`` (int columns, returned as
+    a 1-D tensor). ``padding_side="left"`` is for batched generation. Rows may hold lists or tensors.
+
+    Usage: ``Trainer(..., data_collator=PaddingCollator(tok.pad_token_id))``.
+    """
+
+    pad_token_id: int
+    padding_side: str = "right"
+    pad_to_multiple_of: int | None = None
+    keep_columns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
+            raise ValueError(
+                f"PaddingCollator.pad_token_id must be a non-negative int, got {self.pad_token_id!r}; "
+                "pass tokenizer.pad_token_id (set tokenizer.pad_token first if it is None)"
+            )
+        if self.padding_side not in ("right", "left"):
+            raise ValueError(f"PaddingCollator.padding_side must be 'right' or 'left', got {self.padding_side!r}")
+        if self.pad_to_multiple_of is not None and (
+            isinstance(self.pad_to_multiple_of, bool) or not isinstance(self.pad_to_multiple_of, int) or self.pad_to_multiple_of < 1
+        ):
+            raise ValueError(f"PaddingCollator.pad_to_multiple_of must be None or an int >= 1, got {self.pad_to_multiple_of!r}")
+        self.keep_columns = tuple(self.keep_columns)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("PaddingCollator got an empty batch")
+        if any("input_ids" not in f for f in features):
+            raise ValueError("PaddingCollator: every row needs 'input_ids'; tokenize with tokenize_qa / tokenize_bios first")
+        rows = [_as_list(f["input_ids"]) for f in features]
+        width = max(len(r) for r in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {
+            "input_ids": self._pad(rows, width, self.pad_token_id),
+            "attention_mask": self._pad(
+                [_as_list(f["attention_mask"]) if "attention_mask" in f else [1] * len(r) for f, r in zip(features, rows)],
+                width,
+                0,
+            ),
+        }
+        has_labels = ["labels" in f for f in features]
+        if any(has_labels):
+            if not all(has_labels):
+                raise ValueError("PaddingCollator: some rows have 'labels' and some do not; tokenize all rows the same way")
+            batch["labels"] = self._pad([_as_list(f["labels"]) for f in features], width, IGNORE_INDEX)
+        for col in self.keep_columns:
+            if any(col not in f for f in features):
+                raise ValueError(f"PaddingCollator: keep_columns names {col!r} but a row lacks it")
+            batch[col] = torch.tensor([int(f[col]) for f in features], dtype=torch.long)
+        return batch
+
+    def _pad(self, rows: list[list[int]], width: int, value: int) -> torch.Tensor:
+        out = torch.full((len(rows), width), value, dtype=torch.long)
+        for i, r in enumerate(rows):
+            if len(r) == 0:
+                continue
+            if self.padding_side == "right":
+                out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            else:
+                out[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        return out
+
+
+def _as_list(x: Any) -> list[int]:
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return list(x)
