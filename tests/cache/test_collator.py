@@ -1,0 +1,146 @@
+"""Tests of the prefix cache data path: scatter/gather, CachedBoundaryCollator, pickling, workers."""
+
+import pickle
+
+import pytest
+import torch
+
+from fastfreeze.cache import MemoryCache, batch_keys
+from fastfreeze.cache_collator import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows, scatter_rows
+from fastfreeze.cache_disk import DiskCache
+
+H = 6
+VOCAB = 50
+_EMB = torch.randn(VOCAB, H, generator=torch.Generator().manual_seed(0))
+
+
+def fake_prefix(input_ids, position_ids):
+    """A stand-in frozen prefix: depends only on each token's id and position (like a real one)."""
+    return _EMB[input_ids] + 0.25 * position_ids.unsqueeze(-1).float()
+
+
+class PadCollator:
+    """Pads lists of token ids; left padding can add restarting position_ids (as packed/HF-style)."""
+
+    def __init__(self, side="right", with_positions=False):
+        self.side, self.with_positions = side, with_positions
+
+    def __call__(self, features):
+        t = max(len(f["input_ids"]) for f in features)
+        ids, mask, pos = [], [], []
+        for f in features:
+            x, pad = f["input_ids"], t - len(f["input_ids"])
+            p = list(range(len(x)))
+            if self.side == "right":
+                ids.append(x + [0] * pad), mask.append([1] * len(x) + [0] * pad), pos.append(p + [0] * pad)
+            else:
+                ids.append([0] * pad + x), mask.append([0] * pad + [1] * len(x)), pos.append([0] * pad + p)
+        out = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        if self.with_positions:
+            out["position_ids"] = torch.tensor(pos)
+        return out
+
+
+FEATURES = [{"input_ids": [3, 4, 5]}, {"input_ids": [7, 8, 9, 10, 11]}, {"input_ids": [12]}]
+
+
+def boundary_of(batch):
+    """Reference boundary of a collated batch, zeros at padding; positions as the model would use."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    pos = batch.get("position_ids", torch.arange(ids.shape[1]).expand_as(ids))
+    return fake_prefix(ids, pos) * mask.unsqueeze(-1)
+
+
+def fill(cache, base, features):
+    batch = base(features)
+    keys = batch_keys(batch["input_ids"], batch["attention_mask"], batch.get("position_ids"))
+    assert cache.put_many(keys, gather_rows(boundary_of(batch), batch["attention_mask"])) == len(keys)
+
+
+def test_scatter_gather_inverse():
+    mask = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [0, 0, 0, 0]])
+    full = torch.randn(3, 4, H) * mask.unsqueeze(-1)
+    rows = gather_rows(full, mask)
+    assert [r.shape[0] for r in rows] == [2, 3, 0]
+    assert torch.equal(rows[1], full[1, 1:])
+    assert torch.equal(scatter_rows(rows, mask, H, torch.float32), full)
+    with pytest.raises(ValueError, match="real tokens"):
+        scatter_rows([rows[1], rows[0], rows[2]], mask, H, torch.float32)
+
+
+@pytest.mark.parametrize("side,with_positions", [("right", False), ("left", False), ("left", True)])
+def test_all_hit_batch_is_exact_scatter(side, with_positions):
+    base = PadCollator(side, with_positions)
+    cache = MemoryCache("fp")
+    fill(cache, base, FEATURES)
+    coll = CachedBoundaryCollator(base, cache, H, torch.float32, pin_memory=False)
+    shuffled = [FEATURES[2], FEATURES[0], FEATURES[1]]  # batch composition/order must not matter
+    batch = coll(shuffled)
+    assert torch.equal(batch[BOUNDARY_KEY], boundary_of(base(shuffled)))
+    assert cache.summary().hits == 3 and cache.summary().misses == 0
+
+
+def test_right_padded_cache_serves_left_padded_with_positions():
+    cache = MemoryCache("fp")
+    fill(cache, PadCollator("right"), FEATURES)
+    left = PadCollator("left", with_positions=True)
+    batch = CachedBoundaryCollator(left, cache, H, torch.float32)(FEATURES)
+    assert torch.equal(batch[BOUNDARY_KEY], boundary_of(left(FEATURES)))
+    # Left padding without position_ids puts tokens at other positions: a different state, a miss.
+    batch = CachedBoundaryCollator(PadCollator("left"), cache, H, torch.float32)(FEATURES)
+    assert BOUNDARY_KEY not in batch
+
+
+def test_any_miss_adds_nothing():
+    base = PadCollator()
+    cache = MemoryCache("fp")
+    fill(cache, base, FEATURES[:2])
+    coll = CachedBoundaryCollator(base, cache, H, torch.float32)
+    batch = coll(FEATURES)
+    assert BOUNDARY_KEY not in batch and set(batch) == {"input_ids", "attention_mask"}
+    assert (cache.summary().hits, cache.summary().misses) == (2, 1)
+
+
+def test_dtype_conversion_from_bf16_cache():
+    base = PadCollator()
+    cache = MemoryCache("fp", dtype=torch.bfloat16)
+    fill(cache, base, FEATURES)
+    batch = CachedBoundaryCollator(base, cache, H, torch.float32)(FEATURES)
+    expected = boundary_of(base(FEATURES)).to(torch.bfloat16).float()
+    assert batch[BOUNDARY_KEY].dtype == torch.float32 and torch.equal(batch[BOUNDARY_KEY], expected)
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_pickle_round_trip(tmp_path, kind):
+    base = PadCollator("left", with_positions=True)
+    cache = MemoryCache("fp") if kind == "memory" else DiskCache(tmp_path, "fp")
+    fill(cache, base, FEATURES)
+    cache.flush()
+    coll = CachedBoundaryCollator(base, cache, H, torch.float32)
+    expected = coll(FEATURES)[BOUNDARY_KEY]  # also opens the disk mmap before pickling
+    clone = pickle.loads(pickle.dumps(coll))
+    assert torch.equal(clone(FEATURES)[BOUNDARY_KEY], expected)
+
+
+def test_dataloader_worker_hits_reach_parent_summary(tmp_path):
+    base = PadCollator()
+    cache = DiskCache(tmp_path, "fp")
+    fill(cache, base, FEATURES)
+    cache.flush()
+    coll = CachedBoundaryCollator(base, cache, H, torch.float32)
+    data = FEATURES + [{"input_ids": [20, 21]}]  # the last batch misses
+    loader = torch.utils.data.DataLoader(data, batch_size=3, collate_fn=coll, num_workers=1)
+    batches = list(loader)
+    assert BOUNDARY_KEY in batches[0] and BOUNDARY_KEY not in batches[1]
+    assert torch.equal(batches[0][BOUNDARY_KEY], boundary_of(base(FEATURES)))
+    assert (cache.summary().hits, cache.summary().misses) == (3, 1)  # counted in the worker
+
+
+def test_collator_bad_input():
+    with pytest.raises(TypeError, match="PrefixCache"):
+        CachedBoundaryCollator(PadCollator(), object(), H, torch.float32)
+    with pytest.raises(ValueError, match="hidden_size"):
+        CachedBoundaryCollator(PadCollator(), MemoryCache("fp"), 0, torch.float32)
+    coll = CachedBoundaryCollator(lambda f: [1, 2], MemoryCache("fp"), H, torch.float32)
+    with pytest.raises(ValueError, match="input_ids"):
+        coll(FEATURES)
