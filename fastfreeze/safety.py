@@ -311,7 +311,9 @@ def generate_responses(
                 raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token.")
             # Safe for batching: padded positions are masked out by the attention mask.
             tokenizer.pad_token = tokenizer.eos_token
-        gen_kwargs = dict(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        gen_kwargs = dict(
+            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+        )
         model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         if model_eos is None and tokenizer.eos_token_id is not None:
             gen_kwargs["eos_token_id"] = tokenizer.eos_token_id
@@ -427,7 +429,7 @@ def load_prompts(
         )
     if len(ds) == 0:
         raise ValueError(f"prompt file {str(path)!r} has no rows; it needs at least one prompt.")
-    values = ds[column][:limit] if limit is not None else ds[column]
+    values = list(ds[column])[:limit]  # list(): newer datasets return a lazy Column
     prompts = []
     for i, value in enumerate(values):
         if not isinstance(value, str) or not value.strip():

@@ -1,6 +1,7 @@
 """Tests for fastfreeze.safety: keyword rule, report, judge, batched greedy generation, prompt loading."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -206,6 +207,11 @@ def test_evaluate_refusals_on_fake_model(tok):
     # Everything restored: padding side, (absent) pad token, each module's mode.
     assert tok.padding_side == "right" and tok.pad_token is None
     assert model.training is True and model.proj.training is True and model.sub.training is False
+    # A datasets column (what make_safety_data / load_dataset hand out) works as the prompt list.
+    import datasets
+
+    column = datasets.Dataset.from_dict({"goal": ["bad request", "hello"]})["goal"]
+    assert [r["refused"] for r in evaluate_refusals(model, tok, column).records] == [True, False]
     # The judge is consulted per prompt with the original (unwrapped) prompt.
     seen = []
     rep = evaluate_refusals(model, tok, ["hello"], wrapper="User : {goal}", judge=lambda p, r: seen.append(p) or True)
@@ -252,6 +258,20 @@ def test_batched_left_padded_equals_one_by_one(llama, tok):
             ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
     ref = tok.decode(ids[0, len(tok(PROMPTS[1])["input_ids"]) :], skip_special_tokens=True).strip()
     assert single[1] == ref
+
+
+def test_greedy_even_when_model_config_samples(llama, tok):
+    # Chat checkpoints (e.g. Llama-2-chat) ship generation configs with do_sample=True; the
+    # evaluator must still decode greedily, so two runs agree with a greedy-config run.
+    greedy, _ = generate_responses(llama, tok, PROMPTS[:3], max_new_tokens=8)
+    saved = copy.deepcopy(llama.generation_config)
+    try:
+        llama.generation_config.do_sample, llama.generation_config.temperature = True, 5.0
+        llama.generation_config.top_k = 0
+        runs = [generate_responses(llama, tok, PROMPTS[:3], max_new_tokens=8)[0] for _ in range(2)]
+    finally:
+        llama.generation_config = saved
+    assert runs == [greedy, greedy]
 
 
 def test_chat_template_auto_and_wrapper(llama, tok):
