@@ -81,7 +81,9 @@ class CachedBoundaryCollator:
     runs the prefix for the whole batch. Picklable, so it works in DataLoader workers: a DiskCache
     reopens its memory maps lazily there; a MemoryCache in a forked worker sees the entries present
     at fork time (workers are re-forked each epoch unless ``persistent_workers=True``, which would
-    freeze them at the first epoch). Hit/miss counts made in workers reach ``cache.summary()``.
+    freeze them at the first epoch); under the ``spawn`` start method the MemoryCache is pickled
+    into each worker (every row moved to shared memory), so prefer a DiskCache there. Hit/miss
+    counts made in workers reach ``cache.summary()``.
 
     Usage: ``trainer.data_collator = CachedBoundaryCollator(collator, cache, cfg.hidden_size, torch.bfloat16)``
     """

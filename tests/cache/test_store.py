@@ -184,7 +184,8 @@ def test_subprocess_sees_shards_and_same_fingerprint(tmp_path):
 
 
 def test_concurrent_writers_both_visible(tmp_path):
-    a, b = DiskCache(tmp_path, "fp", refresh_interval=0), DiskCache(tmp_path, "fp", refresh_interval=0)
+    # Both open before either writes: each must discover the other's shard on a miss.
+    a, b = DiskCache(tmp_path, "fp"), DiskCache(tmp_path, "fp", refresh_interval=0)
     da, db = rows(4, seed=1), rows(4, seed=2)
     a.put_many(list(da), list(da.values()))
     b.put_many(list(db), list(db.values()))
@@ -254,6 +255,15 @@ def test_corrupt_manifest_detected(tmp_path):
         DiskCache(tmp_path, "fp", strict=True)
     with pytest.warns(CacheWarning):
         assert len(DiskCache(tmp_path, "fp")) == 0
+
+
+def test_other_format_version_skipped_not_quarantined(tmp_path):
+    shard = _one_shard(tmp_path, rows(2))
+    text = shard.with_suffix(".json").read_text().replace('"version":1', '"version":99')
+    shard.with_suffix(".json").write_text(text)
+    with pytest.warns(CacheWarning, match="v99"):
+        c = DiskCache(tmp_path, "fp", strict=True)
+    assert len(c) == 0 and shard.with_suffix(".json").exists()
 
 
 def test_unwritable_dir_raises(tmp_path):
