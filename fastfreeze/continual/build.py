@@ -1,0 +1,152 @@
+"""Builds what a run needs from its config: the task data, the tokenizer, tokenized splits and the model."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, ContinualConfig, DataConfig, ModelConfig
+
+QA_COLUMNS = ("input_ids", "attention_mask", "labels")
+
+
+def atomic_save_dir(save_fn, final: Path) -> None:
+    """Write a directory via `save_fn(tmp)` then rename it into place, so a crash never leaves half a folder."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_fn(str(tmp))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def required_splits(num_tasks: int, pretrain: bool) -> list[str]:
+    names = ["bios"] if pretrain else []
+    for i in range(num_tasks):
+        names += [f"task{i}_train", f"task{i}_test"]
+    return names
+
+
+def load_task_data(cfg: DataConfig, num_tasks: int, pretrain: bool, seed: int, cache_dir: Path):
+    """The run's DatasetDict: `cfg.path`, else the cached copy in `cache_dir`, else generated from the preset."""
+    from datasets import load_from_disk
+
+    if cfg.path is not None:
+        dsd = load_from_disk(cfg.path)
+    elif cache_dir.is_dir():
+        dsd = load_from_disk(str(cache_dir))
+    else:
+        from fastfreeze.data.biography import BiographyConfig, make_biography
+
+        overrides = dict(cfg.overrides)
+        overrides.setdefault("seed", seed)
+        try:
+            bio = BiographyConfig.preset(cfg.preset, **overrides)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"data: {e}") from None
+        dsd = make_biography(bio)
+        atomic_save_dir(dsd.save_to_disk, cache_dir)
+    missing = [s for s in required_splits(num_tasks, pretrain) if s not in dsd]
+    if missing:
+        raise ConfigError(
+            f"task data is missing split(s) {missing} (num_tasks={num_tasks}); the data has {sorted(dsd)}. "
+            "Lower num_tasks, or generate more tasks (data.overrides, e.g. num_tasks in BiographyConfig)."
+        )
+    return dsd
+
+
+def load_tokenizer(cfg: DataConfig, dsd, cache_dir: Path):
+    """The word-level tokenizer built from the data (saved once, reloaded on resume) or a local tokenizer."""
+    from transformers import AutoTokenizer
+
+    if cfg.tokenizer != "word":
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    elif cache_dir.is_dir():
+        tok = AutoTokenizer.from_pretrained(str(cache_dir))
+    else:
+        from fastfreeze.data.tokenize import build_word_tokenizer
+
+        tok = build_word_tokenizer(dsd)
+        atomic_save_dir(tok.save_pretrained, cache_dir)
+    if tok.eos_token_id is None:
+        raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no EOS token; exact match needs one.")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+class TaskData:
+    """Tokenized splits of a run. Usage: `td = TaskData(dsd, tok, cfg.data, num_tasks)`; `td.train[i]`, `td.test[i]`."""
+
+    def __init__(self, dsd, tokenizer, cfg: DataConfig, num_tasks: int, pretrain: bool):
+        from fastfreeze.data.tokenize import PaddingCollator, tokenize_bios, tokenize_qa
+
+        self.raw = dsd
+        self.tokenizer = tokenizer
+        self.train = [tokenize_qa(dsd[f"task{i}_train"], tokenizer, cfg.max_length) for i in range(num_tasks)]
+        self.test = [tokenize_qa(dsd[f"task{i}_test"], tokenizer, cfg.max_length) for i in range(num_tasks)]
+        self.bios = tokenize_bios(dsd["bios"], tokenizer, cfg.bios_max_length) if pretrain else None
+        self.collator = PaddingCollator(tokenizer.pad_token_id)
+
+    @staticmethod
+    def trainable(ds):
+        """Only the columns the model takes (the collator pads them)."""
+        keep = [c for c in ds.column_names if c in QA_COLUMNS]
+        return ds.select_columns(keep)
+
+
+def build_model(cfg: ModelConfig, tokenizer, seed: int):
+    """A fresh model from `cfg` (llama | gpt_neox shapes, untied head) sized to `tokenizer`, or `cfg.path` loaded."""
+    import transformers
+
+    if cfg.path is not None:
+        return transformers.AutoModelForCausalLM.from_pretrained(cfg.path)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+        tie_word_embeddings=False,  # the paper's recipe freezes the embedding but trains the head
+        max_position_embeddings=cfg.max_position_embeddings,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+    )
+    if cfg.family == "llama":
+        mc = transformers.LlamaConfig(
+            intermediate_size=cfg.intermediate_size or (8 * cfg.hidden_size) // 3,
+            num_key_value_heads=cfg.num_attention_heads,
+            **ids,
+        )
+    else:
+        mc = transformers.GPTNeoXConfig(
+            intermediate_size=cfg.intermediate_size or 4 * cfg.hidden_size,
+            rotary_pct=0.25,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            **ids,
+        )
+    torch.manual_seed(seed)
+    return transformers.AutoModelForCausalLM.from_config(mc)
+
+
+def num_layers_of(model) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+def prepare(cfg: ContinualConfig):
+    """Data, tokenizer and tokenized splits for `cfg`, cached under its output_dir."""
+    from .config import fingerprint
+
+    out = Path(cfg.output_dir)
+    pretrain = cfg.pretrain.enabled
+    # Cache folders are named by what made them, so a changed data section never reuses stale data.
+    tag = fingerprint(cfg.data, cfg.seed)
+    dsd = load_task_data(cfg.data, cfg.num_tasks, pretrain, cfg.seed, out / f"data-{tag}")
+    tok = load_tokenizer(cfg.data, dsd, out / f"tokenizer-{tag}")
+    return TaskData(dsd, tok, cfg.data, cfg.num_tasks, pretrain)

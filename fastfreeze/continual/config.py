@@ -1,0 +1,287 @@
+"""Validated dataclasses for a continual-learning run, loaded from YAML (`fastfreeze continual CONFIG.yaml`)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STRATEGIES = ("seq", "freeze", "replay", "ewc")
+MODEL_FAMILIES = ("llama", "gpt_neox")
+
+
+class ConfigError(ValueError):
+    """A continual-learning config is invalid; the message names the field and the fix."""
+
+
+def _from_dict(cls, data: Any, where: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys with the list of valid ones."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} ({data!r}).")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}.")
+    return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    """A model built from scratch (`family` + sizes, via transformers config classes) or loaded from `path`."""
+
+    family: str = "llama"
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int | None = None  # default: 4 x hidden (gpt_neox) / ~2.7 x hidden (llama)
+    max_position_embeddings: int = 256
+    path: str | None = None  # a local save_pretrained directory; overrides the shape fields
+
+    def validate(self) -> None:
+        if self.path is None and self.family not in MODEL_FAMILIES:
+            raise ConfigError(f"model.family={self.family!r} is unknown; use one of {MODEL_FAMILIES} or set model.path.")
+        if self.path is not None and not Path(self.path).is_dir():
+            raise ConfigError(f"model.path={self.path!r} is not a directory; point it at a save_pretrained folder.")
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be > 0 (got {getattr(self, name)}).")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"model.hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}."
+            )
+
+
+@dataclass
+class DataConfig:
+    """The task data: a Biography preset (+ overrides of BiographyConfig fields) or a saved DatasetDict `path`."""
+
+    preset: str | None = "tiny"
+    overrides: dict = field(default_factory=dict)
+    path: str | None = None
+    tokenizer: str = "word"  # "word" (built from the data) or a local tokenizer directory
+    max_length: int = 64  # QA sequences (prompt + answer + EOS)
+    bios_max_length: int = 128
+
+    def validate(self) -> None:
+        if self.path is None and self.preset is None:
+            raise ConfigError("data: set either data.preset (quick|tiny|paper) or data.path (a save_to_disk folder).")
+        if self.path is not None and not Path(self.path).is_dir():
+            raise ConfigError(f"data.path={self.path!r} is not a directory; save one with DatasetDict.save_to_disk.")
+        if self.tokenizer != "word" and not Path(self.tokenizer).is_dir():
+            raise ConfigError(f"data.tokenizer={self.tokenizer!r}: use 'word' or a local tokenizer directory.")
+
+
+@dataclass
+class PretrainConfig:
+    """Plain language-model pretraining on the biographies before Task 0 (kwargs go to TrainingArguments)."""
+
+    enabled: bool = True
+    training: dict = field(default_factory=dict)
+
+
+@dataclass
+class StrategyConfig:
+    """One arm of the experiment: seq | freeze(num_frozen_layers, from_task) | replay(replay_fraction) | ewc(ewc_lambda)."""
+
+    name: str = "seq"
+    label: str | None = None
+    num_frozen_layers: int = 0
+    freeze_embeddings: bool = True
+    from_task: int = 1
+    replay_fraction: float = 0.0
+    ewc_lambda: float = 0.0
+    ewc_fisher_batches: int = 32  # batches of the previous task used for the diagonal Fisher
+    cache: str | None = None  # FreezeConfig.cache: None | "memory" | "disk"
+
+    @property
+    def arm(self) -> str:
+        """The arm's name in results and paths."""
+        if self.label:
+            return self.label
+        if self.name == "freeze":
+            return f"freeze{self.num_frozen_layers}"
+        return self.name
+
+    def validate(self, num_layers: int | None, num_tasks: int) -> None:
+        if self.name not in STRATEGIES:
+            raise ConfigError(f"strategy {self.name!r} is unknown; use one of {STRATEGIES}.")
+        if self.name == "freeze":
+            if num_layers is not None and not 1 <= self.num_frozen_layers <= num_layers:
+                raise ConfigError(
+                    f"strategy freeze: num_frozen_layers={self.num_frozen_layers} is out of range; "
+                    f"the model has {num_layers} decoder layers, so use 1..{num_layers}."
+                )
+            if not 0 <= self.from_task < num_tasks:
+                raise ConfigError(f"strategy freeze: from_task={self.from_task} must be in 0..{num_tasks - 1}.")
+        if self.name == "replay" and not 0.0 < self.replay_fraction <= 1.0:
+            raise ConfigError(f"strategy replay: replay_fraction={self.replay_fraction} must be in (0, 1].")
+        if self.name == "ewc" and self.ewc_lambda <= 0:
+            raise ConfigError(f"strategy ewc: ewc_lambda={self.ewc_lambda} must be > 0.")
+        if self.cache not in (None, "memory", "disk"):
+            raise ConfigError(f"strategy cache={self.cache!r}: use null, 'memory' or 'disk'.")
+
+    def differs_from_seq_at(self, task: int) -> bool:
+        """Whether this arm trains `task` differently from plain sequential fine-tuning."""
+        if self.name == "freeze":
+            return task >= self.from_task
+        return self.name in ("replay", "ewc") and task >= 1
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: batch size, dense Task-0 evaluation during `dense_task`, and a generate-based cross-check."""
+
+    batch_size: int = 256
+    dense_task: int = 1
+    dense_every: int = 5
+    dense_until: int = 200
+    dense_max_examples: int | None = None  # subsample the dense evaluation set (None = all)
+    generate_check_examples: int = 0  # >0: also score this many examples with model.generate and record both
+
+
+@dataclass
+class RecoveryConfig:
+    """Recovery test: fine-tune briefly on `fraction` of an old task's TRAIN people, score its TEST people."""
+
+    enabled: bool = True
+    task: int = 0
+    fraction: float = 0.5
+    arms: list | None = None  # None: every arm
+    training: dict = field(default_factory=dict)
+
+
+@dataclass
+class OrthogonalityConfig:
+    """Update orthogonality during `task`: windows [0, boundary_step) vs [boundary_step, end)."""
+
+    enabled: bool = True
+    task: int = 1
+    boundary_step: int = 150
+    energy: float = 0.99
+    arms: list | None = None
+
+
+@dataclass
+class ContinualConfig:
+    """A whole run. Usage: `cfg = ContinualConfig.from_yaml("tiny.yaml"); cfg.validate()`."""
+
+    output_dir: str = "runs/continual"
+    seed: int = 42
+    num_tasks: int = 2  # Task 0 + (num_tasks - 1) later tasks
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    training: dict = field(default_factory=dict)  # TrainingArguments kwargs for every QA task
+    strategies: list = field(default_factory=lambda: [StrategyConfig()])
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    orthogonality: OrthogonalityConfig = field(default_factory=OrthogonalityConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ContinualConfig":
+        """Parse a plain mapping (as loaded from YAML); `strategy:` (one) is accepted for `strategies:`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}.")
+        data = dict(data)
+        if "strategy" in data:
+            if "strategies" in data:
+                raise ConfigError("config: give either `strategy:` or `strategies:`, not both.")
+            data["strategies"] = [data.pop("strategy")]
+        sections = {
+            "model": ModelConfig,
+            "data": DataConfig,
+            "pretrain": PretrainConfig,
+            "evaluation": EvalConfig,
+            "recovery": RecoveryConfig,
+            "orthogonality": OrthogonalityConfig,
+        }
+        for key, sub in sections.items():
+            if key in data:
+                data[key] = _from_dict(sub, data[key], key)
+        if "strategies" in data:
+            raw = data["strategies"]
+            if not isinstance(raw, list) or not raw:
+                raise ConfigError("strategies: expected a non-empty list of {name: seq|freeze|replay|ewc, ...}.")
+            data["strategies"] = [
+                _from_dict(StrategyConfig, {"name": s} if isinstance(s, str) else s, f"strategies[{i}]")
+                for i, s in enumerate(raw)
+            ]
+        return _from_dict(cls, data, "config")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ContinualConfig":
+        """Load a YAML file. Usage: `ContinualConfig.from_yaml("fastfreeze/continual/configs/tiny.yaml")`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found; pass a YAML file or use `fastfreeze demo`.")
+        with open(path) as f:
+            return cls.from_dict(yaml.safe_load(f) or {})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self, num_layers: int | None = None) -> None:
+        """Check every section; `num_layers` (known once a `model.path` is loaded) bounds Freeze's k."""
+        if self.num_tasks < 1:
+            raise ConfigError(f"num_tasks={self.num_tasks} must be >= 1 (Task 0 plus later tasks).")
+        self.model.validate()
+        self.data.validate()
+        if num_layers is None and self.model.path is None:
+            num_layers = self.model.num_hidden_layers
+        labels = [s.arm for s in self.strategies]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"strategies: arm names {labels} repeat; give each a distinct `label`.")
+        for s in self.strategies:
+            if not isinstance(s, StrategyConfig):
+                raise ConfigError(f"strategies: expected StrategyConfig entries, got {s!r}.")
+            s.validate(num_layers, self.num_tasks)
+            if "/" in s.arm or s.arm in ("trunk", "pretrain", "baseline"):
+                raise ConfigError(f"strategy label {s.arm!r} is reserved or contains '/'; pick another label.")
+        ev = self.evaluation
+        if ev.batch_size <= 0 or ev.dense_every <= 0 or ev.dense_until < 0:
+            raise ConfigError("evaluation: batch_size and dense_every must be > 0 and dense_until >= 0.")
+        rec = self.recovery
+        if rec.enabled:
+            if not 0 <= rec.task < self.num_tasks - 1:
+                raise ConfigError(
+                    f"recovery.task={rec.task}: must be an old task, in 0..{self.num_tasks - 2} "
+                    "(or set recovery.enabled: false)."
+                )
+            if not 0.0 < rec.fraction <= 1.0:
+                raise ConfigError(f"recovery.fraction={rec.fraction} must be in (0, 1].")
+            _check_arms(rec.arms, labels, "recovery.arms")
+        orth = self.orthogonality
+        if orth.enabled:
+            if not 1 <= orth.task < self.num_tasks:
+                raise ConfigError(
+                    f"orthogonality.task={orth.task}: must be a later task, in 1..{self.num_tasks - 1} "
+                    "(or set orthogonality.enabled: false)."
+                )
+            if orth.boundary_step <= 0 or not 0.0 < orth.energy <= 1.0:
+                raise ConfigError("orthogonality: boundary_step must be > 0 and energy in (0, 1].")
+            _check_arms(orth.arms, labels, "orthogonality.arms")
+        from .trainers import check_training_kwargs
+
+        check_training_kwargs(self.training, "training")
+        check_training_kwargs(self.pretrain.training, "pretrain.training")
+        check_training_kwargs(self.recovery.training, "recovery.training")
+
+
+def _check_arms(arms, labels, where):
+    if arms is None:
+        return
+    missing = [a for a in arms if a not in labels]
+    if missing:
+        raise ConfigError(f"{where}: {missing} are not arms of this run; arms are {labels}.")
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable short hash of JSON-able parts: stages are skipped on resume only when it matches."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

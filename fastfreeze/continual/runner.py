@@ -1,0 +1,364 @@
+"""The continual-learning runner: pretrain, then tasks 0..T-1 per strategy arm, evaluating after each; resumable.
+
+Stages (each checkpointed with save_pretrained, recorded atomically in `state.json`):
+  pretrain -> baseline eval -> trunk/task0 [-> trunk/task1 ...] -> {arm}/task{t} -> {arm}/recovery
+Arms share every leading task that they train exactly like SEQ (the "trunk"), so SEQ and
+Freeze(k, from_task=1) pretrain and learn Task 0 once and branch at Task 1. Each stage starts
+from the previous stage's checkpoint on disk, so a resumed run equals an uninterrupted one.
+
+CLI: `fastfreeze continual CONFIG.yaml [--output-dir DIR]`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import build
+from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint
+from .diagnostics import WindowSnapshots
+from .evaluate import DenseEvalCallback, EvalSet, evaluate
+from .metrics import all_metrics
+from .trainers import EWCPenalty, diagonal_fisher, make_trainer, training_arguments
+
+STATE_FILE = "state.json"
+FISHER_FILE = "ewc_fisher.pt"
+
+
+class StopRun(Exception):
+    """Raised after the stage named by `stop_after` (used to simulate an interrupted run)."""
+
+
+def _atomic_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class Runner:
+    """Runs one config. Usage: `results = Runner(ContinualConfig.from_yaml(path)).run()`."""
+
+    def __init__(self, cfg: ContinualConfig, log=print):
+        cfg.validate()
+        self.cfg = cfg
+        self.log = log
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        state_path = self.out / STATE_FILE
+        self.state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
+        self.stop_after: str | None = None
+        self.ran: list[str] = []  # stages executed (not skipped) in this call
+
+    # ---------------------------------------------------------------- plumbing
+    def _ckpt(self, key: str) -> Path:
+        return self.out / "checkpoints" / key
+
+    def _stage(self, key: str, fp: str, fn, checkpoint: bool = True) -> dict:
+        """Run `fn() -> record` unless a finished stage with the same fingerprint is on disk."""
+        done = self.state["stages"].get(key)
+        if done and done["fingerprint"] == fp and (not checkpoint or (self._ckpt(key) / "config.json").exists()):
+            self.log(f"[continual] {key}: done already, skipped")
+            return done["record"]
+        self.log(f"[continual] {key}: running")
+        t0 = time.time()
+        record = fn()
+        record["seconds"] = round(time.time() - t0, 2)
+        self.state["stages"][key] = {"fingerprint": fp, "record": record}
+        _atomic_json(self.out / STATE_FILE, self.state)
+        self.ran.append(key)
+        self.log(f"[continual] {key}: finished in {record['seconds']:.1f}s")
+        if self.stop_after == key:
+            raise StopRun(key)
+        return record
+
+    def _load(self, key: str):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(self._ckpt(key)))
+        return model.to(self.device)
+
+    def _save(self, model, key: str) -> None:
+        build.atomic_save_dir(model.save_pretrained, self._ckpt(key))
+
+    def _args(self, key: str, kwargs: dict):
+        return training_arguments(str(self.out / "trainer" / key), self.cfg.seed, kwargs)
+
+    def _eval_tasks(self, model, upto: int) -> dict:
+        bs = self.cfg.evaluation.batch_size
+        return {str(j): evaluate(model, self.evalsets[j], bs) for j in range(min(upto, self.cfg.num_tasks - 1) + 1)}
+
+    # ---------------------------------------------------------------- run
+    def run(self, stop_after: str | None = None) -> dict:
+        """Run every unfinished stage, then write results.json, report.md and plots. Returns the results."""
+        self.stop_after = stop_after
+        cfg = self.cfg
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        import yaml
+
+        from .report import atomic_write_text
+
+        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.data = build.prepare(cfg)
+        tok = self.data.tokenizer
+        self.evalsets = [EvalSet(ds, tok.pad_token_id) for ds in self.data.test]
+
+        fp0 = fingerprint(cfg.data, cfg.seed, cfg.model, len(tok))
+        pre_fp = fingerprint(fp0, cfg.pretrain)
+        self._stage("pretrain", pre_fp, self._pretrain)
+        base_fp = fingerprint(pre_fp, cfg.num_tasks)
+        baseline = self._stage("baseline", base_fp, lambda: {"evals": self._eval_tasks(self._load("pretrain"), cfg.num_tasks)},
+                               checkpoint=False)
+
+        arms = {}
+        for strat in cfg.strategies:
+            arms[strat.arm] = self._run_arm(strat, pre_fp)
+        results = self._results(baseline, arms)
+        from .report import write_outputs
+
+        write_outputs(results, self.out)
+        return results
+
+    def _pretrain(self) -> dict:
+        cfg = self.cfg
+        model = build.build_model(cfg.model, self.data.tokenizer, cfg.seed).to(self.device)
+        self._check_layers(model)
+        record: dict = {"parameters": sum(p.numel() for p in model.parameters())}
+        if cfg.pretrain.enabled:
+            trainer = make_trainer(
+                model, self._args("pretrain", cfg.pretrain.training), self.data.trainable(self.data.bios),
+                self.data.collator,
+            )
+            out = trainer.train()
+            record.update(train_loss=out.training_loss, steps=out.global_step)
+        self._save(model, "pretrain")
+        return record
+
+    def _check_layers(self, model) -> None:
+        n = build.num_layers_of(model)
+        try:
+            self.cfg.validate(num_layers=n)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (model has {n} layers)") from None
+
+    def _run_arm(self, strat: StrategyConfig, pre_fp: str) -> dict:
+        cfg = self.cfg
+        prev_key, prev_fp = "pretrain", pre_fp
+        rows, stage_keys, dense, orth = [], [], None, None
+        shared = True
+        for t in range(cfg.num_tasks):
+            shared = shared and not strat.differs_from_seq_at(t)
+            key = f"trunk/task{t}" if shared else f"{strat.arm}/task{t}"
+            orth_on = self._orth_on(strat, t, shared)
+            fp = fingerprint(
+                prev_fp, cfg.training, cfg.evaluation, t,
+                None if shared else _behaviour(strat, t),
+                [cfg.orthogonality.boundary_step, cfg.orthogonality.energy] if orth_on else None,
+            )
+            rec = self._stage(key, fp, lambda: self._train_task(strat, t, prev_key, key, shared, orth_on))
+            rows.append(rec["evals"])
+            stage_keys.append(key)
+            dense = rec.get("dense") or dense
+            orth = rec.get("orthogonality") or orth
+            prev_key, prev_fp = key, fp
+        recovery = None
+        rc = cfg.recovery
+        if rc.enabled and (rc.arms is None or strat.arm in rc.arms):
+            rfp = fingerprint(prev_fp, rc)
+            recovery = self._stage(f"{strat.arm}/recovery", rfp, lambda: self._recover(prev_key, f"{strat.arm}/recovery"))
+        return {"strategy": strat, "rows": rows, "stages": stage_keys, "dense": dense, "orthogonality": orth,
+                "recovery": recovery}
+
+    def _orth_on(self, strat: StrategyConfig, t: int, shared: bool) -> bool:
+        o = self.cfg.orthogonality
+        if not o.enabled or t != o.task:
+            return False
+        if shared:  # a trunk stage serves every SEQ-like arm; measure it if any of them asked
+            return o.arms is None or any(
+                s.arm in o.arms and not s.differs_from_seq_at(t) for s in self.cfg.strategies
+            )
+        return o.arms is None or strat.arm in o.arms
+
+    def _train_dataset(self, strat: StrategyConfig, t: int):
+        from datasets import concatenate_datasets
+
+        ds = self.data.trainable(self.data.train[t])
+        if strat.name == "replay" and t >= 1:
+            parts = [ds]
+            for j in range(t):
+                old = self.data.trainable(self.data.train[j]).shuffle(seed=self.cfg.seed + j)
+                n = max(1, round(strat.replay_fraction * len(old)))
+                parts.append(old.select(range(n)))
+            ds = concatenate_datasets(parts)
+        return ds
+
+    def _train_task(self, strat, t, prev_key, key, shared, orth_on) -> dict:
+        cfg = self.cfg
+        model = self._load(prev_key)
+        freeze = strat.name == "freeze" and not shared and t >= strat.from_task
+        ewc = None
+        fisher_cum = None
+        if strat.name == "ewc" and not shared and t >= 1:
+            fisher_cum = self._ewc_fisher(model, strat, t, prev_key)
+            anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+            ewc = EWCPenalty(model, fisher_cum, anchor, strat.ewc_lambda)
+        callbacks = []
+        dense_cb = None
+        ev = cfg.evaluation
+        if t == ev.dense_task and t >= 1:
+            dense_set = EvalSet(self.data.test[0], self.data.tokenizer.pad_token_id, ev.dense_max_examples, cfg.seed)
+            dense_cb = DenseEvalCallback(dense_set, ev.dense_every, ev.dense_until, ev.batch_size)
+            callbacks.append(dense_cb)
+        snaps = WindowSnapshots(cfg.orthogonality.boundary_step) if orth_on else None
+        if snaps:
+            callbacks.append(snaps)
+        trainer = make_trainer(
+            model, self._args(key, cfg.training), self._train_dataset(strat, t), self.data.collator,
+            callbacks=callbacks,
+            num_frozen_layers=strat.num_frozen_layers if freeze else 0,
+            freeze_embeddings=strat.freeze_embeddings,
+            cache=strat.cache,
+            ewc=ewc,
+        )
+        out = trainer.train()
+        record = {
+            "task": t,
+            "train_loss": out.training_loss,
+            "steps": out.global_step,
+            "frozen_layers": strat.num_frozen_layers if freeze else 0,
+            "evals": self._eval_tasks(model, t + 1),
+        }
+        if dense_cb:
+            record["dense"] = {"task": 0, "every": ev.dense_every, "history": dense_cb.history}
+        if snaps:
+            record["orthogonality"] = snaps.result(cfg.orthogonality.energy)
+        if ev.generate_check_examples > 0:
+            record["generate_check"] = self._generate_check(model, t)
+        self._save(model, key)
+        if fisher_cum is not None:
+            torch.save(fisher_cum, self._ckpt(key) / FISHER_FILE)
+        return record
+
+    def _ewc_fisher(self, model, strat, t, prev_key) -> dict:
+        """Cumulative diagonal Fisher: the previous stage's (if any) + task t-1's at the current weights."""
+        from torch.utils.data import DataLoader
+
+        prev = self._ckpt(prev_key) / FISHER_FILE
+        cum = torch.load(prev) if prev.exists() else {}
+        loader = DataLoader(
+            self.data.trainable(self.data.train[t - 1]),
+            batch_size=self.cfg.training.get("per_device_train_batch_size", 8),
+            collate_fn=self.data.collator,
+        )
+        new = diagonal_fisher(model, loader, strat.ewc_fisher_batches)
+        return {n: new[n] + cum.get(n, 0) for n in new}
+
+    def _generate_check(self, model, t: int) -> dict:
+        from .evaluate import generate_exact_match
+
+        tok = self.data.tokenizer
+        es = EvalSet(self.data.test[t], tok.pad_token_id, self.cfg.evaluation.generate_check_examples, self.cfg.seed)
+        gen = generate_exact_match(model, es, tok.eos_token_id, tok.pad_token_id).float().mean().item()
+        tf = evaluate(model, es)
+        em_rows = tf["n"]
+        return {"examples": em_rows, "generate_exact_match": gen, "teacher_forced_exact_match": tf["exact_match"]}
+
+    def _recover(self, from_key: str, key: str) -> dict:
+        """Fine-tune briefly on `fraction` of an old task's TRAIN people; score its held-out TEST people."""
+        from .recovery import recovery_subset
+
+        cfg, rc = self.cfg, self.cfg.recovery
+        model = self._load(from_key)
+        before = evaluate(model, self.evalsets[rc.task], cfg.evaluation.batch_size)
+        subset = recovery_subset(self.data.train[rc.task], rc.fraction, cfg.seed)
+        kwargs = {**cfg.training, **rc.training}
+        trainer = make_trainer(model, self._args(key, kwargs), self.data.trainable(subset), self.data.collator)
+        out = trainer.train()
+        after = self._eval_tasks(model, cfg.num_tasks - 1)
+        self._save(model, key)
+        return {
+            "task": rc.task,
+            "from": from_key,
+            "train_examples": len(subset),
+            "steps": out.global_step,
+            "before": before,
+            "after": after,
+        }
+
+    # ---------------------------------------------------------------- results
+    def _results(self, baseline: dict, arms: dict) -> dict:
+        cfg = self.cfg
+        T = cfg.num_tasks
+        b = [baseline["evals"][str(j)]["exact_match"] for j in range(T)]
+        out_arms = {}
+        for name, a in arms.items():
+            R = [[None] * T for _ in range(T)]
+            RF = [[None] * T for _ in range(T)]
+            for i, row in enumerate(a["rows"]):
+                for j, r in row.items():
+                    R[i][int(j)] = r["exact_match"]
+                    RF[i][int(j)] = r["first_token"]
+            out_arms[name] = {
+                "strategy": a["strategy"].__dict__,
+                "stages": a["stages"],
+                "accuracy_matrix": R,
+                "first_token_matrix": RF,
+                "per_attribute_final": a["rows"][-1],
+                "metrics": all_metrics(R, b),
+                "dense": a["dense"],
+                "orthogonality": a["orthogonality"],
+                "recovery": a["recovery"],
+            }
+        stages = self.state["stages"]
+        return {
+            "config": cfg.to_dict(),
+            "num_tasks": T,
+            "baseline": b,
+            "pretrain": stages.get("pretrain", {}).get("record"),
+            "arms": out_arms,
+            "timings_s": {k: v["record"].get("seconds") for k, v in stages.items()},
+            "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
+            f"device={self.device}, torch {torch.__version__}".replace("  ", " "),
+        }
+
+
+def _behaviour(strat: StrategyConfig, t: int) -> dict:
+    """What decides how an arm trains task t (its fingerprint part)."""
+    d = dict(strat.__dict__)
+    d["active"] = strat.differs_from_seq_at(t)
+    return d
+
+
+def run_continual(cfg: ContinualConfig, stop_after: str | None = None, log=print) -> dict:
+    """Run (or resume) `cfg`. Usage: `results = run_continual(ContinualConfig.from_yaml("run.yaml"))`."""
+    return Runner(cfg, log=log).run(stop_after=stop_after)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastfreeze continual", description="Run a continual-learning task sequence.")
+    p.add_argument("config", help="YAML config (see fastfreeze/continual/configs/*.yaml)")
+    p.add_argument("--output-dir", default=None, help="override the config's output_dir")
+    p.add_argument("--fresh", action="store_true", help="delete the output dir first instead of resuming")
+    a = p.parse_args(argv)
+    try:
+        cfg = ContinualConfig.from_yaml(a.config)
+        if a.output_dir:
+            cfg.output_dir = a.output_dir
+        if a.fresh and Path(cfg.output_dir).exists():
+            shutil.rmtree(cfg.output_dir)
+        results = run_continual(cfg)
+    except ConfigError as e:
+        print(f"fastfreeze continual: {e}", file=sys.stderr)
+        return 2
+    print(f"results: {Path(cfg.output_dir) / 'results.json'}; report: {Path(cfg.output_dir) / 'report.md'}")
+    for name, arm in results["arms"].items():
+        m = arm["metrics"]
+        print(f"  {name}: ACC={m['average_accuracy']:.3f} BWT={m['backward_transfer']} forgetting={m['forgetting']}")
+    return 0

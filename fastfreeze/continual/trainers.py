@@ -1,0 +1,176 @@
+"""The one place that builds trainers for the runner: FastFreezeTrainer (or plain Trainer), EWC on top."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+# Keys the runner owns; users set them through other config fields (or not at all).
+_RUNNER_OWNED = {"output_dir"}
+
+
+def check_training_kwargs(kwargs: dict, where: str) -> None:
+    """Reject keys that TrainingArguments does not know, naming the closest fix."""
+    from .config import ConfigError
+
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{where}: expected a mapping of TrainingArguments fields, got {kwargs!r}.")
+    valid = {f.name for f in dataclasses.fields(TrainingArguments)} | {"warmup_ratio"}
+    unknown = sorted(k for k in kwargs if k not in valid)
+    if unknown:
+        raise ConfigError(f"{where}: {unknown} are not TrainingArguments fields (HF names, e.g. learning_rate).")
+    owned = sorted(k for k in kwargs if k in _RUNNER_OWNED)
+    if owned:
+        raise ConfigError(f"{where}: {owned} is set by the runner; set the top-level output_dir instead.")
+
+
+def training_arguments(output_dir: str, seed: int, kwargs: dict) -> TrainingArguments:
+    """TrainingArguments with quiet, save-nothing defaults (the runner checkpoints itself); `kwargs` win."""
+    defaults: dict[str, Any] = dict(
+        output_dir=output_dir,
+        seed=seed,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    defaults.update(kwargs)
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "warmup_ratio" in defaults and "warmup_ratio" not in fields:
+        # transformers >= 5.x folded warmup_ratio into warmup_steps (a float < 1 is a ratio).
+        defaults["warmup_steps"] = float(defaults.pop("warmup_ratio"))
+    return TrainingArguments(**defaults)
+
+
+def _trainer_class():
+    """FastFreezeTrainer when the core runtime is importable, else transformers.Trainer (same behaviour for SEQ)."""
+    try:
+        from fastfreeze.trainer import FastFreezeTrainer
+
+        return FastFreezeTrainer
+    except ImportError:  # the core runtime is optional for the runner's own tests during development
+        return None
+
+
+def _freeze_config(num_frozen_layers: int, freeze_embeddings: bool, cache):
+    from fastfreeze.config import FreezeConfig
+
+    return FreezeConfig(num_frozen_layers=num_frozen_layers, freeze_embeddings=freeze_embeddings, cache=cache)
+
+
+def _manual_freeze(model, num_frozen_layers: int, freeze_embeddings: bool) -> None:
+    """Fallback freeze (requires_grad=False) used only when fastfreeze.trainer is unavailable."""
+    base = model.base_model
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise ValueError("cannot find decoder layers on this model; install the fastfreeze core runtime.")
+    if freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    for layer in list(layers)[:num_frozen_layers]:
+        layer.requires_grad_(False)
+
+
+class EWCPenalty:
+    """Diagonal-Fisher EWC term: lambda/2 * sum_i F_i (theta_i - theta*_i)^2 over trainable params.
+
+    Usage: `EWCPenalty(model, fisher, anchor, lam)(model)` -> scalar tensor.
+    Parameters are bound by object identity at construction, so module swaps that keep the
+    Parameter objects (as FastFreezeTrainer's do) still see the right tensors.
+    """
+
+    def __init__(self, model, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], lam: float):
+        self.lam = float(lam)
+        self.terms = []
+        for name, p in model.named_parameters():
+            if name in fisher:
+                self.terms.append((p, fisher[name].to(p.device), anchor[name].to(p.device)))
+
+    def __call__(self) -> torch.Tensor:
+        total = None
+        for p, f, a in self.terms:
+            if not p.requires_grad:
+                continue
+            term = (f * (p - a).pow(2)).sum()
+            total = term if total is None else total + term
+        if total is None:
+            return torch.zeros(())
+        return 0.5 * self.lam * total
+
+
+def make_trainer(
+    model,
+    args: TrainingArguments,
+    train_dataset,
+    data_collator,
+    callbacks=None,
+    num_frozen_layers: int = 0,
+    freeze_embeddings: bool = True,
+    cache=None,
+    ewc: EWCPenalty | None = None,
+):
+    """Build the trainer for one stage. Usage: `make_trainer(model, args, ds, collator, num_frozen_layers=2).train()`.
+
+    num_frozen_layers=0 -> plain training (SEQ); >0 -> FastFreezeTrainer with that freeze.
+    `ewc` adds the EWC penalty to compute_loss (works on top of either base class).
+    """
+    base = _trainer_class()
+    kwargs: dict[str, Any] = {}
+    if base is None:
+        base = Trainer
+        if num_frozen_layers > 0:
+            _manual_freeze(model, num_frozen_layers, freeze_embeddings)
+    elif num_frozen_layers > 0:
+        kwargs["freeze_config"] = _freeze_config(num_frozen_layers, freeze_embeddings, cache)
+    cls = base
+    if ewc is not None:
+        cls = type("EWC" + base.__name__, (base,), {"compute_loss": _ewc_compute_loss, "_ewc": ewc})
+    return cls(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=data_collator,
+        callbacks=callbacks,
+        **kwargs,
+    )
+
+
+def _ewc_compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    out = super(type(self), self).compute_loss(
+        model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+    )
+    if return_outputs:
+        loss, outputs = out
+        return loss + self._ewc().to(loss.device), outputs
+    return out + self._ewc().to(out.device)
+
+
+def diagonal_fisher(model, dataloader, max_batches: int) -> dict[str, torch.Tensor]:
+    """Empirical diagonal Fisher: mean over batches of the squared gradient of the batch loss.
+
+    Usage: `F = diagonal_fisher(model, loader, 32)`; a per-batch (not per-example) estimate, the
+    usual cheap approximation; it is what EWC needs up to a scale that lambda absorbs.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p, device="cpu") for n, p in params.items()}
+    seen = 0
+    for batch in dataloader:
+        if seen >= max_batches:
+            break
+        model.zero_grad(set_to_none=True)
+        batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+        model(**batch).loss.backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                fisher[n] += p.grad.detach().float().pow(2).cpu()
+        seen += 1
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {n: f / max(seen, 1) for n, f in fisher.items()}
