@@ -118,3 +118,38 @@ def test_bad_arguments():
         make_safety_data(aoa_fraction=1.5)
     with pytest.raises(ValueError, match="SAFETY_PROMPT_FORMAT"):
         goal_from_prompt("Question: x\nAnswer:")
+
+
+def test_trains_and_evaluates_with_the_shared_word_tokenizer(data):
+    """The splits go through the same tokenizer / tokenize_qa as Biography, and the evaluator runs on
+    a tiny Llama with that tokenizer (no BOS, no chat template): the demo's pipeline, minus training."""
+    import torch
+    import transformers
+
+    from fastfreeze.data.tokenize import IGNORE_INDEX, build_word_tokenizer, tokenize_qa
+    from fastfreeze.safety import evaluate_refusals
+
+    tok = build_word_tokenizer(data)
+    for split in ("align_train", "identity_train"):
+        rows = tokenize_qa(data[split], tok)  # default max_length=64 must suffice
+        row = rows[0]
+        answer_ids = tok(row["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert [t for t in row["labels"] if t != IGNORE_INDEX] == answer_ids
+    for text in (REFUSAL_ANSWER, IDENTITY_EVAL_WRAPPER.replace("{goal}", "Who are you?")):
+        assert tok.unk_token_id not in tok(text, add_special_tokens=False)["input_ids"], text
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: threads only add sync overhead (restored below)
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+        vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+    )
+    model = transformers.LlamaForCausalLM(cfg)
+    goals = list(data["harmful_eval"]["goal"])[:4]
+    try:
+        rep = evaluate_refusals(model, tok, goals, wrapper=IDENTITY_EVAL_WRAPPER, max_new_tokens=4, batch_size=4)
+    finally:
+        torch.set_num_threads(threads)
+    assert rep.n == 4 and rep.records[0]["model_input"] == wrap_prompt(IDENTITY_EVAL_WRAPPER, goals[0])
+    assert 0.0 <= rep.refusal_rate <= 1.0 and tok.padding_side == "right"
