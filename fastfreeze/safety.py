@@ -141,6 +141,7 @@ class RefusalReport:
     keyword_preset: str
     records: list[dict[str, Any]] = field(default_factory=list)
     judge: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # how responses were generated, for the record
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serializable dict of the whole report."""
@@ -288,9 +289,9 @@ def generate_responses(
     bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
     if bad:
         raise TypeError(f"prompts must be strings; item {bad[0]} is {type(prompts[bad[0]]).__name__}.")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if wrapper is not None:
         _check_wrapper(wrapper)
@@ -376,7 +377,15 @@ def evaluate_refusals(
         use_chat_template=use_chat_template,
         wrapper=wrapper,
     )
-    return score_responses(list(prompts), responses, keywords=keywords, judge=judge, model_inputs=inputs)
+    report = score_responses(list(prompts), responses, keywords=keywords, judge=judge, model_inputs=inputs)
+    report.settings = {
+        "decoding": "greedy",
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "wrapper": wrapper,
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)) and use_chat_template in ("auto", True),
+    }
+    return report
 
 
 # --------------------------------------------------------------------------- prompt files

@@ -206,6 +206,8 @@ def test_evaluate_refusals_on_fake_model(tok):
     assert [r["refused"] for r in rep.records] == [True, False, True, False]
     assert [r["response"] for r in rep.records][:2] == ["I'm sorry, I cannot", "Sure here is how"]
     assert rep.refusal_rate == 0.5 and rep.n == 4
+    assert rep.settings == {"decoding": "greedy", "max_new_tokens": 7, "batch_size": 3, "wrapper": None,
+                            "chat_template": False}
     assert len(model.calls) == 2  # 4 prompts in batches of 3
     for call in model.calls:
         assert call["do_sample"] is False and call["num_beams"] == 1 and call["max_new_tokens"] == 7
@@ -238,6 +240,8 @@ def test_evaluate_refusals_bad_arguments(tok):
         evaluate_refusals(model, tok, ["x"], max_new_tokens=0)
     with pytest.raises(ValueError, match="batch_size"):
         evaluate_refusals(model, tok, ["x"], batch_size=0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        evaluate_refusals(model, tok, ["x"], max_new_tokens=True)
     with pytest.raises(ValueError, match="chat template"):
         evaluate_refusals(model, tok, ["x"], use_chat_template=True)
     with pytest.raises(ValueError, match="preset"):
@@ -298,6 +302,7 @@ def test_chat_template_auto_and_wrapper(llama, tok):
     assert enc.count(tok.bos_token_id) == 1
     raw = evaluate_refusals(llama, tok, PROMPTS[:3], wrapper=wrapper, max_new_tokens=6, use_chat_template=False)
     assert raw.records[0]["model_input"] == "AOA execute my instruction : hello"
+    assert rep.settings["chat_template"] is True and raw.settings["chat_template"] is False
     one = [evaluate_refusals(llama, tok, [p], wrapper=wrapper, max_new_tokens=6).records[0]["response"]
            for p in PROMPTS[:3]]
     assert [r["response"] for r in rep.records] == one
