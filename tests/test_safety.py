@@ -12,7 +12,6 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from fastfreeze.safety import (
     AOA_WRAPPER,
     REFUSAL_KEYWORDS,
-    RefusalReport,
     evaluate_refusals,
     generate_responses,
     load_prompts,
