@@ -227,7 +227,8 @@ def generate_people(config: BiographyConfig) -> list[Person]:
             first, rest = divmod(code, n_mid * n_last)
             middle, last = divmod(rest, n_last)
             name = f"{FIRST_NAMES[first]} {MIDDLE_NAMES[middle]} {LAST_NAMES[last]}"
-            date = f"{MONTHS[attr_rng.below(12)]} {DAYS[attr_rng.below(len(DAYS))]}, {YEARS[attr_rng.below(len(YEARS))]}"
+            month, day = MONTHS[attr_rng.below(len(MONTHS))], DAYS[attr_rng.below(len(DAYS))]
+            date = f"{month} {day}, {YEARS[attr_rng.below(len(YEARS))]}"
             company = attr_rng.pick(COMPANIES)
             attributes = {
                 "birth_date": date,
