@@ -49,16 +49,17 @@ def _ce_rows_kernel(
     tl.store(LOSS + row, tl.where(valid, lse - zt, 0.0))
     if COMPUTE_GRAD:
         scale = tl.where(valid, tl.load(SCALE), 0.0)  # ignored tokens: zero gradient row
+        inv_s = 1.0 / s  # softmax as exp(z - m) / s, as torch does: exp(z - lse) loses ~2 ulps to lse's rounding
         for v0 in range(0, n_vocab, BLOCK_V):
             cols = v0 + tl.arange(0, BLOCK_V)
             mask = cols < n_vocab
             z = tl.load(ptr + cols, mask=mask, other=0.0).to(tl.float32)
             if HAS_SOFTCAP:
                 t = 2.0 * tl.sigmoid(2.0 * z / softcap) - 1.0
-                g = tl.exp(softcap * t - lse) - tl.where(cols == label, 1.0, 0.0)
+                g = tl.exp(softcap * t - m) * inv_s - tl.where(cols == label, 1.0, 0.0)
                 g = g * (1.0 - t * t)  # d(cap*tanh(z/cap))/dz
             else:
-                g = tl.exp(z - lse) - tl.where(cols == label, 1.0, 0.0)
+                g = tl.exp(z - m) * inv_s - tl.where(cols == label, 1.0, 0.0)
             tl.store(ptr + cols, (g * scale).to(LOGITS.dtype.element_ty), mask=mask)
 
 

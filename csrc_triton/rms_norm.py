@@ -183,6 +183,7 @@ class RMSNormResidualFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, residual, weight, eps, offset, gemma):
         y, s, rstd, _ = _forward(x, weight, residual, eps, offset, gemma, store_rstd=True)
+        ctx.set_materialize_grads(False)  # an unused output gets None, not a zeros tensor to multiply
         ctx.save_for_backward(s, weight, rstd)
         ctx.offset = offset
         return y.view(*x.shape[:-1], y.shape[-1]), s.view(x.shape)

@@ -80,6 +80,7 @@ class RoPEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, cos, sin, rotary_dim):
         ctx.save_for_backward(cos, sin)
+        ctx.set_materialize_grads(False)  # q or k unused downstream: skip its backward launch
         ctx.rotary_dim = rotary_dim
         return _launch(q, cos, sin, rotary_dim, False, "rope.q"), _launch(k, cos, sin, rotary_dim, False, "rope.k")
 
