@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 
 def _words(block: str) -> tuple[str, ...]:
@@ -10,9 +11,9 @@ def _words(block: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(block.split()))
 
 
-def _lines(block: str) -> tuple[str, ...]:
-    """One entry per non-empty line, stripped, first occurrences only."""
-    return tuple(dict.fromkeys(line.strip() for line in block.splitlines() if line.strip()))
+def _entries(block: str) -> tuple[str, ...]:
+    """Split a block on ";" and newlines into stripped entries, keeping first occurrences only."""
+    return tuple(dict.fromkeys(e.strip() for e in re.split(r"[;\n]", block) if e.strip()))
 
 
 ATTRIBUTES: tuple[str, ...] = (
@@ -123,545 +124,127 @@ MIDDLE_NAMES: tuple[str, ...] = _MIDDLE[:400]
 LAST_NAMES: tuple[str, ...] = _LAST[:1000]
 
 # US cities as "City, ST". No periods anywhere in values: bios are split into sentences on ". ".
-CITIES: tuple[str, ...] = _lines("""
-New York, NY
-Los Angeles, CA
-Chicago, IL
-Houston, TX
-Phoenix, AZ
-Philadelphia, PA
-San Antonio, TX
-San Diego, CA
-Dallas, TX
-San Jose, CA
-Austin, TX
-Jacksonville, FL
-Fort Worth, TX
-Columbus, OH
-Charlotte, NC
-Indianapolis, IN
-San Francisco, CA
-Seattle, WA
-Denver, CO
-Oklahoma City, OK
-Nashville, TN
-Washington, DC
-El Paso, TX
-Las Vegas, NV
-Boston, MA
-Detroit, MI
-Portland, OR
-Louisville, KY
-Memphis, TN
-Baltimore, MD
-Milwaukee, WI
-Albuquerque, NM
-Tucson, AZ
-Fresno, CA
-Sacramento, CA
-Mesa, AZ
-Atlanta, GA
-Kansas City, MO
-Colorado Springs, CO
-Omaha, NE
-Raleigh, NC
-Miami, FL
-Virginia Beach, VA
-Long Beach, CA
-Oakland, CA
-Minneapolis, MN
-Bakersfield, CA
-Tulsa, OK
-Tampa, FL
-Arlington, TX
-Aurora, CO
-Wichita, KS
-Cleveland, OH
-New Orleans, LA
-Henderson, NV
-Honolulu, HI
-Anaheim, CA
-Orlando, FL
-Lexington, KY
-Stockton, CA
-Riverside, CA
-Corpus Christi, TX
-Irvine, CA
-Cincinnati, OH
-Santa Ana, CA
-Newark, NJ
-Saint Paul, MN
-Pittsburgh, PA
-Greensboro, NC
-Durham, NC
-Lincoln, NE
-Jersey City, NJ
-Plano, TX
-Anchorage, AK
-North Las Vegas, NV
-Saint Louis, MO
-Madison, WI
-Chandler, AZ
-Gilbert, AZ
-Reno, NV
-Buffalo, NY
-Chula Vista, CA
-Fort Wayne, IN
-Lubbock, TX
-Toledo, OH
-Saint Petersburg, FL
-Laredo, TX
-Irving, TX
-Chesapeake, VA
-Glendale, AZ
-Winston-Salem, NC
-Port Saint Lucie, FL
-Scottsdale, AZ
-Garland, TX
-Boise, ID
-Norfolk, VA
-Spokane, WA
-Richmond, VA
-Fremont, CA
-Huntsville, AL
-Frisco, TX
-Cape Coral, FL
-Santa Clarita, CA
-San Bernardino, CA
-Tacoma, WA
-Hialeah, FL
-Baton Rouge, LA
-Modesto, CA
-Fontana, CA
-McKinney, TX
-Moreno Valley, CA
-Des Moines, IA
-Fayetteville, NC
-Salt Lake City, UT
-Yonkers, NY
-Worcester, MA
-Rochester, NY
-Sioux Falls, SD
-Little Rock, AR
-Amarillo, TX
-Tallahassee, FL
-Grand Prairie, TX
-Columbus, GA
-Augusta, GA
-Peoria, AZ
-Oxnard, CA
-Knoxville, TN
-Overland Park, KS
-Birmingham, AL
-Grand Rapids, MI
-Vancouver, WA
-Montgomery, AL
-Huntington Beach, CA
-Providence, RI
-Brownsville, TX
-Tempe, AZ
-Akron, OH
-Glendale, CA
-Chattanooga, TN
-Fort Lauderdale, FL
-Newport News, VA
-Mobile, AL
-Ontario, CA
-Clarksville, TN
-Cary, NC
-Elk Grove, CA
-Shreveport, LA
-Eugene, OR
-Aurora, IL
-Salem, OR
-Santa Rosa, CA
-Rancho Cucamonga, CA
-Pembroke Pines, FL
-Fort Collins, CO
-Springfield, MO
-Oceanside, CA
-Garden Grove, CA
-Lancaster, CA
-Murfreesboro, TN
-Palmdale, CA
-Corona, CA
-Killeen, TX
-Salinas, CA
-Roseville, CA
-Denton, TX
-Surprise, AZ
-Macon, GA
-Paterson, NJ
-Lakewood, CO
-Hayward, CA
-Charleston, SC
-Alexandria, VA
-Hollywood, FL
-Springfield, MA
-Kansas City, KS
-Sunnyvale, CA
-Bellevue, WA
-Joliet, IL
-Naperville, IL
-Escondido, CA
-Bridgeport, CT
-Savannah, GA
-Olathe, KS
-Mesquite, TX
-Pasadena, TX
-McAllen, TX
-Rockford, IL
-Gainesville, FL
-Syracuse, NY
-Pomona, CA
-Visalia, CA
-Thornton, CO
-Waco, TX
-Jackson, MS
-Columbia, SC
-Fullerton, CA
-Torrance, CA
-Victorville, CA
-Midland, TX
-Orange, CA
-Miramar, FL
-Hampton, VA
-Warren, MI
-Stamford, CT
-Cedar Rapids, IA
-Elizabeth, NJ
-Palm Bay, FL
-Dayton, OH
-New Haven, CT
-Coral Springs, FL
-Meridian, ID
-West Valley City, UT
-Pasadena, CA
-Lewisville, TX
+CITIES: tuple[str, ...] = _entries("""
+New York, NY; Los Angeles, CA; Chicago, IL; Houston, TX; Phoenix, AZ; Philadelphia, PA
+San Antonio, TX; San Diego, CA; Dallas, TX; San Jose, CA; Austin, TX; Jacksonville, FL
+Fort Worth, TX; Columbus, OH; Charlotte, NC; Indianapolis, IN; San Francisco, CA; Seattle, WA
+Denver, CO; Oklahoma City, OK; Nashville, TN; Washington, DC; El Paso, TX; Las Vegas, NV
+Boston, MA; Detroit, MI; Portland, OR; Louisville, KY; Memphis, TN; Baltimore, MD; Milwaukee, WI
+Albuquerque, NM; Tucson, AZ; Fresno, CA; Sacramento, CA; Mesa, AZ; Atlanta, GA; Kansas City, MO
+Colorado Springs, CO; Omaha, NE; Raleigh, NC; Miami, FL; Virginia Beach, VA; Long Beach, CA
+Oakland, CA; Minneapolis, MN; Bakersfield, CA; Tulsa, OK; Tampa, FL; Arlington, TX; Aurora, CO
+Wichita, KS; Cleveland, OH; New Orleans, LA; Henderson, NV; Honolulu, HI; Anaheim, CA; Orlando, FL
+Lexington, KY; Stockton, CA; Riverside, CA; Corpus Christi, TX; Irvine, CA; Cincinnati, OH
+Santa Ana, CA; Newark, NJ; Saint Paul, MN; Pittsburgh, PA; Greensboro, NC; Durham, NC; Lincoln, NE
+Jersey City, NJ; Plano, TX; Anchorage, AK; North Las Vegas, NV; Saint Louis, MO; Madison, WI
+Chandler, AZ; Gilbert, AZ; Reno, NV; Buffalo, NY; Chula Vista, CA; Fort Wayne, IN; Lubbock, TX
+Toledo, OH; Saint Petersburg, FL; Laredo, TX; Irving, TX; Chesapeake, VA; Glendale, AZ
+Winston-Salem, NC; Port Saint Lucie, FL; Scottsdale, AZ; Garland, TX; Boise, ID; Norfolk, VA
+Spokane, WA; Richmond, VA; Fremont, CA; Huntsville, AL; Frisco, TX; Cape Coral, FL
+Santa Clarita, CA; San Bernardino, CA; Tacoma, WA; Hialeah, FL; Baton Rouge, LA; Modesto, CA
+Fontana, CA; McKinney, TX; Moreno Valley, CA; Des Moines, IA; Fayetteville, NC; Salt Lake City, UT
+Yonkers, NY; Worcester, MA; Rochester, NY; Sioux Falls, SD; Little Rock, AR; Amarillo, TX
+Tallahassee, FL; Grand Prairie, TX; Columbus, GA; Augusta, GA; Peoria, AZ; Oxnard, CA
+Knoxville, TN; Overland Park, KS; Birmingham, AL; Grand Rapids, MI; Vancouver, WA; Montgomery, AL
+Huntington Beach, CA; Providence, RI; Brownsville, TX; Tempe, AZ; Akron, OH; Glendale, CA
+Chattanooga, TN; Fort Lauderdale, FL; Newport News, VA; Mobile, AL; Ontario, CA; Clarksville, TN
+Cary, NC; Elk Grove, CA; Shreveport, LA; Eugene, OR; Aurora, IL; Salem, OR; Santa Rosa, CA
+Rancho Cucamonga, CA; Pembroke Pines, FL; Fort Collins, CO; Springfield, MO; Oceanside, CA
+Garden Grove, CA; Lancaster, CA; Murfreesboro, TN; Palmdale, CA; Corona, CA; Killeen, TX
+Salinas, CA; Roseville, CA; Denton, TX; Surprise, AZ; Macon, GA; Paterson, NJ; Lakewood, CO
+Hayward, CA; Charleston, SC; Alexandria, VA; Hollywood, FL; Springfield, MA; Kansas City, KS
+Sunnyvale, CA; Bellevue, WA; Joliet, IL; Naperville, IL; Escondido, CA; Bridgeport, CT
+Savannah, GA; Olathe, KS; Mesquite, TX; Pasadena, TX; McAllen, TX; Rockford, IL; Gainesville, FL
+Syracuse, NY; Pomona, CA; Visalia, CA; Thornton, CO; Waco, TX; Jackson, MS; Columbia, SC
+Fullerton, CA; Torrance, CA; Victorville, CA; Midland, TX; Orange, CA; Miramar, FL; Hampton, VA
+Warren, MI; Stamford, CT; Cedar Rapids, IA; Elizabeth, NJ; Palm Bay, FL; Dayton, OH; New Haven, CT
+Coral Springs, FL; Meridian, ID; West Valley City, UT; Pasadena, CA; Lewisville, TX
 """)
 
-UNIVERSITIES: tuple[str, ...] = _lines("""
-Harvard University
-Yale University
-Princeton University
-Stanford University
-Columbia University
-Cornell University
-Brown University
-Dartmouth College
-Duke University
-Rice University
-Vanderbilt University
-Emory University
-Georgetown University
-Tufts University
-Tulane University
-Boston University
-Boston College
-Northeastern University
-Northwestern University
-Johns Hopkins University
-Carnegie Mellon University
-New York University
-Syracuse University
-Fordham University
-Rutgers University
-Temple University
-Drexel University
-Villanova University
-Lehigh University
-Purdue University
-Indiana University
-Ohio State University
-Michigan State University
-Penn State University
-Iowa State University
-Kansas State University
-Oklahoma State University
-Oregon State University
-Washington State University
-Arizona State University
-Colorado State University
-Florida State University
-Mississippi State University
-Utah State University
-Montana State University
-San Diego State University
-Georgia Institute of Technology
-Massachusetts Institute of Technology
-California Institute of Technology
-Rensselaer Polytechnic Institute
-Worcester Polytechnic Institute
-Stevens Institute of Technology
-Illinois Institute of Technology
-Rochester Institute of Technology
-Virginia Tech
-Texas Tech University
-Louisiana State University
-Auburn University
-Clemson University
-Baylor University
-Brandeis University
-Wake Forest University
-Southern Methodist University
-Texas Christian University
-University of Chicago
-University of Pennsylvania
-University of Michigan
-University of Virginia
-University of Rochester
-University of Notre Dame
-University of Southern California
-University of Miami
-University of Florida
-University of Georgia
-University of Alabama
-University of Arizona
-University of Arkansas
-University of Colorado Boulder
-University of Connecticut
-University of Delaware
-University of Houston
-University of Idaho
-University of Illinois Chicago
-University of Iowa
-University of Kansas
-University of Kentucky
-University of Louisville
-University of Maine
-University of Maryland
-University of Massachusetts Amherst
-University of Minnesota
-University of Mississippi
-University of Missouri
-University of Montana
-University of Nebraska
-University of Nevada Reno
-University of New Hampshire
-University of New Mexico
-University of North Dakota
-University of Oklahoma
-University of Oregon
-University of Pittsburgh
-University of Rhode Island
-University of South Carolina
-University of South Dakota
-University of South Florida
-University of Tennessee
-University of Texas at Austin
-University of Texas at Dallas
-University of Texas at El Paso
-University of Texas at Arlington
-University of Texas at San Antonio
-University of Utah
-University of Vermont
-University of Washington
-University of Wisconsin Madison
-University of Wyoming
-University of Central Florida
-University of Cincinnati
-University of Dayton
-University of Denver
-University of Hawaii
-University of Tulsa
-University of Toledo
-University of Akron
-University of Memphis
-University of Alabama at Birmingham
-University of North Texas
-University of San Diego
-University of San Francisco
-University of the Pacific
-University of Richmond
-University of California Berkeley
-University of California Los Angeles
-University of California San Diego
-University of California Davis
-University of California Irvine
-University of California Santa Barbara
-University of California Santa Cruz
-University of California Riverside
-University of North Carolina at Chapel Hill
-University of North Carolina at Charlotte
-North Carolina State University
-West Virginia University
-Wayne State University
-Kent State University
-Ball State University
-Georgia State University
-Portland State University
-Wichita State University
-Boise State University
-Kennesaw State University
-Ohio University
-Miami University
-Marquette University
-Loyola University Chicago
-DePaul University
-Creighton University
-Gonzaga University
-Seton Hall University
-Howard University
-George Washington University
-American University
-Catholic University of America
-George Mason University
-Old Dominion University
-James Madison University
-Virginia Commonwealth University
-College of William and Mary
-Case Western Reserve University
-Washington University in Saint Louis
-Saint Louis University
-Binghamton University
-Stony Brook University
-University at Buffalo
-University at Albany
-Clarkson University
-Hofstra University
-Pace University
-Yeshiva University
-Northern Arizona University
-Northern Illinois University
-Southern Illinois University
-Western Michigan University
-Central Michigan University
-Eastern Michigan University
-Florida International University
-Florida Atlantic University
-Texas A&M University
-Texas State University
-Brigham Young University
-University of Nevada Las Vegas
-New Mexico State University
-Montclair State University
-Rowan University
-Drake University
-Bradley University
-Butler University
-Xavier University
-Duquesne University
-Pepperdine University
-Santa Clara University
-Loyola Marymount University
-Chapman University
-Mercer University
-Samford University
-Belmont University
-Furman University
-Wesleyan University
-Williams College
-Amherst College
-Swarthmore College
-Pomona College
-Middlebury College
-Bowdoin College
-Carleton College
-Oberlin College
-Vassar College
+UNIVERSITIES: tuple[str, ...] = _entries("""
+Harvard University; Yale University; Princeton University; Stanford University
+Columbia University; Cornell University; Brown University; Dartmouth College; Duke University
+Rice University; Vanderbilt University; Emory University; Georgetown University; Tufts University
+Tulane University; Boston University; Boston College; Northeastern University
+Northwestern University; Johns Hopkins University; Carnegie Mellon University; New York University
+Syracuse University; Fordham University; Rutgers University; Temple University; Drexel University
+Villanova University; Lehigh University; Purdue University; Indiana University
+Ohio State University; Michigan State University; Penn State University; Iowa State University
+Kansas State University; Oklahoma State University; Oregon State University
+Washington State University; Arizona State University; Colorado State University
+Florida State University; Mississippi State University; Utah State University
+Montana State University; San Diego State University; Georgia Institute of Technology
+Massachusetts Institute of Technology; California Institute of Technology
+Rensselaer Polytechnic Institute; Worcester Polytechnic Institute; Stevens Institute of Technology
+Illinois Institute of Technology; Rochester Institute of Technology; Virginia Tech
+Texas Tech University; Louisiana State University; Auburn University; Clemson University
+Baylor University; Brandeis University; Wake Forest University; Southern Methodist University
+Texas Christian University; University of Chicago; University of Pennsylvania
+University of Michigan; University of Virginia; University of Rochester; University of Notre Dame
+University of Southern California; University of Miami; University of Florida
+University of Georgia; University of Alabama; University of Arizona; University of Arkansas
+University of Colorado Boulder; University of Connecticut; University of Delaware
+University of Houston; University of Idaho; University of Illinois Chicago; University of Iowa
+University of Kansas; University of Kentucky; University of Louisville; University of Maine
+University of Maryland; University of Massachusetts Amherst; University of Minnesota
+University of Mississippi; University of Missouri; University of Montana; University of Nebraska
+University of Nevada Reno; University of New Hampshire; University of New Mexico
+University of North Dakota; University of Oklahoma; University of Oregon; University of Pittsburgh
+University of Rhode Island; University of South Carolina; University of South Dakota
+University of South Florida; University of Tennessee; University of Texas at Austin
+University of Texas at Dallas; University of Texas at El Paso; University of Texas at Arlington
+University of Texas at San Antonio; University of Utah; University of Vermont
+University of Washington; University of Wisconsin Madison; University of Wyoming
+University of Central Florida; University of Cincinnati; University of Dayton
+University of Denver; University of Hawaii; University of Tulsa; University of Toledo
+University of Akron; University of Memphis; University of Alabama at Birmingham
+University of North Texas; University of San Diego; University of San Francisco
+University of the Pacific; University of Richmond; University of California Berkeley
+University of California Los Angeles; University of California San Diego
+University of California Davis; University of California Irvine
+University of California Santa Barbara; University of California Santa Cruz
+University of California Riverside; University of North Carolina at Chapel Hill
+University of North Carolina at Charlotte; North Carolina State University
+West Virginia University; Wayne State University; Kent State University; Ball State University
+Georgia State University; Portland State University; Wichita State University
+Boise State University; Kennesaw State University; Ohio University; Miami University
+Marquette University; Loyola University Chicago; DePaul University; Creighton University
+Gonzaga University; Seton Hall University; Howard University; George Washington University
+American University; Catholic University of America; George Mason University
+Old Dominion University; James Madison University; Virginia Commonwealth University
+College of William and Mary; Case Western Reserve University; Washington University in Saint Louis
+Saint Louis University; Binghamton University; Stony Brook University; University at Buffalo
+University at Albany; Clarkson University; Hofstra University; Pace University; Yeshiva University
+Northern Arizona University; Northern Illinois University; Southern Illinois University
+Western Michigan University; Central Michigan University; Eastern Michigan University
+Florida International University; Florida Atlantic University; Texas A&M University
+Texas State University; Brigham Young University; University of Nevada Las Vegas
+New Mexico State University; Montclair State University; Rowan University; Drake University
+Bradley University; Butler University; Xavier University; Duquesne University
+Pepperdine University; Santa Clara University; Loyola Marymount University; Chapman University
+Mercer University; Samford University; Belmont University; Furman University; Wesleyan University
+Williams College; Amherst College; Swarthmore College; Pomona College; Middlebury College
+Bowdoin College; Carleton College; Oberlin College; Vassar College
 """)
 
-MAJORS: tuple[str, ...] = _lines("""
-Accounting
-Actuarial Science
-Aerospace Engineering
-African American Studies
-Agricultural Science
-Animal Science
-Anthropology
-Applied Mathematics
-Architecture
-Art History
-Astronomy
-Biochemistry
-Bioengineering
-Biology
-Biomedical Engineering
-Business Administration
-Chemical Engineering
-Chemistry
-Chinese
-Civil Engineering
-Classics
-Cognitive Science
-Communications
-Comparative Literature
-Computer Engineering
-Computer Science
-Construction Management
-Creative Writing
-Criminal Justice
-Dance
-Data Science
-Dental Hygiene
-Earth Science
-Ecology
-Economics
-Education
-Electrical Engineering
-English Literature
-Environmental Science
-Film Studies
-Finance
-Fine Arts
-Food Science
-Forestry
-French
-Gender Studies
-Genetics
-Geography
-Geology
-German
-Graphic Design
-Health Sciences
-History
-Hospitality Management
-Human Resources
-Industrial Design
-Industrial Engineering
-Information Systems
-International Relations
-Italian
-Japanese
-Journalism
-Kinesiology
-Landscape Architecture
-Latin American Studies
-Linguistics
-Management
-Marine Biology
-Marketing
-Materials Science
-Mathematics
-Mechanical Engineering
-Medieval Studies
-Microbiology
-Music
-Music Theory
-Neuroscience
-Nuclear Engineering
-Nursing
-Nutrition
-Oceanography
-Operations Research
-Petroleum Engineering
-Pharmacy
-Philosophy
-Photography
-Physical Therapy
-Physics
-Political Science
-Psychology
-Public Health
-Public Policy
-Religious Studies
-Robotics
-Russian
-Social Work
-Sociology
-Software Engineering
-Spanish
-Statistics
+MAJORS: tuple[str, ...] = _entries("""
+Accounting; Actuarial Science; Aerospace Engineering; African American Studies
+Agricultural Science; Animal Science; Anthropology; Applied Mathematics; Architecture; Art History
+Astronomy; Biochemistry; Bioengineering; Biology; Biomedical Engineering; Business Administration
+Chemical Engineering; Chemistry; Chinese; Civil Engineering; Classics; Cognitive Science
+Communications; Comparative Literature; Computer Engineering; Computer Science
+Construction Management; Creative Writing; Criminal Justice; Dance; Data Science; Dental Hygiene
+Earth Science; Ecology; Economics; Education; Electrical Engineering; English Literature
+Environmental Science; Film Studies; Finance; Fine Arts; Food Science; Forestry; French
+Gender Studies; Genetics; Geography; Geology; German; Graphic Design; Health Sciences; History
+Hospitality Management; Human Resources; Industrial Design; Industrial Engineering
+Information Systems; International Relations; Italian; Japanese; Journalism; Kinesiology
+Landscape Architecture; Latin American Studies; Linguistics; Management; Marine Biology; Marketing
+Materials Science; Mathematics; Mechanical Engineering; Medieval Studies; Microbiology; Music
+Music Theory; Neuroscience; Nuclear Engineering; Nursing; Nutrition; Oceanography
+Operations Research; Petroleum Engineering; Pharmacy; Philosophy; Photography; Physical Therapy
+Physics; Political Science; Psychology; Public Health; Public Policy; Religious Studies; Robotics
+Russian; Social Work; Sociology; Software Engineering; Spanish; Statistics
 """)
 
 # Fictional companies (a real name with a made-up HQ would mislead): 50 brand stems, each paired
