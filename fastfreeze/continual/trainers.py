@@ -38,6 +38,7 @@ def training_arguments(output_dir: str, seed: int, kwargs: dict) -> TrainingArgu
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     defaults.update(kwargs)
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
