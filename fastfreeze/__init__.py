@@ -1,0 +1,19 @@
+"""fastfreeze: freeze the embedding + bottom k layers of an LLM and turn the freeze into speed and memory.
+
+Usage:
+    from fastfreeze import FastFreezeTrainer, FreezeConfig
+    trainer = FastFreezeTrainer(model=model, args=args, train_dataset=ds,
+                                freeze_config=FreezeConfig(num_frozen_layers=6))
+"""
+from .arch import FAMILIES, UnsupportedModelError, resolve
+from .config import FreezeConfig, FreezeConfigError
+from .freezing import FreezeReport, freeze_bottom_layers
+from .prefix import FrozenPrefix
+from .trainer import FastFreezeTrainer, FreezeMixin, FreezeRuntime, apply_freeze
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FAMILIES", "FastFreezeTrainer", "FreezeConfig", "FreezeConfigError", "FreezeMixin", "FreezeReport",
+    "FreezeRuntime", "FrozenPrefix", "UnsupportedModelError", "apply_freeze", "freeze_bottom_layers", "resolve",
+]

@@ -1,0 +1,196 @@
+"""The plain freeze: select the embedding + bottom k blocks by module index, handle tied weights, report.
+
+Usage:
+    report = freeze_bottom_layers(model, num_frozen_layers=6)
+    print(report)        # what is frozen / trainable, parameter counts and percentages
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .arch import ModelParts, resolve
+from .config import FreezeConfig, FreezeConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FreezeReport:
+    """What a freeze did. Printable; `to_dict()` for logs."""
+
+    family: str
+    num_layers: int
+    num_frozen_layers: int
+    frozen_modules: list[str]
+    trainable_modules: list[str]
+    frozen_params: int
+    trainable_params: int
+    head_tied_to_embedding: bool
+    head_trainable: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_params(self) -> int:
+        return self.frozen_params + self.trainable_params
+
+    @property
+    def frozen_fraction(self) -> float:
+        return self.frozen_params / max(1, self.total_params)
+
+    def to_dict(self) -> dict:
+        return {
+            "family": self.family, "num_layers": self.num_layers, "num_frozen_layers": self.num_frozen_layers,
+            "frozen_modules": self.frozen_modules, "trainable_modules": self.trainable_modules,
+            "frozen_params": self.frozen_params, "trainable_params": self.trainable_params,
+            "frozen_fraction": self.frozen_fraction, "head_tied_to_embedding": self.head_tied_to_embedding,
+            "head_trainable": self.head_trainable, "notes": self.notes,
+        }
+
+    def __str__(self) -> str:
+        pct = 100.0 * self.frozen_fraction
+        lines = [
+            f"fastfreeze: {self.family}, {self.num_layers} layers, bottom {self.num_frozen_layers} frozen",
+            f"  frozen    {self.frozen_params:>14,d} params ({pct:5.1f}%): {_compact(self.frozen_modules)}",
+            f"  trainable {self.trainable_params:>14,d} params ({100 - pct:5.1f}%): {_compact(self.trainable_modules)}",
+        ]
+        if self.head_tied_to_embedding:
+            state = "trainable (untied)" if self.head_trainable else "frozen with the embedding (tied)"
+            lines.append(f"  LM head shares the embedding matrix: {state}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _compact(names: list[str]) -> str:
+    """Collapse consecutive `x.layers.i` names into `x.layers.[a-b]` for a readable report."""
+    out, run = [], []
+
+    def flush():
+        if run:
+            prefix = run[0][0]
+            out.append(f"{prefix}.{run[0][1]}" if len(run) == 1 else f"{prefix}.[{run[0][1]}-{run[-1][1]}]")
+            run.clear()
+
+    for name in names:
+        head, _, tail = name.rpartition(".")
+        if tail.isdigit() and run and run[-1][0] == head and run[-1][1] + 1 == int(tail):
+            run.append((head, int(tail)))
+            continue
+        flush()
+        if tail.isdigit():
+            run.append((head, int(tail)))
+        else:
+            out.append(name)
+    flush()
+    return ", ".join(out) if out else "-"
+
+
+def head_is_tied(parts: ModelParts) -> bool:
+    emb = parts.embedding_side[0][1]
+    w_emb, w_head = getattr(emb, "weight", None), getattr(parts.head, "weight", None)
+    return w_emb is not None and w_head is not None and w_emb is w_head
+
+
+def untie_head(model: nn.Module, parts: ModelParts) -> None:
+    """Give the LM head its own copy of the shared embedding matrix, and record it in the config so
+    a saved model loads untied (without fastfreeze)."""
+    head = parts.head
+    head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=True)
+    for cfg in {id(c): c for c in (model.config, _text_config(model.config))}.values():
+        cfg.tie_word_embeddings = False
+
+
+def _text_config(config):
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def frozen_module_names(parts: ModelParts, num_frozen_layers: int, freeze_embeddings: bool) -> list[str]:
+    names = [p for p, _ in parts.embedding_side] if freeze_embeddings else []
+    return names + [parts.layer_path(i) for i in range(num_frozen_layers)]
+
+
+def freeze_bottom_layers(
+    model: nn.Module,
+    num_frozen_layers: int,
+    freeze_embeddings: bool = True,
+    untie_embeddings: bool = False,
+    parts: ModelParts | None = None,
+) -> FreezeReport:
+    """Freeze the input embedding and decoder blocks `0 .. num_frozen_layers-1` by module index.
+
+    Unlike name-substring matching ("layers.1" also hits layers 10-19), blocks are selected by their
+    position in the block ModuleList. Frozen parameters get `requires_grad=False`; everything else is
+    made trainable. Raises FreezeConfigError (with the fix) for k out of range or nothing left to train.
+
+    Usage:
+        report = freeze_bottom_layers(model, 6); print(report)
+    """
+    FreezeConfig(num_frozen_layers=num_frozen_layers, freeze_embeddings=freeze_embeddings)  # validates k >= 0
+    parts = parts or resolve(model)
+    FreezeConfig(num_frozen_layers=num_frozen_layers).validate_for(parts.num_layers)
+    notes: list[str] = []
+    tied = head_is_tied(parts)
+    if tied and freeze_embeddings and untie_embeddings:
+        untie_head(model, parts)
+        notes.append("untied the LM head from the embedding (untie_embeddings=True): the head trains")
+    elif tied and freeze_embeddings:
+        msg = ("the LM head is tied to the input embedding, so freezing the embedding freezes the head too; "
+               "pass untie_embeddings=True to let the head train")
+        warnings.warn("fastfreeze: " + msg, stacklevel=2)
+        notes.append(msg)
+
+    frozen_names = frozen_module_names(parts, num_frozen_layers, freeze_embeddings)
+    frozen_ids: set[int] = set()
+    for name in frozen_names:
+        for p in model.get_submodule(name).parameters():
+            frozen_ids.add(id(p))
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in frozen_ids)
+
+    n_frozen = sum(p.numel() for p in _unique_params(model) if not p.requires_grad)
+    n_train = sum(p.numel() for p in _unique_params(model) if p.requires_grad)
+    if n_train == 0:
+        raise FreezeConfigError(
+            f"Freezing the embedding and {num_frozen_layers} of {parts.num_layers} layers leaves nothing to "
+            "train (the head is tied and there is no trainable final norm). Lower num_frozen_layers or pass "
+            "untie_embeddings=True."
+        )
+    trainable = [parts.layer_path(i) for i in range(num_frozen_layers, parts.num_layers)]
+    if parts.final_norm_path:
+        trainable.append(parts.final_norm_path)
+    head_trainable = any(p.requires_grad for p in parts.head.parameters())
+    if head_trainable:
+        trainable.append(parts.head_path)
+    if not freeze_embeddings:
+        trainable = [p for p, _ in parts.embedding_side] + trainable
+    report = FreezeReport(
+        family=parts.family, num_layers=parts.num_layers, num_frozen_layers=num_frozen_layers,
+        frozen_modules=frozen_names, trainable_modules=trainable, frozen_params=n_frozen,
+        trainable_params=n_train, head_tied_to_embedding=tied, head_trainable=head_trainable, notes=notes,
+    )
+    logger.info("%s", report)
+    return report
+
+
+def _unique_params(model: nn.Module):
+    seen: set[int] = set()
+    for p in model.parameters():  # parameters() already de-duplicates shared tensors; keep it explicit
+        if id(p) not in seen:
+            seen.add(id(p))
+            yield p
+
+
+def snapshot_frozen(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of every frozen parameter, to prove later that training left them bitwise unchanged."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def changed_frozen(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> list[str]:
+    """Names of snapshot parameters whose bits differ now (empty list: unchanged)."""
+    current = dict(model.named_parameters())
+    return [n for n, t in snapshot.items() if not torch.equal(current[n].detach().cpu(), t)]

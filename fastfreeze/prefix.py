@@ -1,0 +1,225 @@
+"""The frozen prefix at run time: no autograd, eval mode, and a boundary that a cache can feed.
+
+The prefix is the embedding side plus blocks[:k]; the *boundary* is the hidden state it hands to
+block k (or to the final norm when every block is frozen). We keep the model's own forward and
+change only, per instance, the forwards of the prefix modules:
+
+- every prefix module runs under `torch.no_grad()` and stays in eval mode even when Trainer calls
+  `model.train()`, so no graph is built through it and dropout never fires there;
+- the last prefix module (the *boundary source*) can *return an injected boundary* instead of
+  computing one, while the modules before it skip their work (`inject`): the cache's fast path;
+- the boundary source's output can be *captured* for storing in a cache (`capture`).
+
+Substituting at the boundary source's output, not at block k's input, matters: block k may be
+activation-checkpointed, and a checkpoint replays block k with its original inputs, so a
+substitution there would be undone in the backward replay.
+
+Usage:
+    prefix = FrozenPrefix(model, parts, num_frozen_layers=6).install()
+    with prefix.capture() as cap: model(**batch)      # cap.boundary: [B, T, H], no grad
+    with prefix.inject(cap.boundary): model(**batch)   # prefix skipped, same loss
+"""
+from __future__ import annotations
+
+import contextlib
+import types
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .arch import ModelParts, UnsupportedModelError
+
+
+@dataclass
+class _Capture:
+    boundary: torch.Tensor | None = None
+
+
+class _State:
+    """Shared, per-model mutable state of the prefix (deep-copied along with the model)."""
+
+    def __init__(self) -> None:
+        self.injected: torch.Tensor | None = None
+        self.capture: _Capture | None = None
+        self.boundary_requires_grad = False  # set under reentrant checkpointing of the suffix
+        self.prefix_calls = 0  # how many times the prefix really ran (tests and logs)
+
+
+def _always_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    # Trainer calls model.train() every step; the frozen prefix must stay deterministic.
+    return nn.Module.train(self, False)
+
+
+def _call_original(module: nn.Module, args, kwargs):
+    previous = module.__dict__.get("_ff_previous_forward")
+    if previous is not None:
+        return previous(*args, **kwargs)
+    return type(module).forward(module, *args, **kwargs)
+
+
+def _skipped_output(module: nn.Module, args, kwargs):
+    """What a prefix module returns when an injected boundary makes its work useless: a cheap
+    placeholder of the right shape (embeddings) or its input passed through (blocks, dropouts)."""
+    first = args[0] if args else next(iter(kwargs.values()))
+    if isinstance(module, nn.Embedding):
+        return torch.zeros(*first.shape, module.embedding_dim, dtype=module.weight.dtype, device=first.device)
+    if module.__dict__.get("_ff_returns_tuple"):
+        return (first,)
+    return first
+
+
+def _prefix_forward(self: nn.Module, *args, **kwargs):
+    state: _State = self._ff_state
+    if state.injected is not None and not self._ff_is_boundary_source:
+        return _skipped_output(self, args, kwargs)
+    if state.injected is not None:
+        return state.injected
+    with torch.no_grad():
+        out = _call_original(self, args, kwargs)
+    if isinstance(out, tuple):
+        self.__dict__["_ff_returns_tuple"] = True
+    if self._ff_is_boundary_source:
+        hidden = out[0] if isinstance(out, tuple) else out
+        state.prefix_calls += 1
+        if state.capture is not None:
+            state.capture.boundary = hidden
+        if state.boundary_requires_grad and torch.is_grad_enabled():
+            # Reentrant checkpointing drops parameter grads of a segment whose inputs need no grad.
+            hidden = hidden.detach().requires_grad_(True)
+            out = (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+    return out
+
+
+def _no_input_require_grads(self, *args, **kwargs):
+    # HF makes the embedding output require grad under checkpointing so gradients reach frozen
+    # inputs; with a no-grad prefix that would only make backward walk into the prefix.
+    return None
+
+
+class FrozenPrefix:
+    """Installs and drives the no-grad prefix on one model instance (see module docstring)."""
+
+    def __init__(self, model: nn.Module, parts: ModelParts, num_frozen_layers: int):
+        self.model, self.parts, self.k = model, parts, num_frozen_layers
+        modules = [m for _, m in parts.embedding_side] + [parts.layers[i] for i in range(num_frozen_layers)]
+        self.modules: list[nn.Module] = modules
+        self.names = [p for p, _ in parts.embedding_side] + [parts.layer_path(i) for i in range(num_frozen_layers)]
+        self.boundary_source = modules[-1]
+        if num_frozen_layers < parts.num_layers:
+            self.boundary_sink, self.boundary_sink_name = parts.layers[num_frozen_layers], parts.layer_path(num_frozen_layers)
+        else:
+            self.boundary_sink, self.boundary_sink_name = parts.final_norm, parts.final_norm_path
+        if self.boundary_sink is None:
+            raise UnsupportedModelError(
+                "All decoder layers are frozen but no final norm was found to receive the boundary; "
+                "freeze fewer layers."
+            )
+        self.state = _State()
+        self.installed = False
+
+    # ---------------------------------------------------------------- install / remove
+    def install(self) -> "FrozenPrefix":
+        if self.installed:
+            return self
+        for m in self.modules:
+            if "_ff_state" in m.__dict__:
+                raise RuntimeError("This model already has a fastfreeze prefix installed; call .remove() first.")
+        self._check_boundary_flow()
+        for m in self.modules:
+            if "forward" in m.__dict__:  # someone (e.g. accelerate hooks) already overrides forward
+                m.__dict__["_ff_previous_forward"] = m.__dict__["forward"]
+            m._ff_state = self.state
+            m._ff_is_boundary_source = m is self.boundary_source
+            m.forward = types.MethodType(_prefix_forward, m)
+            m.train = types.MethodType(_always_eval, m)
+            m.eval()
+        self.model.enable_input_require_grads = types.MethodType(_no_input_require_grads, self.model)
+        if hasattr(self.model, "disable_input_require_grads"):
+            self.model.disable_input_require_grads()
+        self.installed = True
+        return self
+
+    def remove(self) -> None:
+        """Restore the model's own forwards and train() (the model stays frozen)."""
+        for m in self.modules:
+            for attr in ("forward", "train", "_ff_state", "_ff_is_boundary_source", "_ff_returns_tuple"):
+                m.__dict__.pop(attr, None)
+            previous = m.__dict__.pop("_ff_previous_forward", None)
+            if previous is not None:
+                m.forward = previous
+        self.model.__dict__.pop("enable_input_require_grads", None)
+        self.installed = False
+
+    def _check_boundary_flow(self) -> None:
+        """Probe forward: the boundary source's output must be exactly the boundary sink's input.
+        If the model transforms the hidden state in between (in its own forward), a cached
+        boundary would be wrong, so refuse with the reason."""
+        seen: dict[str, object] = {}
+        h1 = self.boundary_source.register_forward_hook(
+            lambda m, a, out: seen.__setitem__("source", out[0] if isinstance(out, tuple) else out))
+        h2 = self.boundary_sink.register_forward_pre_hook(
+            lambda m, a, kw: seen.__setitem__("sink", a[0] if a else kw.get("hidden_states")), with_kwargs=True)
+        try:
+            device = next(self.model.parameters()).device
+            ids = torch.zeros(1, 4, dtype=torch.long, device=device)
+            was_training = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                self.model(input_ids=ids, use_cache=False)
+            self.model.train(was_training)
+        finally:
+            h1.remove()
+            h2.remove()
+        if seen.get("source") is None or seen.get("source") is not seen.get("sink"):
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}: the output of {self.names[-1]} is not passed unchanged to "
+                f"{self.boundary_sink_name}; the model's forward transforms it in between, so the frozen prefix "
+                "cannot be split there. Freeze with `freeze_bottom_layers` only (no fast path), or add a "
+                "FamilySpec for this family in fastfreeze/arch.py."
+            )
+
+    # ---------------------------------------------------------------- run-time modes
+    @contextlib.contextmanager
+    def inject(self, boundary: torch.Tensor | None):
+        """Within this block the model's forward uses `boundary` ([B, T, H]) as the prefix output."""
+        if boundary is None:
+            yield
+            return
+        previous = self.state.injected
+        self.state.injected = boundary
+        try:
+            yield
+        finally:
+            self.state.injected = previous
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Within this block, the boundary computed by the prefix is recorded in the yielded object."""
+        previous = self.state.capture
+        cap = self.state.capture = _Capture()
+        try:
+            yield cap
+        finally:
+            self.state.capture = previous
+
+    def set_reentrant_checkpointing(self, on: bool) -> None:
+        self.state.boundary_requires_grad = on
+
+    @property
+    def prefix_calls(self) -> int:
+        return self.state.prefix_calls
+
+    def parameters(self):
+        seen: set[int] = set()
+        for m in self.modules:
+            for p in m.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+
+    def named_tensors(self):
+        """(name, tensor) for every frozen parameter and buffer of the prefix: what its output depends on."""
+        for name, m in zip(self.names, self.modules):
+            for n, t in m.state_dict(keep_vars=True).items():
+                yield f"{name}.{n}", t.detach()

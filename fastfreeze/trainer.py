@@ -1,0 +1,180 @@
+"""FastFreezeTrainer: a drop-in `transformers.Trainer` that trains only the suffix above a frozen, no-grad prefix.
+
+The freeze logic lives in `FreezeMixin`, which touches only model set-up, the per-step forward
+(boundary injection from the cache), saving and resuming; so the same mixin serves `Trainer` and
+TRL's `SFTTrainer`.
+
+Usage:
+    trainer = FastFreezeTrainer(model=model, args=TrainingArguments(...), train_dataset=ds,
+                                freeze_config=FreezeConfig(num_frozen_layers=6))
+    trainer.train()
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+
+from .arch import ModelParts, resolve
+from .config import FreezeConfig, FreezeConfigError
+from .freezing import FreezeReport, freeze_bottom_layers
+from .prefix import FrozenPrefix
+
+logger = logging.getLogger(__name__)
+
+FREEZE_CONFIG_NAME = "fastfreeze_config.json"
+BOUNDARY_KEY = "prefix_boundary"
+
+
+@dataclass
+class FreezeRuntime:
+    """Everything `apply_freeze` set up on one model."""
+
+    config: FreezeConfig
+    parts: ModelParts
+    report: FreezeReport
+    prefix: FrozenPrefix | None  # None when the frozen blocks are not a prefix (freeze_embeddings=False)
+
+
+def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
+    """Validate `config` against `model`, freeze by module index, and install the no-grad prefix.
+
+    Usage:
+        runtime = apply_freeze(model, FreezeConfig(num_frozen_layers=4)); print(runtime.report)
+    """
+    parts = resolve(model)
+    config.validate_for(parts.num_layers)
+    report = freeze_bottom_layers(model, config.num_frozen_layers, config.freeze_embeddings,
+                                  config.untie_embeddings, parts=parts)
+    prefix = None
+    if config.is_prefix:
+        prefix = FrozenPrefix(model, parts, config.num_frozen_layers).install()
+    else:
+        report.notes.append("freeze_embeddings=False: frozen blocks sit above a trainable embedding, "
+                            "so they run with autograd (no prefix fast path, no cache)")
+    return FreezeRuntime(config=config, parts=parts, report=report, prefix=prefix)
+
+
+def _uses_reentrant_checkpointing(module: nn.Module | None) -> bool:
+    if module is None or not getattr(module, "gradient_checkpointing", False):
+        return False
+    fn = getattr(module, "_gradient_checkpointing_func", None)
+    keywords = getattr(fn, "keywords", None) or {}
+    return bool(keywords.get("use_reentrant", True))
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class FreezeMixin:
+    """Adds `freeze_config=` to a Trainer class. See `FastFreezeTrainer`."""
+
+    def __init__(self, *args, freeze_config: FreezeConfig | None = None, **kwargs):
+        model = kwargs.get("model", args[0] if args else None)
+        self.freeze_config = freeze_config
+        self.freeze_runtime: FreezeRuntime | None = None
+        if freeze_config is not None:
+            if not isinstance(freeze_config, FreezeConfig):
+                raise FreezeConfigError(
+                    f"freeze_config must be a fastfreeze.FreezeConfig, got {type(freeze_config).__name__}; "
+                    "build one with FreezeConfig(num_frozen_layers=k)."
+                )
+            if model is None:
+                raise FreezeConfigError("FastFreezeTrainer needs `model=`; `model_init` is not supported with a freeze.")
+            self.freeze_runtime = apply_freeze(model, freeze_config)
+        super().__init__(*args, **kwargs)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def prefix(self) -> FrozenPrefix | None:
+        return self.freeze_runtime.prefix if self.freeze_runtime else None
+
+    @property
+    def freeze_report(self) -> FreezeReport | None:
+        return self.freeze_runtime.report if self.freeze_runtime else None
+
+    # ------------------------------------------------------------------ per-step forward
+    def _run_with_prefix(self, inputs: dict, fn):
+        """Run `fn(inputs)` with the boundary from the batch injected (cache hit) or computed."""
+        boundary = inputs.pop(BOUNDARY_KEY, None) if isinstance(inputs, dict) else None
+        prefix = self.prefix
+        if prefix is None:
+            return fn(inputs)
+        prefix.set_reentrant_checkpointing(_uses_reentrant_checkpointing(prefix.boundary_sink))
+        if boundary is not None:
+            boundary = boundary.to(self.args.device, non_blocking=True)
+        with prefix.inject(boundary), prefix.capture() as cap:
+            result = fn(inputs)
+        if boundary is None and cap.boundary is not None:
+            self._on_boundary_computed(inputs, cap.boundary)
+        return result
+
+    def _on_boundary_computed(self, inputs: dict, boundary: torch.Tensor) -> None:
+        """Hook for the activation cache: a batch's boundary was just computed by the prefix."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        parent = super()
+        return self._run_with_prefix(
+            inputs, lambda x: parent.compute_loss(model, x, return_outputs=return_outputs,
+                                                  num_items_in_batch=num_items_in_batch))
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        parent = super()
+        return self._run_with_prefix(
+            inputs, lambda x: parent.prediction_step(model, x, prediction_loss_only, ignore_keys=ignore_keys))
+
+    # ------------------------------------------------------------------ save / resume
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict=state_dict)
+        if self.freeze_config is not None and self.args.should_save:
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            _atomic_write_text(os.path.join(output_dir, FREEZE_CONFIG_NAME), self.freeze_config.to_json())
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint:
+            self._check_resume(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _check_resume(self, resume_from_checkpoint) -> None:
+        path = resume_from_checkpoint
+        if isinstance(path, bool):
+            path = get_last_checkpoint(self.args.output_dir)
+            if path is None:
+                return  # Trainer raises its own clear error for this
+        saved_file = os.path.join(path, FREEZE_CONFIG_NAME)
+        saved = None
+        if os.path.exists(saved_file):
+            with open(saved_file) as f:
+                saved = FreezeConfig.from_dict(json.load(f))
+        ours = self.freeze_config.identity() if self.freeze_config else None
+        theirs = saved.identity() if saved else None
+        if ours != theirs:
+            raise FreezeConfigError(
+                f"Cannot resume from {path}: it was trained with freeze config {theirs}, this trainer has {ours}. "
+                f"Resume with the same FreezeConfig (see {FREEZE_CONFIG_NAME} in the checkpoint), or start a new "
+                "run from the checkpoint's weights with `from_pretrained` instead of resume_from_checkpoint."
+            )
+
+
+class FastFreezeTrainer(FreezeMixin, Trainer):
+    """`transformers.Trainer` with the embedding + bottom k blocks frozen and run as a no-grad prefix.
+
+    Accepts everything Trainer accepts, plus `freeze_config`. With `freeze_config=None` it is a
+    plain Trainer.
+
+    Usage:
+        FastFreezeTrainer(model=model, args=args, train_dataset=ds,
+                          freeze_config=FreezeConfig(num_frozen_layers=6)).train()
+    """
