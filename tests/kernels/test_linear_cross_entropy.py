@@ -166,3 +166,16 @@ def test_bad_input(dev):
         csrc_triton.linear_cross_entropy(hidden, weight.half(), labels)
     with pytest.raises(ValueError, match="forward-only"):
         csrc_triton.linear_cross_entropy(hidden.requires_grad_(), weight, labels, reduction="none")
+
+
+def test_autocast_casts_like_lm_head(dev):
+    """Under autocast, nn.Linear would run in the autocast dtype; the fused op does the same and
+    sends gradients back to the fp32 master tensors."""
+    hidden, weight, labels = _inputs(torch.float32, dev)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    with torch.autocast(dev, dtype=torch.bfloat16):
+        loss = csrc_triton.linear_cross_entropy(h, w, labels, chunk_size=16)
+    loss.backward()
+    assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    ref = hf_loss(hidden.bfloat16(), weight.bfloat16(), labels)
+    torch.testing.assert_close(loss, ref, rtol=2e-3, atol=2e-3)  # both from the same bf16-rounded logits

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# GPU suite: kernel tests on the GPU (no interpreter), then kernel benchmarks; everything under $OUT.
+# Usage: bash benchmarks/gpu_suite.sh            (OUT defaults to benchmarks/results)
+# Budget: < 8 minutes on one H100 (tests ~1-2 min incl. Triton compiles, bench_kernels < 3 min).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-benchmarks/results}"
+mkdir -p "$OUT"
+unset TRITON_INTERPRET  # real GPU kernels, not the CPU interpreter
+PY="${PYTHON:-python}"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+STATUS=0
+
+log() { echo "[gpu_suite $(date -u +%H:%M:%S)] $*" | tee -a "$OUT/gpu_suite_${STAMP}.log"; }
+
+log "device: $("$PY" -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA")')"
+log "versions: $("$PY" -c 'import torch, triton, transformers; print("torch", torch.__version__, "triton", triton.__version__, "transformers", transformers.__version__)')"
+log "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+
+# ---- 1. kernel tests on the GPU -------------------------------------------------------------
+log "kernel tests -> $OUT/kernel_tests_${STAMP}.xml"
+if timeout 300 "$PY" -m pytest tests/kernels -q -p no:cacheprovider \
+        --junitxml="$OUT/kernel_tests_${STAMP}.xml" >"$OUT/kernel_tests_${STAMP}.log" 2>&1; then
+    log "kernel tests passed: $(tail -n 1 "$OUT/kernel_tests_${STAMP}.log")"
+else
+    STATUS=1  # keep going: benchmark numbers are still worth having, the exit code reports the failure
+    log "kernel tests FAILED (see kernel_tests_${STAMP}.log): $(tail -n 1 "$OUT/kernel_tests_${STAMP}.log")"
+fi
+
+# ---- 2. kernel benchmarks -------------------------------------------------------------------
+log "bench_kernels -> $OUT"
+if timeout 240 "$PY" benchmarks/bench_kernels.py --out "$OUT" 2>&1 | tee "$OUT/bench_kernels_${STAMP}.log"; then
+    log "bench_kernels done"
+else
+    STATUS=1
+    log "bench_kernels FAILED (see bench_kernels_${STAMP}.log)"
+fi
+
+# ---- 3. extension point: later steps (e.g. benchmarks/bench_train.py) go here ------------------
+# Keep the total under 8 minutes on one H100; write outputs under "$OUT" and set STATUS=1 on failure, e.g.:
+#   if [ -f benchmarks/bench_train.py ]; then
+#       timeout 120 "$PY" benchmarks/bench_train.py --out "$OUT" 2>&1 | tee "$OUT/bench_train_${STAMP}.log" || STATUS=1
+#   fi
+
+log "done (status $STATUS); outputs in $OUT"
+exit "$STATUS"
