@@ -34,6 +34,11 @@ from .arch import ModelParts, UnsupportedModelError
 @dataclass
 class _Capture:
     boundary: torch.Tensor | None = None
+    stop: bool = False  # raise BoundaryReached once captured: the precompute pass needs no suffix
+
+
+class BoundaryReached(Exception):
+    """Raised inside the model's forward by `capture(stop=True)` once the boundary is known."""
 
 
 class _State:
@@ -44,6 +49,7 @@ class _State:
         self.capture: _Capture | None = None
         self.boundary_requires_grad = False  # set under reentrant checkpointing of the suffix
         self.prefix_calls = 0  # how many times the prefix really ran (tests and logs)
+        self.offloaded = False
 
 
 def _always_eval(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -84,6 +90,8 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
         state.prefix_calls += 1
         if state.capture is not None:
             state.capture.boundary = hidden
+            if state.capture.stop:
+                raise BoundaryReached
         if state.boundary_requires_grad and torch.is_grad_enabled():
             # Reentrant checkpointing drops parameter grads of a segment whose inputs need no grad.
             hidden = hidden.detach().requires_grad_(True)
@@ -194,14 +202,44 @@ class FrozenPrefix:
             self.state.injected = previous
 
     @contextlib.contextmanager
-    def capture(self):
-        """Within this block, the boundary computed by the prefix is recorded in the yielded object."""
+    def capture(self, stop: bool = False):
+        """Within this block, the boundary computed by the prefix is recorded in the yielded object.
+        With `stop=True` the forward ends right after the prefix (the rest of the model never runs)."""
         previous = self.state.capture
-        cap = self.state.capture = _Capture()
+        cap = self.state.capture = _Capture(stop=stop)
         try:
             yield cap
+        except BoundaryReached:
+            if not stop:
+                raise
         finally:
             self.state.capture = previous
+
+    def compute_boundary(self, **model_inputs) -> torch.Tensor:
+        """Run only the prefix on a batch and return its boundary hidden state [B, T, H] (no grad)."""
+        with self.capture(stop=True) as cap, torch.no_grad():
+            self.model(**model_inputs, use_cache=False)
+        return cap.boundary
+
+    # ---------------------------------------------------------------- placement
+    def offload(self, device: str | torch.device = "cpu") -> None:
+        """Move the prefix weights to `device` (e.g. off the accelerator once everything is cached)."""
+        if not self.state.offloaded:
+            self.offloaded_from = next(self.parameters()).device
+        for m in self.modules:
+            m.to(device)
+        self.state.offloaded = True
+
+    def restore(self) -> None:
+        """Bring offloaded prefix weights back next to the suffix."""
+        if self.state.offloaded:
+            for m in self.modules:
+                m.to(self.offloaded_from)
+            self.state.offloaded = False
+
+    @property
+    def offloaded(self) -> bool:
+        return self.state.offloaded
 
     def set_reentrant_checkpointing(self, on: bool) -> None:
         self.state.boundary_requires_grad = on

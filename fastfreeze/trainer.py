@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from .arch import ModelParts, resolve
 from .config import FreezeConfig, FreezeConfigError
 from .freezing import FreezeReport, freeze_bottom_layers
 from .prefix import FrozenPrefix
+from .cache_runtime import PrefixCacheRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class FreezeRuntime:
     parts: ModelParts
     report: FreezeReport
     prefix: FrozenPrefix | None  # None when the frozen blocks are not a prefix (freeze_embeddings=False)
+    kernel_set: str = "torch"  # which implementation the modules run: "torch" or "triton"
 
 
 def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
@@ -95,6 +97,13 @@ class FreezeMixin:
                 raise FreezeConfigError("FastFreezeTrainer needs `model=`; `model_init` is not supported with a freeze.")
             self.freeze_runtime = apply_freeze(model, freeze_config)
         super().__init__(*args, **kwargs)
+        self.prefix_cache: PrefixCacheRuntime | None = None
+        if freeze_config is not None and freeze_config.cache and self.prefix is not None:
+            self.prefix_cache = PrefixCacheRuntime.open(self.model, self.prefix, freeze_config,
+                                                        kernel_set=self.freeze_runtime.kernel_set)
+            if self.prefix_cache is not None:
+                self.data_collator = self.prefix_cache.wrap_collator(self.data_collator)
+                self.add_callback(_FlushCache(self.prefix_cache))
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -115,6 +124,8 @@ class FreezeMixin:
         prefix.set_reentrant_checkpointing(_uses_reentrant_checkpointing(prefix.boundary_sink))
         if boundary is not None:
             boundary = boundary.to(self.args.device, non_blocking=True)
+        elif prefix.offloaded:
+            prefix.restore()  # an uncached example: the prefix weights must come back
         with prefix.inject(boundary), prefix.capture() as cap:
             result = fn(inputs)
         if boundary is None and cap.boundary is not None:
@@ -122,7 +133,60 @@ class FreezeMixin:
         return result
 
     def _on_boundary_computed(self, inputs: dict, boundary: torch.Tensor) -> None:
-        """Hook for the activation cache: a batch's boundary was just computed by the prefix."""
+        """A batch's boundary was just computed by the prefix: store its rows in the cache."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.store_batch(inputs, boundary)
+
+    # ------------------------------------------------------------------ cache
+    def build_prefix_cache(self, dataset=None, batch_size: int | None = None) -> dict:
+        """Precompute the boundary hidden state of every example of `dataset` (default: the train and
+        eval datasets) in a no-grad pass, bucketed by length. Returns build statistics.
+
+        Usage:
+            trainer.build_prefix_cache(); trainer.train()
+        """
+        if self.prefix_cache is None:
+            raise FreezeConfigError("No prefix cache: pass FreezeConfig(cache='memory' or 'disk') to the trainer.")
+        targets = [dataset] if dataset is not None else [self.train_dataset]
+        if dataset is None and self.eval_dataset is not None:
+            evals = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
+            targets += list(evals)
+        batch_size = batch_size or 4 * max(self.args.per_device_eval_batch_size, self.args.per_device_train_batch_size)
+        totals = {"examples": 0, "tokens": 0, "seconds": 0.0}
+        for ds in targets:
+            if hasattr(ds, "column_names"):
+                ds = self._remove_unused_columns(ds, description="prefix cache")
+            stats = self.prefix_cache.build(ds, self.data_collator, batch_size, self.args.device)
+            for key in totals:
+                totals[key] += stats[key]
+        totals["tokens_per_s"] = totals["tokens"] / totals["seconds"] if totals["seconds"] else float("nan")
+        self._maybe_offload_prefix()
+        return totals
+
+    def _maybe_offload_prefix(self) -> None:
+        # Only worth it on an accelerator; on CPU the weights already live in host memory.
+        if (self.freeze_config.offload_prefix and self.args.device.type != "cpu"
+                and self.train_dataset is not None
+                and self.prefix_cache.all_cached(self.train_dataset, self.data_collator)):
+            self.prefix.offload("cpu")
+
+    def cache_summary(self):
+        """Entries, bytes, hits and misses of the prefix cache (None without a cache)."""
+        return self.prefix_cache.cache.summary() if self.prefix_cache else None
+
+    def log(self, logs: dict, *args, **kwargs):
+        if self.freeze_runtime is not None:
+            report = self.freeze_runtime.report
+            logs.setdefault("fastfreeze/frozen_params", report.frozen_params)
+            logs.setdefault("fastfreeze/trainable_params", report.trainable_params)
+            if self.prefix is not None:
+                logs.setdefault("fastfreeze/prefix_calls", self.prefix.prefix_calls)
+            if self.prefix_cache is not None:
+                summary = self.prefix_cache.cache.summary()
+                logs.setdefault("fastfreeze/cache_hits", summary.hits)
+                logs.setdefault("fastfreeze/cache_misses", summary.misses)
+                logs.setdefault("fastfreeze/cache_entries", summary.entries)
+        return super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         parent = super()
@@ -166,6 +230,23 @@ class FreezeMixin:
                 f"Resume with the same FreezeConfig (see {FREEZE_CONFIG_NAME} in the checkpoint), or start a new "
                 "run from the checkpoint's weights with `from_pretrained` instead of resume_from_checkpoint."
             )
+
+
+class _FlushCache(TrainerCallback):
+    """Persist lazily filled cache rows at epoch ends, so DataLoader workers of the next epoch and
+    later processes see them."""
+
+    def __init__(self, runtime: PrefixCacheRuntime):
+        self.runtime = runtime
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.runtime.cache.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.runtime.cache.flush()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.runtime.cache.flush()
 
 
 class FastFreezeTrainer(FreezeMixin, Trainer):

@@ -95,11 +95,11 @@ def make_rows(n: int = 16, seed: int = 1, min_len: int = 5, max_len: int = 12):
 class PadCollator:
     """Pads input_ids (0), attention_mask and labels (-100) to the longest row, on either side."""
 
-    def __init__(self, padding_side: str = "right"):
-        self.padding_side = padding_side
+    def __init__(self, padding_side: str = "right", pad_to: int | None = None):
+        self.padding_side, self.pad_to = padding_side, pad_to
 
     def __call__(self, features):
-        width = max(len(f["input_ids"]) for f in features)
+        width = max(max(len(f["input_ids"]) for f in features), self.pad_to or 0)
         ids, mask, labels = [], [], []
         for f in features:
             pad = width - len(f["input_ids"])

@@ -43,7 +43,7 @@ def training_args(out_dir: str, steps: int = 20, grad_accum: int = 2, gc: bool =
 
 
 def run_arm(family: str, k: int, arm: str, out_dir: str, gc: bool = False, steps: int = 20,
-            padding_side: str = "right", freeze_config: FreezeConfig | None = None, model=None, evaluate=True,
+            padding_side: str = "right", pad_to: int | None = None, freeze_config: FreezeConfig | None = None, model=None, evaluate=True,
             rows=None, **args_extra):
     """arm: 'ref' (seed snippet + Trainer) or 'ff' (FastFreezeTrainer). Returns a dict of results."""
     model = model if model is not None else make_model(family)
@@ -51,7 +51,7 @@ def run_arm(family: str, k: int, arm: str, out_dir: str, gc: bool = False, steps
     train_ds = Dataset.from_list(rows)
     eval_ds = Dataset.from_list(make_rows(8, seed=7))
     args = training_args(out_dir, steps=steps, gc=gc, **args_extra)
-    collator = PadCollator(padding_side)
+    collator = PadCollator(padding_side, pad_to=pad_to)
     if arm == "ref":
         seed_snippet_freeze(model, family, k)
         trainer = RefTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator)

@@ -1,0 +1,111 @@
+"""The activation cache changes nothing but speed: same losses, same parameters, same eval loss."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+from fastfreeze import FreezeConfig
+from fastfreeze.cache_runtime import compute_fingerprint
+from tests.conftest import make_model
+from tests.parity.harness import max_rel_diff, run_arm
+
+RTOL = 1e-6  # fp32; cached rows are the same bits the prefix produced in an earlier batch layout
+
+
+def _cfg(kind, tmp_path, **kw):
+    return FreezeConfig(num_frozen_layers=2, cache=kind, cache_dir=str(tmp_path / "cache") if kind == "disk" else None, **kw)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_two_epochs_same_with_memory_disk_and_no_cache(family, tmp_path):
+    # 32 rows, batch 4, grad accum 2 -> 4 optimizer steps per epoch; 8 steps = 2 epochs.
+    # Batches are padded to one fixed width: a row's prefix output computed inside batches of
+    # different widths differs in the last bits (BLAS blocking), and Adam turns last-bit noise in
+    # parameters whose true gradient is zero (GPT-NeoX's key bias) into lr-sized differences.
+    runs = {}
+    for kind in (None, "memory", "disk"):
+        runs[kind] = run_arm(family, 2, "ff", str(tmp_path / f"ff-{kind}"), steps=8, pad_to=12,
+                             freeze_config=_cfg(kind, tmp_path))
+    base = runs[None]
+    for kind in ("memory", "disk"):
+        run = runs[kind]
+        assert len(run["losses"]) == len(base["losses"]) == 16
+        for a, b in zip(run["losses"], base["losses"]):
+            assert abs(a - b) <= RTOL * abs(b)
+        for name, p in base["params"].items():
+            assert max_rel_diff(run["params"][name], p) <= RTOL, name
+        assert abs(run["eval_loss"] - base["eval_loss"]) <= RTOL * abs(base["eval_loss"])
+        summary = run["trainer"].cache_summary()
+        # epoch 2 (and the eval, whose rows differ) must be served by the cache: 32 train rows hit again.
+        assert summary.entries == 32 + 8 and summary.hits >= 32, summary
+        # The prefix ran only for epoch 1 (8 batches) + eval's first pass (2 batches).
+        assert run["trainer"].prefix.prefix_calls == 8 + 2
+
+
+def test_precompute_then_train_never_runs_prefix(tmp_path):
+    from tests.parity.harness import FFTrainer, training_args
+    from datasets import Dataset
+    from tests.conftest import PadCollator, make_rows
+
+    model = make_model("llama")
+    trainer = FFTrainer(model=model, args=training_args(str(tmp_path / "o"), steps=8),
+                        train_dataset=Dataset.from_list(make_rows(32)), eval_dataset=Dataset.from_list(make_rows(8, seed=7)),
+                        data_collator=PadCollator(), freeze_config=_cfg("memory", tmp_path))
+    trainer.recorded = []
+    stats = trainer.build_prefix_cache()
+    assert stats["examples"] == 40 and stats["tokens"] > 0
+    calls = trainer.prefix.prefix_calls
+    trainer.train()
+    trainer.evaluate()
+    assert trainer.prefix.prefix_calls == calls, "a fully cached run must never run the prefix"
+    ref = run_arm("llama", 2, "ref", str(tmp_path / "ref"), steps=8)
+    for a, b in zip(trainer.recorded, ref["losses"]):
+        assert abs(a - b) <= 1e-5 * abs(b)
+
+
+def test_second_trainer_reuses_disk_cache(tmp_path):
+    first = run_arm("llama", 2, "ff", str(tmp_path / "a"), steps=4, freeze_config=_cfg("disk", tmp_path))
+    assert first["trainer"].cache_summary().entries == 40
+    second = run_arm("llama", 2, "ff", str(tmp_path / "b"), steps=4, freeze_config=_cfg("disk", tmp_path))
+    summary = second["trainer"].cache_summary()
+    assert summary.hits >= 16 + 8 and second["trainer"].prefix.prefix_calls == 0
+    for a, b in zip(first["losses"], second["losses"]):
+        assert abs(a - b) <= RTOL * abs(b)
+
+
+def test_fingerprint_changes_with_weights_dtype_and_attention():
+    from fastfreeze import apply_freeze
+
+    def fp(model, **kw):
+        rt = apply_freeze(model, FreezeConfig(num_frozen_layers=2, **kw))
+        return compute_fingerprint(model, rt.prefix, rt.config, rt.kernel_set)
+
+    base = fp(make_model("llama"))
+    assert fp(make_model("llama")) == base  # deterministic
+    m = make_model("llama")
+    with torch.no_grad():
+        m.model.layers[1].mlp.up_proj.weight[0, 0] += 1e-3
+    assert fp(m) != base
+    m = make_model("llama")
+    with torch.no_grad():
+        m.model.layers[3].mlp.up_proj.weight[0, 0] += 1.0  # a suffix weight: the prefix output is unchanged
+    assert fp(m) == base
+    assert fp(make_model("llama", dtype=torch.bfloat16)) != base
+    assert fp(make_model("llama", attn="sdpa")) != base
+
+
+def test_unwritable_cache_dir_trains_without_cache(tmp_path):
+    if os.geteuid() == 0:
+        bad = "/proc/fastfreeze-cache"  # not creatable even for root
+    else:
+        bad = str(tmp_path / "ro"); os.makedirs(bad); os.chmod(bad, 0o500)
+    cfg = FreezeConfig(num_frozen_layers=2, cache="disk", cache_dir=bad)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_arm("llama", 2, "ff", str(tmp_path / "o"), steps=2, freeze_config=cfg, evaluate=False)
+    assert res["trainer"].prefix_cache is None
+    assert any("cache disabled" in str(w.message) for w in caught)
+    assert len(res["losses"]) == 4
