@@ -99,11 +99,15 @@ def _model_type(model: nn.Module) -> str:
     return getattr(config, "model_type", "") or ""
 
 
+def is_peft_model(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("peft")
+
+
 def check_supported(model: nn.Module) -> None:
     """Refuse, with the fix, models fastfreeze cannot freeze-split: encoder-decoders, non-causal-LMs,
-    quantized models and PEFT wrappers."""
+    quantized models and PEFT wrappers (those go through `fastfreeze.peft_support`)."""
     cls = type(model).__name__
-    if type(model).__module__.startswith("peft"):
+    if is_peft_model(model):
         raise UnsupportedModelError(
             f"{cls} is a PEFT-wrapped model. Pass the base model to fastfreeze first (freeze, then apply "
             "the adapter to the trainable suffix), or merge the adapter with `model.merge_and_unload()`."

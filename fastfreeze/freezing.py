@@ -120,12 +120,13 @@ def freeze_bottom_layers(
     freeze_embeddings: bool = True,
     untie_embeddings: bool = False,
     parts: ModelParts | None = None,
+    make_rest_trainable: bool = True,
 ) -> FreezeReport:
     """Freeze the input embedding and decoder blocks `0 .. num_frozen_layers-1` by module index.
 
     Unlike name-substring matching ("layers.1" also hits layers 10-19), blocks are selected by their
     position in the block ModuleList. Frozen parameters get `requires_grad=False`; everything else is
-    made trainable. Raises FreezeConfigError (with the fix) for k out of range or nothing left to train.
+    made trainable (unless `make_rest_trainable=False`, as for PEFT models whose base stays frozen). Raises FreezeConfigError (with the fix) for k out of range or nothing left to train.
 
     Usage:
         report = freeze_bottom_layers(model, 6); print(report)
@@ -150,7 +151,10 @@ def freeze_bottom_layers(
         for p in model.get_submodule(name).parameters():
             frozen_ids.add(id(p))
     for p in model.parameters():
-        p.requires_grad_(id(p) not in frozen_ids)
+        if id(p) in frozen_ids:
+            p.requires_grad_(False)
+        elif make_rest_trainable:
+            p.requires_grad_(True)
 
     n_frozen = sum(p.numel() for p in _unique_params(model) if not p.requires_grad)
     n_train = sum(p.numel() for p in _unique_params(model) if p.requires_grad)

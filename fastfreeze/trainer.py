@@ -21,7 +21,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from .arch import ModelParts, resolve
+from .arch import ModelParts, is_peft_model, resolve
 from .config import FreezeConfig, FreezeConfigError
 from .freezing import FreezeReport, freeze_bottom_layers
 from .prefix import FrozenPrefix
@@ -50,13 +50,22 @@ def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     Usage:
         runtime = apply_freeze(model, FreezeConfig(num_frozen_layers=4)); print(runtime.report)
     """
-    parts = resolve(model)
+    peft = is_peft_model(model)
+    if peft:
+        # A PEFT wrapper: the split is made on the wrapped transformers model; adapters must sit in
+        # the trainable suffix, and the base weights stay frozen (PEFT decides what trains).
+        from .peft_support import base_model_for_freeze
+
+        target = base_model_for_freeze(model, config)
+    else:
+        target = model
+    parts = resolve(target)
     config.validate_for(parts.num_layers)
-    report = freeze_bottom_layers(model, config.num_frozen_layers, config.freeze_embeddings,
-                                  config.untie_embeddings, parts=parts)
+    report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
+                                  config.untie_embeddings, parts=parts, make_rest_trainable=not peft)
     prefix = None
     if config.is_prefix:
-        prefix = FrozenPrefix(model, parts, config.num_frozen_layers).install()
+        prefix = FrozenPrefix(target, parts, config.num_frozen_layers).install()
     else:
         report.notes.append("freeze_embeddings=False: frozen blocks sit above a trainable embedding, "
                             "so they run with autograd (no prefix fast path, no cache)")
