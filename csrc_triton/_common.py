@@ -1,6 +1,8 @@
 """Small helpers shared by the kernel modules: buffer allocation hook, block sizing, row flattening."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 # Every buffer a launcher writes into comes from `alloc`, so tests can swap it for a NaN-filled
@@ -44,3 +46,12 @@ def persistent_programs(device: torch.device, n_rows_blocks: int) -> int:
 def check_float(name: str, t: torch.Tensor) -> None:
     if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}; cast it with .to(torch.bfloat16)")
+
+
+def check_device(name: str, t: torch.Tensor) -> None:
+    """Compiled Triton kernels need CUDA tensors; CPU tensors only work under the interpreter."""
+    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            f"csrc_triton kernels run on CUDA tensors, but {name} is on {t.device}. On CPU use torch ops "
+            "(FreezeConfig kernels='torch'), or set TRITON_INTERPRET=1 before triton is imported (tests)."
+        )

@@ -201,6 +201,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
         hidden, weight = hidden.to(dt), weight.to(dt)
         bias = bias.to(dt) if bias is not None else None
     _common.check_float("hidden", hidden)
+    _common.check_device("hidden", hidden)
     if weight.dtype != hidden.dtype or (bias is not None and bias.dtype != hidden.dtype):
         raise ValueError(f"hidden ({hidden.dtype}), weight ({weight.dtype}) and bias must share a dtype; "
                          "cast them (or run under torch.autocast)")

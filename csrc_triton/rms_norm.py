@@ -96,6 +96,7 @@ def _blocks(n_rows: int, n_cols: int, tile: int) -> tuple[int, int]:
 
 def _check(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> None:
     _common.check_float("x", x)
+    _common.check_device("x", x)
     _common.check_float("weight", weight)
     if weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
         raise ValueError(f"weight must be 1-D of size x.shape[-1]={x.shape[-1]}, got {tuple(weight.shape)}")

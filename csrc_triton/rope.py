@@ -122,6 +122,7 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
     if q.dim() != 4 or k.dim() != 4:
         raise ValueError(f"q and k must be [B, heads, T, head_dim], got {tuple(q.shape)} and {tuple(k.shape)}")
     _common.check_float("q", q)
+    _common.check_device("q", q)
     _common.check_float("k", k)
     bsz, _, seq_len, head_dim = q.shape
     if k.shape[0] != bsz or k.shape[2] != seq_len or k.shape[3] != head_dim:

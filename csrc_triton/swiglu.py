@@ -99,6 +99,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
             raise ValueError(f"a concatenated gate_up tensor needs an even last dim, got {gate.shape[-1]}")
         gate, up = gate.chunk(2, dim=-1)
     _common.check_float("gate", gate)
+    _common.check_device("gate", gate)
     if gate.shape != up.shape or gate.dtype != up.dtype or gate.device != up.device:
         raise ValueError(
             f"gate and up must share shape, dtype and device: {tuple(gate.shape)}/{gate.dtype}/{gate.device} vs "

@@ -41,11 +41,14 @@ def rounded_logits_floor(hidden, weight, labels, bias=None, softcap=None, num_it
     z = z64.to(hidden.dtype).double()
     if softcap is not None:
         z, z64 = (torch.tanh(t / softcap) * softcap for t in (z, z64))
-    kw = {"num_items_in_batch": num_items_in_batch}
-    reduce = (lambda t: F.cross_entropy(t, labels, reduction="sum") / num_items_in_batch) if num_items_in_batch \
-        is not None else (lambda t: F.cross_entropy(t, labels))
-    del kw
-    return (reduce(z) - reduce(z64)).abs().item()
+    return (hf_loss_from_logits(z, labels, num_items_in_batch) - hf_loss_from_logits(z64, labels, num_items_in_batch)
+            ).abs().item()
+
+
+def hf_loss_from_logits(logits, labels, num_items_in_batch=None):
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits, labels, ignore_index=-100)
+    return F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / num_items_in_batch
 
 
 def _inputs(dtype, dev, n=N, ignore_every=5):

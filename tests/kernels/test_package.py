@@ -27,3 +27,12 @@ def test_import_without_triton_raises_only_when_called():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "clear-error" in out.stdout
+
+
+def test_cpu_tensor_without_interpreter_is_a_clear_error(monkeypatch):
+    import pytest
+    import torch
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="kernels='torch'"):
+        csrc_triton.swiglu(torch.randn(2, 4), torch.randn(2, 4))
