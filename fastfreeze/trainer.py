@@ -24,6 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .arch import ModelParts, is_peft_model, resolve
 from .config import FreezeConfig, FreezeConfigError
 from .freezing import FreezeReport, freeze_bottom_layers
+from .kernels import install_kernels, resolve_kernel_set
 from .prefix import FrozenPrefix
 from .cache_runtime import PrefixCacheRuntime
 
@@ -63,13 +64,16 @@ def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     config.validate_for(parts.num_layers)
     report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
                                   config.untie_embeddings, parts=parts, make_rest_trainable=not peft)
+    kernel_set = resolve_kernel_set(config.kernels, target)
+    if kernel_set == "triton":
+        report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers)))
     prefix = None
     if config.is_prefix:
         prefix = FrozenPrefix(target, parts, config.num_frozen_layers).install()
     else:
         report.notes.append("freeze_embeddings=False: frozen blocks sit above a trainable embedding, "
                             "so they run with autograd (no prefix fast path, no cache)")
-    return FreezeRuntime(config=config, parts=parts, report=report, prefix=prefix)
+    return FreezeRuntime(config=config, parts=parts, report=report, prefix=prefix, kernel_set=kernel_set)
 
 
 def _uses_reentrant_checkpointing(module: nn.Module | None) -> bool:

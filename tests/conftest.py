@@ -4,9 +4,15 @@ from __future__ import annotations
 import os
 import warnings
 
-import pytest
 import torch
-import transformers
+
+# Triton kernels run on CPU only through the interpreter, and it must be on before anything imports
+# triton (loading a transformers model class does), or the kernels are compiled for a missing GPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import transformers  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
