@@ -55,8 +55,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--output-dir", default="runs/demo")
     p.add_argument("--num-frozen-layers", type=int, default=None,
                    help="k for the Freeze arm (embedding + bottom k layers); default: the preset's")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice); 1 is fastest on a busy shared machine")
     p.add_argument("--quiet", action="store_true", help="only print the final table")
     a = p.parse_args(argv)
+    if a.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, a.threads))
     try:
         cfg = load_preset(a.preset, output_dir=a.output_dir)
         if a.num_frozen_layers is not None:

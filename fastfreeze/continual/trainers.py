@@ -34,7 +34,8 @@ def training_arguments(output_dir: str, seed: int, kwargs: dict) -> TrainingArgu
         report_to="none",
         save_strategy="no",
         eval_strategy="no",
-        logging_strategy="no",
+        logging_strategy="steps",
+        logging_steps=100,  # progress + loss in the log; the runner keeps no other trace of training
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,

@@ -19,7 +19,7 @@ def test_quick_preset_writes_results_report_and_plots(quick_run):
         dense = arm["dense"]["history"]
         assert [r["step"] for r in dense][:3] == [0, 2, 4]  # quick: every 2 steps from step 0
         assert arm["recovery"]["train_examples"] == 20 * 6  # half of the 40 Task-0 people, six questions each
-        assert arm["orthogonality"]["windows"][0] == [0, 8]
+        assert arm["orthogonality"]["windows"] == [[0, 12], [12, 24]]  # 240 QA rows / 32 x 3 epochs = 24 steps
     # The trunk (pretrain + Task 0) is shared: both arms start Task 1 from the same model.
     assert on_disk["arms"]["seq"]["stages"][0] == on_disk["arms"]["freeze1"]["stages"][0] == "trunk/task0"
     assert on_disk["arms"]["seq"]["accuracy_matrix"][0] == on_disk["arms"]["freeze1"]["accuracy_matrix"][0]
@@ -71,3 +71,22 @@ def test_demo_prints_the_table(quick_run, capsys):
     assert str(out / "report.md") in text
     rows = dict((label, (t0, t1)) for label, t0, t1 in summary_rows(results))
     assert rows["after Task 1, SEQ"] == tuple(results["arms"]["seq"]["accuracy_matrix"][1])
+
+
+def test_saved_checkpoints_reproduce_the_recorded_evaluation(quick_run):
+    """The in-process evaluation (right after FastFreezeTrainer trained) equals scoring the saved model."""
+    from transformers import AutoModelForCausalLM
+
+    from fastfreeze.continual import build
+    from fastfreeze.continual.evaluate import EvalSet, evaluate
+
+    cfg, results, out = quick_run
+    data = build.prepare(cfg)
+    state = json.loads((out / "state.json").read_text())
+    for key in ("trunk/task1", "freeze1/task1"):
+        model = AutoModelForCausalLM.from_pretrained(str(out / "checkpoints" / key))
+        recorded = state["stages"][key]["record"]["evals"]["1"]
+        fresh = evaluate(model, EvalSet(data.test[1], data.tokenizer.pad_token_id))
+        assert fresh["first_token"] > 0  # the model learned something, so the comparison is not 0 == 0
+        assert fresh["exact_match"] == recorded["exact_match"]
+        assert fresh["first_token"] == recorded["first_token"]
