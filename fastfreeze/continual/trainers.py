@@ -130,7 +130,19 @@ def make_trainer(
         kwargs["freeze_config"] = _freeze_config(num_frozen_layers, freeze_embeddings, cache)
     cls = base
     if ewc is not None:
-        cls = type("EWC" + base.__name__, (base,), {"compute_loss": _ewc_compute_loss, "_ewc": ewc})
+
+        class EWCTrainer(base):
+            """`base` with the EWC penalty added to every training loss."""
+
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                out = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                           num_items_in_batch=num_items_in_batch)
+                if return_outputs:
+                    loss, outputs = out
+                    return loss + ewc().to(loss.device), outputs
+                return out + ewc().to(out.device)
+
+        cls = EWCTrainer
     return cls(
         model=model,
         args=args,
@@ -139,16 +151,6 @@ def make_trainer(
         callbacks=callbacks,
         **kwargs,
     )
-
-
-def _ewc_compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-    out = super(type(self), self).compute_loss(
-        model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-    )
-    if return_outputs:
-        loss, outputs = out
-        return loss + self._ewc().to(loss.device), outputs
-    return out + self._ewc().to(out.device)
 
 
 def diagonal_fisher(model, dataloader, max_batches: int) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from fastfreeze.continual.config import StrategyConfig
 from fastfreeze.continual.presets import load_preset
 from fastfreeze.continual.runner import Runner, StopRun
 
@@ -90,3 +91,27 @@ def test_saved_checkpoints_reproduce_the_recorded_evaluation(quick_run):
         assert fresh["first_token"] > 0  # the model learned something, so the comparison is not 0 == 0
         assert fresh["exact_match"] == recorded["exact_match"]
         assert fresh["first_token"] == recorded["first_token"]
+
+
+def test_replay_and_ewc_arms_run_and_generate_check_agrees(tmp_path):
+    cfg = load_preset("quick", output_dir=str(tmp_path))
+    cfg.pretrain.training["num_train_epochs"] = 1
+    cfg.training["num_train_epochs"] = 1
+    cfg.strategies = [StrategyConfig(name="replay", replay_fraction=0.5),
+                      StrategyConfig(name="ewc", ewc_lambda=100.0, ewc_fisher_batches=2)]
+    cfg.recovery.enabled = False
+    cfg.orthogonality.enabled = False
+    cfg.evaluation.dense_until = 0
+    cfg.evaluation.generate_check_examples = 12
+    runner = Runner(cfg, log=lambda *_: None)
+    results = runner.run()
+    state = runner.state["stages"]
+    # Replay: Task 1 (240 rows) + half of Task 0's 240 rows = 360 rows = 12 steps of 32 (one epoch).
+    assert state["replay/task1"]["record"]["steps"] == 12
+    assert state["ewc/task1"]["record"]["steps"] == 8
+    assert (tmp_path / "checkpoints" / "ewc" / "task1" / "ewc_fisher.pt").exists()
+    for key in ("trunk/task0", "replay/task1", "ewc/task1"):
+        check = state[key]["record"]["generate_check"]
+        assert check["examples"] == 12
+        assert check["generate_exact_match"] == check["teacher_forced_exact_match"]
+    assert results["arms"]["ewc"]["stages"] == ["trunk/task0", "ewc/task1"]
