@@ -1,0 +1,108 @@
+"""FastFreezeSFTTrainer: TRL's `SFTTrainer` with the same frozen, no-grad, cacheable prefix as FastFreezeTrainer.
+
+One implementation: the freeze lives in `fastfreeze.trainer.FreezeMixin`, which this class puts in
+front of `trl.SFTTrainer`. What SFT adds on top of a plain Trainer is handled as follows:
+
+- activation checkpointing (on by default in SFTConfig): the prefix is outside every checkpointed
+  segment of the suffix, so nothing frozen is recomputed (see `fastfreeze.prefix`);
+- completion-only / assistant-only loss and TRL's fused LM head: they only change the labels and the
+  head, never the prefix's input, so cached boundaries stay valid;
+- padding-free / packing: TRL's collator then returns one flattened row per batch with
+  `position_ids` and no `attention_mask`; the cache keys that row by its token ids and position ids
+  (documents inside it cannot see each other, so this is exactly what the boundary depends on).
+  A cache entry is one whole flattened batch, so hits recur only when the same batch recurs
+  (`per_device_train_batch_size=1` with packing, or evaluation); `build_prefix_cache` is refused
+  otherwise, since its batches would never match the training batches.
+
+Needs `trl` (`pip install fastfreeze[trl]`).
+
+Usage:
+    from fastfreeze.sft import FastFreezeSFTTrainer
+    trainer = FastFreezeSFTTrainer(model=model, args=SFTConfig(...), train_dataset=ds,
+                                   processing_class=tokenizer,
+                                   freeze_config=FreezeConfig(num_frozen_layers=6, cache="memory"))
+    trainer.train()
+"""
+from __future__ import annotations
+
+try:
+    from trl import SFTTrainer
+except ImportError as err:  # an optional extra: say how to get it
+    raise ImportError(
+        "fastfreeze.sft needs TRL, which is not installed: `pip install fastfreeze[trl]` (or `pip install trl`)."
+    ) from err
+
+from transformers.trainer_utils import set_seed
+
+from .config import FreezeConfig, FreezeConfigError
+from .trainer import FreezeMixin
+
+__all__ = ["FastFreezeSFTTrainer"]
+
+
+def _load_model(name: str, args) -> object:
+    """SFTTrainer accepts a model id; the freeze needs the instance first, so load it the way TRL does."""
+    from trl.trainer.utils import create_model_from_path
+
+    kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
+    if args is not None and args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+        kwargs["device_map"] = None  # as SFTTrainer does: device_map="auto" fails under distributed training
+    kwargs.setdefault("trust_remote_code", getattr(args, "trust_remote_code", False))
+    return create_model_from_path(name, **kwargs)
+
+
+class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
+    """`trl.SFTTrainer` with the embedding + bottom k blocks frozen and run as a no-grad (cacheable) prefix.
+
+    Accepts everything SFTTrainer accepts, plus `freeze_config` (None: a plain SFTTrainer). With
+    `peft_config=`, the adapter is applied before the freeze, so adapters on prefix modules are refused
+    (put them on the suffix: `fastfreeze.peft_support.suffix_lora_kwargs`).
+
+    Usage:
+        FastFreezeSFTTrainer(model=model, args=SFTConfig(output_dir="out"), train_dataset=ds,
+                             processing_class=tok, freeze_config=FreezeConfig(num_frozen_layers=6)).train()
+    """
+
+    def __init__(self, model=None, args=None, *rest, freeze_config: FreezeConfig | None = None,
+                 peft_config=None, **kwargs):
+        if rest:
+            raise TypeError("FastFreezeSFTTrainer takes `model` and `args` positionally; pass the rest by keyword.")
+        if freeze_config is not None and model is not None:
+            if isinstance(model, str):
+                if args is None:
+                    raise FreezeConfigError(
+                        "FastFreezeSFTTrainer(model=<id>) with a freeze needs `args=SFTConfig(...)` to load the model.")
+                model = _load_model(model, args)
+            if peft_config is not None:
+                # SFTTrainer would wrap the model after our freeze; wrap first so the adapter placement is
+                # validated against the prefix. Seeding first gives the adapter init SFTTrainer would give.
+                from peft import get_peft_model
+
+                set_seed(args.seed if args is not None else 42)
+                model = get_peft_model(model, peft_config)
+                peft_config = None
+        super().__init__(model=model, args=args, freeze_config=freeze_config, peft_config=peft_config, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # SFTTrainer.prediction_step calls self.compute_loss, which FreezeMixin already runs with the
+        # prefix (boundary injected or captured); going through FreezeMixin.prediction_step as well
+        # would nest that twice, so enter the prefix scope once, in compute_loss.
+        return SFTTrainer.prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def build_prefix_cache(self, dataset=None, batch_size: int | None = None) -> dict:
+        """See `FreezeMixin.build_prefix_cache`. Under padding-free / BFD packing a cache entry is one
+        flattened batch, so precompute only works with one example per batch.
+
+        Usage:
+            trainer.build_prefix_cache(); trainer.train()
+        """
+        if getattr(self, "padding_free", False):
+            if self.args.per_device_train_batch_size != 1 or (batch_size or 1) != 1:
+                raise FreezeConfigError(
+                    "build_prefix_cache with padding-free / packed batches: the cache keys one flattened batch, so "
+                    "precomputed entries only match training batches of one (packed) example. Use "
+                    "per_device_train_batch_size=1 (with packing=True), or skip the precompute and let the cache "
+                    "fill lazily, or set padding_free=False and packing=False."
+                )
+            batch_size = 1
+        return super().build_prefix_cache(dataset, batch_size=batch_size)

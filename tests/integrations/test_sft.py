@@ -1,0 +1,148 @@
+"""FastFreezeSFTTrainer trains exactly like TRL's SFTTrainer + the seed snippet, with SFT's defaults."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+from datasets import Dataset  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+from fastfreeze import FreezeConfig, FreezeConfigError  # noqa: E402
+from fastfreeze.data.tokenize import build_word_tokenizer  # noqa: E402
+from fastfreeze.sft import FastFreezeSFTTrainer  # noqa: E402
+from tests.conftest import VOCAB, make_model, seed_snippet_freeze  # noqa: E402
+from tests.parity.harness import max_rel_diff  # noqa: E402
+
+# fp32 on CPU, same ops and data in both arms; see tests/parity/test_trainer_parity.py.
+RTOL = 1e-5
+K = 2
+WORDS = [f"w{i}" for i in range(40)]
+
+
+def _tokenizer():
+    tok = build_word_tokenizer(Dataset.from_dict({"text": [" ".join(WORDS)]}))
+    assert len(tok) <= VOCAB  # the tiny models' vocabulary
+    return tok
+
+
+def sft_dataset(n: int = 24, seed: int = 3) -> Dataset:
+    """Prompt-completion rows: SFTTrainer defaults to completion-only loss for this format."""
+    g = torch.Generator().manual_seed(seed)
+
+    def words(lo, hi):
+        t = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        return " ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (t,), generator=g))
+
+    return Dataset.from_list([{"prompt": words(3, 7), "completion": " " + words(2, 5)} for _ in range(n)])
+
+
+class _Record:
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            self.recorded.append((loss[0] if return_outputs else loss).detach().double().item())
+        return loss
+
+
+class RefSFT(_Record, SFTTrainer):
+    pass
+
+
+class FFSFT(_Record, FastFreezeSFTTrainer):
+    pass
+
+
+def sft_args(out: str, steps: int = 6, **extra) -> SFTConfig:
+    # SFTConfig's own defaults otherwise: activation checkpointing on, completion-only loss for
+    # prompt-completion data, its collator. bf16 is its default on GPUs; fp32 here for a tight tolerance.
+    kw = dict(output_dir=out, max_steps=steps, per_device_train_batch_size=4, per_device_eval_batch_size=4,
+              gradient_accumulation_steps=2, learning_rate=1e-3, logging_steps=2, save_strategy="no",
+              report_to=[], seed=0, data_seed=0, use_cpu=True, bf16=False, dataloader_num_workers=0,
+              disable_tqdm=True, dataset_num_proc=None, max_length=64)
+    kw.update(extra)
+    return SFTConfig(**kw)
+
+
+def run_sft(arm: str, out: str, freeze_config=None, model=None, peft_config=None, evaluate=False, **extra):
+    model = model if model is not None else make_model("llama")
+    tok = _tokenizer()
+    args = sft_args(out, **extra)
+    common = dict(model=model, args=args, train_dataset=sft_dataset(), eval_dataset=sft_dataset(8, seed=9),
+                  processing_class=tok)
+    if arm == "ref":
+        if peft_config is None:
+            seed_snippet_freeze(model, "llama", K)
+        trainer = RefSFT(**common, peft_config=peft_config)
+    else:
+        trainer = FFSFT(**common, peft_config=peft_config,
+                        freeze_config=freeze_config or FreezeConfig(num_frozen_layers=K))
+    trainer.recorded = []
+    trainer.train()
+    out = {"trainer": trainer, "losses": list(trainer.recorded),
+           "params": {n: p.detach().clone() for n, p in trainer.model.named_parameters()}}
+    if evaluate:
+        out["eval_loss"] = trainer.evaluate()["eval_loss"]
+    return out
+
+
+def assert_parity(ff, ref, initial=None, rtol=RTOL):
+    assert len(ff["losses"]) == len(ref["losses"]) > 0
+    for step, (a, b) in enumerate(zip(ff["losses"], ref["losses"])):
+        assert abs(a - b) <= rtol * abs(b), f"micro-batch {step}: {a} vs {b}"
+    ref_model = ref["trainer"].model
+    for name, p_ref in ref["params"].items():
+        if ref_model.get_parameter(name).requires_grad:
+            assert max_rel_diff(ff["params"][name], p_ref) <= rtol, name
+            if initial is not None:
+                assert not torch.equal(p_ref, initial[name]), f"{name} should have trained"
+        else:
+            assert torch.equal(ff["params"][name], p_ref), f"frozen {name} changed"
+            if initial is not None:
+                assert torch.equal(p_ref, initial[name]), f"frozen {name} changed"
+
+
+def test_sft_parity_with_defaults(tmp_path):
+    ref = run_sft("ref", str(tmp_path / "ref"), evaluate=True)
+    ff = run_sft("ff", str(tmp_path / "ff"), evaluate=True)
+    trainer = ff["trainer"]
+    assert trainer.args.gradient_checkpointing, "SFTConfig's default (activation checkpointing) must be on"
+    assert trainer.completion_only_loss, "prompt-completion data: completion-only loss by default"
+    assert_parity(ff, ref, initial=make_model("llama").state_dict())
+    assert abs(ff["eval_loss"] - ref["eval_loss"]) <= RTOL * abs(ref["eval_loss"])
+
+
+def test_sft_memory_cache_two_epochs(tmp_path):
+    # 24 rows / (4 x 2) = 3 optimizer steps per epoch: 6 steps = 2 epochs, the second served by the cache.
+    ref = run_sft("ref", str(tmp_path / "ref"), pad_to_multiple_of=16)
+    ff = run_sft("ff", str(tmp_path / "ff"), freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"),
+                 pad_to_multiple_of=16)
+    assert_parity(ff, ref)
+    summary = ff["trainer"].cache_summary()
+    assert summary.entries == 24 and summary.hits >= 24, summary
+    assert ff["trainer"].prefix.prefix_calls == 6  # epoch 1 only: 6 micro-batches
+
+
+def test_sft_padding_free_cache_keys_packed_rows(tmp_path):
+    """Padding-free batches come as one flattened row with position_ids and no attention_mask."""
+    common = dict(padding_free=True, max_length=None, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                  steps=48)
+    ref = run_sft("ref", str(tmp_path / "ref"), **common)
+    ff = run_sft("ff", str(tmp_path / "ff"), freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"),
+                 **common)
+    batch = ff["trainer"].data_collator([ff["trainer"].train_dataset[i] for i in range(2)])
+    assert "attention_mask" not in batch and batch["position_ids"].shape == batch["input_ids"].shape == (1, batch["input_ids"].numel())
+    assert_parity(ff, ref)
+    # one example per batch: 24 entries in epoch 1, all hits in epoch 2
+    summary = ff["trainer"].cache_summary()
+    assert summary.entries == 24 and summary.hits >= 24, summary
+
+
+def test_build_prefix_cache_refused_for_multi_example_padding_free(tmp_path):
+    tok = _tokenizer()
+    trainer = FastFreezeSFTTrainer(model=make_model("llama"), processing_class=tok, train_dataset=sft_dataset(),
+                                   args=sft_args(str(tmp_path), padding_free=True, max_length=None),
+                                   freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
+    with pytest.raises(FreezeConfigError, match="per_device_train_batch_size=1"):
+        trainer.build_prefix_cache()
