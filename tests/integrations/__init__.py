@@ -1,0 +1,1 @@
+"""Integration tests: TRL, PEFT, multi-process training."""

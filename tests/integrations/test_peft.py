@@ -1,0 +1,123 @@
+"""PEFT LoRA on the trainable suffix: parity with PEFT + the seed snippet, prefix adapters refused, normal adapter saves."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+peft = pytest.importorskip("peft")
+
+from datasets import Dataset  # noqa: E402
+from peft import LoraConfig, PeftModel, PromptTuningConfig, get_peft_model  # noqa: E402
+
+from fastfreeze import FreezeConfig, FreezeConfigError  # noqa: E402
+from fastfreeze.peft_support import prefix_adapter_modules, suffix_lora_kwargs  # noqa: E402
+from tests.conftest import PadCollator, make_model, make_rows, seed_snippet_freeze  # noqa: E402
+from tests.parity.harness import FFTrainer, RefTrainer, max_rel_diff, training_args  # noqa: E402
+
+RTOL = 1e-5  # fp32, same ops both arms (see tests/parity/test_trainer_parity.py)
+K = 2
+
+
+def lora_model(seed: int = 0, suffix_only: bool = True, **lora):
+    model = make_model("llama")
+    kw = suffix_lora_kwargs(model, K) if suffix_only else {}
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"], **kw, **lora)
+    torch.manual_seed(seed)  # LoRA A init is random: same seed, same adapter in both arms
+    return get_peft_model(model, cfg)
+
+
+def run(arm: str, out: str, freeze_config=None, steps: int = 8):
+    model = lora_model()
+    args = training_args(out, steps=steps)
+    data = dict(train_dataset=Dataset.from_list(make_rows(32)), data_collator=PadCollator(pad_to=12))
+    if arm == "ref":
+        seed_snippet_freeze(model.get_base_model(), "llama", K)  # a no-op on top of PEFT's own freeze
+        trainer = RefTrainer(model=model, args=args, **data)
+    else:
+        trainer = FFTrainer(model=model, args=args, freeze_config=freeze_config or FreezeConfig(num_frozen_layers=K),
+                            **data)
+    trainer.recorded = []
+    trainer.train()
+    return {"trainer": trainer, "model": model, "losses": list(trainer.recorded),
+            "params": {n: p.detach().clone() for n, p in model.named_parameters()}}
+
+
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_lora_suffix_parity(cache, tmp_path):
+    ref = run("ref", str(tmp_path / "ref"))
+    ff = run("ff", str(tmp_path / "ff"), FreezeConfig(num_frozen_layers=K, cache=cache))
+    assert len(ff["losses"]) == len(ref["losses"]) == 16
+    for a, b in zip(ff["losses"], ref["losses"]):
+        assert abs(a - b) <= RTOL * abs(b)
+    initial = {n: p.detach().clone() for n, p in lora_model().named_parameters()}
+    trained = [n for n, p in ref["model"].named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    assert all(".layers.0." not in n and ".layers.1." not in n for n in trained)
+    for name, p_ref in ref["params"].items():
+        p_ff = ff["params"][name]
+        if name in trained:
+            assert max_rel_diff(p_ff, p_ref) <= RTOL, name
+            if "lora_B" in name:  # B starts at zero, so a trained B is the proof the adapter learned
+                assert not torch.equal(p_ref, initial[name]), name
+        else:
+            assert torch.equal(p_ff, p_ref) and torch.equal(p_ff, initial[name]), f"frozen {name} changed"
+    if cache:
+        summary = ff["trainer"].cache_summary()  # 32 rows, 16 micro-batches of 4 = two epochs
+        assert summary.entries == 32 and summary.hits >= 32, summary
+        assert ff["trainer"].prefix.prefix_calls == 8
+
+
+@pytest.mark.parametrize("case", ["lora_all_layers", "embed_modules_to_save", "prompt_tuning"])
+def test_prefix_adapters_refused(case, tmp_path):
+    if case == "lora_all_layers":
+        model, match = lora_model(suffix_only=False), r"model\.layers\.0\.self_attn\.q_proj"
+    elif case == "embed_modules_to_save":
+        model, match = lora_model(modules_to_save=["embed_tokens"]), r"model\.embed_tokens"
+    else:
+        model = get_peft_model(make_model("llama"), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2))
+        match = "prompt-learning"
+    with pytest.raises(FreezeConfigError, match=match):
+        FFTrainer(model=model, args=training_args(str(tmp_path)), train_dataset=Dataset.from_list(make_rows(4)),
+                  data_collator=PadCollator(), freeze_config=FreezeConfig(num_frozen_layers=K))
+
+
+def test_prefix_adapter_modules_lists_only_prefix():
+    model = lora_model(suffix_only=False)
+    found = prefix_adapter_modules(model.get_base_model(), K)
+    assert found and all(".layers.0." in n or ".layers.1." in n for n in found)
+    assert prefix_adapter_modules(lora_model().get_base_model(), K) == []
+    with pytest.raises(FreezeConfigError, match="no suffix block"):
+        suffix_lora_kwargs(make_model("llama"), 4)
+
+
+def test_saved_adapter_is_a_normal_peft_adapter(tmp_path):
+    ff = run("ff", str(tmp_path / "ff"), FreezeConfig(num_frozen_layers=K, cache="memory"), steps=4)
+    out = str(tmp_path / "adapter")
+    ff["trainer"].save_model(out)
+    files = set(os.listdir(out))
+    assert "adapter_config.json" in files and "adapter_model.safetensors" in files, files
+    assert "model.safetensors" not in files  # the adapter only, not the base weights
+    loaded = PeftModel.from_pretrained(make_model("llama"), out).eval()
+    trained = ff["model"].eval()
+    ids = torch.tensor([make_rows(1, seed=5)[0]["input_ids"]])
+    with torch.no_grad():
+        ref_logits = trained(input_ids=ids).logits
+        got = loaded(input_ids=ids).logits
+    assert torch.equal(got, ref_logits)  # same weights, same ops: bitwise
+    assert not torch.equal(got, make_model("llama")(input_ids=ids).logits)  # and the adapter matters
+
+
+def test_sft_trainer_peft_config_validated_and_matches(tmp_path):
+    pytest.importorskip("trl")
+    from tests.integrations.test_sft import assert_parity, run_sft
+
+    bad = LoraConfig(r=4, target_modules=["q_proj"])
+    with pytest.raises(FreezeConfigError, match="frozen prefix"):
+        run_sft("ff", str(tmp_path / "bad"), peft_config=bad)
+    good = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                **suffix_lora_kwargs(make_model("llama"), K))
+    ref = run_sft("ref", str(tmp_path / "ref"), peft_config=LoraConfig(**good), steps=4)
+    ff = run_sft("ff", str(tmp_path / "ff"), peft_config=LoraConfig(**good), steps=4)
+    assert_parity(ff, ref)
