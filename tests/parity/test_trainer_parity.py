@@ -93,3 +93,24 @@ def test_prefix_stays_in_eval_mode_and_skips_dropout(tmp_path):
         outs.append(cap.boundary)
     assert torch.equal(outs[0], outs[1])
     assert not outs[0].requires_grad
+
+
+def test_parity_with_reentrant_checkpointing(tmp_path):
+    """Reentrant checkpointing drops parameter grads of a block whose inputs need no grad (HF issue
+    21381); the boundary is made to require grad in that mode, so the first trainable block still learns."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    params = inspect.signature(TrainingArguments.__init__).parameters
+    key = "activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in params else "gradient_checkpointing_kwargs"
+    extra = {key: {"use_reentrant": True}}
+    ref = run_arm("llama", 2, "ref", str(tmp_path / "ref"), gc=True, steps=4, evaluate=False, **extra)
+    ff = run_arm("llama", 2, "ff", str(tmp_path / "ff"), gc=True, steps=4, evaluate=False, **extra)
+    initial = make_model("llama").state_dict()
+    first_trainable = "model.layers.2.mlp.down_proj.weight"
+    assert not torch.equal(ff["params"][first_trainable], initial[first_trainable])
+    for a, b in zip(ff["losses"], ref["losses"]):
+        assert abs(a - b) <= RTOL * abs(b)
+    for name, p in ref["params"].items():
+        assert max_rel_diff(ff["params"][name], p) <= RTOL, name
