@@ -1,7 +1,45 @@
-"""Chooses torch ops or csrc_triton kernels (the one place that decides) and swaps them in per model instance."""
+"""Chooses torch ops or csrc_triton kernels (the one place that decides) and swaps them in per model instance.
+
+`install_kernels` replaces, on one model instance only, the `forward` of:
+
+- RMSNorm modules (decoder norms, the final norm, Qwen3's q/k norms) -> `csrc_triton.rms_norm`,
+  with the family's cast order (Llama: ``w * x.to(dtype)``; Gemma: ``(x * (1 + w)).to(dtype)``);
+- SwiGLU MLPs (``down(silu(gate(x)) * up(x))``, Phi-3's fused ``gate_up_proj``) -> `csrc_triton.swiglu`;
+- the causal-LM object itself, so that a training forward with labels computes the loss with
+  `csrc_triton.linear_cross_entropy` from the LM head's input and never materialises the logits.
+
+Modules of the frozen prefix (embedding side + layers[:k], when all of it is frozen) get
+forward-only variants that run under no_grad; the suffix gets the training variants, whose
+backward computes a weight gradient only when that weight requires grad. No transformers class
+or module global is touched, parameters and buffers are unchanged, so `save_pretrained` writes a
+plain HF checkpoint. Every swapped module class is checked once on a probe input against the
+module's own forward; a class whose forward no longer matches (a transformers change) keeps torch.
+
+Left on torch, by design:
+- RoPE: HF applies it through the module-level `apply_rotary_pos_emb` called inside each
+  attention's forward. Using `csrc_triton.apply_rope` would mean patching that global (forbidden:
+  it changes every model in the process) or copying each family's attention forward, whose
+  signature and cache handling change between transformers releases (5.17 vs 5.24). Not worth
+  the risk for an op that is a small share of step time.
+- LayerNorm / GELU (GPT-NeoX, GPT-2) and GeGLU (Gemma): torch's fused ops are already one kernel.
+
+Fused-loss contract: in training mode with `labels=` given as a keyword, the model returns the
+loss with ``logits=None`` (that is the point: the [tokens x vocab] logits never exist). In eval
+mode, or without labels, the model's own forward runs and returns logits, so `Trainer.evaluate`
+with `compute_metrics` and `generate` behave as without fastfreeze. Trainers that read
+``outputs.logits`` during training (e.g. token-accuracy logging) need ``fused_loss=False``.
+
+Usage:
+    report = install_kernels(model, resolve(model), num_frozen_layers=6); print(report)
+    remove_kernels(model)   # original forwards back
+"""
 from __future__ import annotations
 
+import inspect
 import os
+import types
+from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -27,6 +65,328 @@ def resolve_kernel_set(choice: str, model: nn.Module) -> str:
     return choice
 
 
-def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int) -> dict:
-    """Swap the model's norms/MLPs/rotary/loss for csrc_triton ops (per instance). Being written."""
-    raise NotImplementedError("kernels='triton' integration is not available yet; use kernels='torch'.")
+# ----------------------------------------------------------------------------- family data
+@dataclass(frozen=True)
+class KernelSpec:
+    """Which kernels fit one family. norm: csrc_triton cast mode of its RMSNorm ("llama" | "gemma")
+    or None (LayerNorm stays torch); mlp: "split" (gate_proj/up_proj/down_proj), "fused"
+    (gate_up_proj/down_proj, [gate | up]) or None (GELU / GeGLU stay torch); fused_loss: the
+    CausalLM forward is head -> optional soft-cap -> ForCausalLMLoss, so FLCE can replace it."""
+
+    norm: str | None
+    mlp: str | None
+    fused_loss: bool = True
+
+
+KERNEL_SPECS: dict[str, KernelSpec] = {
+    "llama": KernelSpec("llama", "split"),
+    "mistral": KernelSpec("llama", "split"),
+    "qwen2": KernelSpec("llama", "split"),
+    "qwen3": KernelSpec("llama", "split"),
+    "phi3": KernelSpec("llama", "fused"),
+    "gemma2": KernelSpec("gemma", None),
+    "gemma3_text": KernelSpec("gemma", None),
+    "gpt_neox": KernelSpec(None, None),
+    "gpt2": KernelSpec(None, None),
+}
+
+_SILU_CLASSES = ("SiLU", "SiLUActivation")  # nn.SiLU and transformers' own class (name differs by version)
+_MARK = "_ff_kernel"  # instance attribute naming the kernel installed on a module
+
+
+@dataclass
+class KernelReport:
+    """What `install_kernels` did: module path -> kernel label, plus what was left on torch and why."""
+
+    family: str
+    swapped: dict[str, str] = field(default_factory=dict)
+    left_on_torch: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Kernel label -> number of modules, e.g. {"rms_norm/train": 5, "rms_norm/forward-only": 4}."""
+        return dict(Counter(self.swapped.values()))
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{k} x{n}" for k, n in sorted(self.counts().items())) or "none"
+        torch_side = "; ".join(self.left_on_torch) or "nothing"
+        return f"kernels=triton ({self.family}): {counts}. Left on torch: {torch_side}."
+
+
+# ----------------------------------------------------------------------------- swapped forwards
+def _norm_eps(module: nn.Module) -> float:
+    return float(getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6)))
+
+
+def _rms_train(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    import csrc_triton
+
+    offset = 1.0 if self._ff_cast == "gemma" else 0.0
+    return csrc_triton.rms_norm(hidden_states, self.weight, _norm_eps(self), offset=offset, cast_mode=self._ff_cast)
+
+
+def _mlp_split_train(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    import csrc_triton
+
+    return self.down_proj(csrc_triton.swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+def _mlp_fused_train(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    import csrc_triton
+
+    return self.down_proj(csrc_triton.swiglu(self.gate_up_proj(hidden_states)))
+
+
+def _forward_only(fn):
+    # The prefix never needs gradients (prefix.py also runs it under no_grad); no_grad here makes
+    # the ops take their forward-only kernels, which save nothing for backward.
+    def forward(self, *args, **kwargs):
+        with torch.no_grad():
+            return fn(self, *args, **kwargs)
+
+    forward.__name__ = f"{fn.__name__}_forward_only"
+    return forward
+
+
+_FORWARDS = {
+    "rms_norm": _rms_train,
+    "swiglu": _mlp_split_train,
+    "swiglu(gate_up)": _mlp_fused_train,
+}
+_FORWARD_ONLY = {name: _forward_only(fn) for name, fn in _FORWARDS.items()}
+
+
+class _FusedLossForward:
+    """The CausalLM object's forward: in training with labels, runs the model's own forward with the
+    LM head short-circuited (it records its input and returns a zero-width tensor), then computes
+    the HF causal-LM loss with linear_cross_entropy. Otherwise the model's own forward, untouched.
+
+    A callable object rather than a bound function: it carries the original `__signature__`
+    (Trainer reads it to decide loss-kwargs and dataset columns, generate to validate kwargs), and
+    deepcopy rebinds it to the copied model."""
+
+    def __init__(self, model: nn.Module, head: nn.Module, softcap: float | None):
+        self.model, self.head, self.softcap = model, head, softcap
+        self.original = type(model).forward.__get__(model)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.original)
+
+    def __call__(self, *args, **kwargs):
+        labels = kwargs.get("labels")
+        if (labels is None or not self.model.training or kwargs.get("return_dict") is False
+                or not isinstance(kwargs.get("logits_to_keep", 0), int) or kwargs.get("logits_to_keep", 0) != 0
+                or type(self.head) is not nn.Linear):
+            return self.original(*args, **kwargs)
+        captured: list[torch.Tensor] = []
+        head = self.head
+        previous = head.__dict__.get("forward")
+
+        def capture(x: torch.Tensor) -> torch.Tensor:
+            captured.append(x)
+            return x.new_empty(*x.shape[:-1], 0)  # any soft-cap arithmetic on it costs nothing
+
+        head.forward = capture
+        try:
+            out = self.original(*args, **{**kwargs, "labels": None})
+        finally:
+            if previous is None:
+                head.__dict__.pop("forward", None)
+            else:
+                head.forward = previous
+        if len(captured) != 1:
+            raise RuntimeError(f"fastfreeze fused loss: the LM head ran {len(captured)} times in one forward; "
+                               "install kernels with fused_loss=False for this model.")
+        loss = self._loss(captured[0], labels, kwargs)
+        fields = {k: v for k, v in out.items() if k not in ("loss", "logits")}
+        return type(out)(loss=loss, **fields)
+
+    def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """HF ForCausalLMLoss (shift by padding labels with ignore_index; sum / num_items_in_batch,
+        else mean over valid tokens) on the fused head + cross-entropy."""
+        import csrc_triton
+
+        ignore_index = kwargs.get("ignore_index", -100)
+        shift_labels = kwargs.get("shift_labels")
+        if shift_labels is None:
+            shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+        weight = self.head.weight
+        hidden = hidden.to(weight.device)
+        return csrc_triton.linear_cross_entropy(
+            hidden.reshape(-1, hidden.shape[-1]), weight, shift_labels.reshape(-1).to(weight.device),
+            ignore_index=ignore_index, bias=self.head.bias, num_items_in_batch=kwargs.get("num_items_in_batch"),
+            softcap=self.softcap)
+
+
+# ----------------------------------------------------------------------------- install / remove
+def _check_runnable(model: nn.Module) -> None:
+    import csrc_triton
+
+    if not csrc_triton.AVAILABLE:
+        raise ImportError(f"kernels='triton' needs triton, which could not be imported ({csrc_triton._IMPORT_ERROR}). "
+                          "Install it with `pip install triton` on a Linux CUDA machine, or use kernels='torch'.")
+    param = next(model.parameters())
+    if param.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            f"kernels='triton' needs the model on a CUDA device (it is on {param.device}). Move it with "
+            "model.to('cuda'), or use FreezeConfig(kernels='auto' or 'torch') on CPU.")
+    if param.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise RuntimeError(f"kernels='triton' supports float32/float16/bfloat16 weights, the model is {param.dtype}; "
+                           "cast it (model.to(torch.bfloat16)) or use kernels='torch'.")
+
+
+def _probe_input(module: nn.Module, width: int) -> torch.Tensor:
+    # Deterministic values, no RNG draw: installing kernels must not shift the training seed stream.
+    p = next(module.parameters())
+    n = 3 * 5 * width
+    x = torch.sin(torch.arange(n, dtype=torch.float32, device=p.device) * 0.731) * 2.0
+    return x.reshape(3, 5, width).to(p.dtype)
+
+
+_PROBE_RTOL = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
+    """The swapped forward reproduces the module's own forward on a probe input (catches a
+    transformers change in what the module computes; tolerance: a few roundings of the dtype)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()  # no dropout draws inside (e.g. LoRA dropout on the projections)
+    try:
+        x = _probe_input(module, width)
+        with torch.no_grad():
+            ref = type(module).forward(module, x)
+            got = new_forward(module, x)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    if got.shape != ref.shape or got.dtype != ref.dtype:
+        return False
+    scale = ref.float().abs().max().clamp_min(1.0)
+    return bool(((got.float() - ref.float()).abs().max() <= _PROBE_RTOL.get(ref.dtype, 1e-4) * scale).item())
+
+
+def _kind(module: nn.Module, spec: KernelSpec) -> tuple[str, int] | None:
+    """(kernel name, probe width) when `module` is one this family's kernels replace."""
+    name = type(module).__name__
+    weight = getattr(module, "weight", None)
+    if spec.norm and name.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and weight.dim() == 1 \
+            and len(list(module.parameters())) == 1:
+        return "rms_norm", weight.shape[0]
+    if spec.mlp and name.endswith("MLP"):
+        act = getattr(module, "act_fn", getattr(module, "activation_fn", None))
+        if type(act).__name__ not in _SILU_CLASSES:
+            return None
+        if spec.mlp == "split" and all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj")):
+            return "swiglu", module.gate_proj.in_features
+        if spec.mlp == "fused" and all(hasattr(module, a) for a in ("gate_up_proj", "down_proj")):
+            return "swiglu(gate_up)", module.gate_up_proj.in_features
+    return None
+
+
+def _prefix_modules(parts: ModelParts, k: int) -> set[int]:
+    """ids of modules inside the frozen prefix; empty when the embedding side trains (then the
+    frozen blocks still pass gradients down and need the training variants)."""
+    side = [m for _, m in parts.embedding_side]
+    blocks = [parts.layers[i] for i in range(k)]
+    if any(p.requires_grad for m in side + blocks for p in m.parameters()):
+        return set()
+    return {id(sub) for m in side + blocks for sub in m.modules()}
+
+
+def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int, fused_loss: bool = True) -> KernelReport:
+    """Swap the model's RMSNorms, SwiGLU MLPs and LM-head loss for csrc_triton ops, on this instance only.
+
+    Usage:
+        report = install_kernels(model, fastfreeze.arch.resolve(model), num_frozen_layers=6)
+
+    Call it after freezing (which modules are prefix is read from requires_grad) and before the
+    prefix runtime is installed. Modules whose forward is already overridden on the instance
+    (e.g. accelerate hooks) are left alone and listed in the report.
+    """
+    if any(_MARK in m.__dict__ for m in model.modules()):
+        raise RuntimeError("csrc_triton kernels are already installed on this model; call remove_kernels(model) first.")
+    _check_runnable(model)
+    spec = KERNEL_SPECS.get(parts.family)
+    report = KernelReport(family=parts.family)
+    report.left_on_torch.append("RoPE (HF calls the module-level apply_rotary_pos_emb; never patched)")
+    if spec is None:
+        report.left_on_torch.append(f"all modules: no kernel table for family {parts.family!r} "
+                                    "(add a KernelSpec to fastfreeze/kernels.py:KERNEL_SPECS)")
+        return report
+    if spec.norm is None:
+        report.left_on_torch.append("LayerNorm/GELU (torch's fused ops)")
+    elif spec.mlp is None:
+        report.left_on_torch.append("GeGLU MLP (no csrc_triton op)")
+    prefix_ids = _prefix_modules(parts, num_frozen_layers)
+    verified: dict[tuple[type, str], bool] = {}
+    for path, module in model.named_modules():
+        found = _kind(module, spec)
+        if found is None:
+            continue
+        kind, width = found
+        if "forward" in module.__dict__:
+            report.left_on_torch.append(f"{path}: forward already overridden on the instance")
+            continue
+        if kind == "rms_norm":
+            module._ff_cast = spec.norm
+        key = (type(module), kind)
+        if key not in verified:
+            verified[key] = _matches_on_probe(module, _FORWARDS[kind], width)
+            if not verified[key]:
+                report.left_on_torch.append(f"{type(module).__name__}: its forward no longer matches the {kind} kernel")
+        if not verified[key]:
+            module.__dict__.pop("_ff_cast", None)
+            continue
+        forward_only = id(module) in prefix_ids
+        table = _FORWARD_ONLY if forward_only else _FORWARDS
+        module.forward = types.MethodType(table[kind], module)
+        module.__dict__[_MARK] = kind
+        report.swapped[path] = f"{kind.split('(')[0]}/{'forward-only' if forward_only else 'train'}"
+    _install_fused_loss(model, parts, spec, fused_loss, report)
+    return report
+
+
+def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: KernelSpec, enabled: bool,
+                        report: KernelReport) -> None:
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    reason = None
+    if not enabled:
+        reason = "disabled (fused_loss=False)"
+    elif not spec.fused_loss:
+        reason = f"family {parts.family!r} has a custom loss path"
+    elif type(parts.head) is not nn.Linear:
+        reason = f"the head is a {type(parts.head).__name__}, not a plain nn.Linear (e.g. wrapped by an adapter)"
+    elif getattr(model, "loss_function", None) is not ForCausalLMLoss:
+        reason = "the model's loss_function is not HF's ForCausalLMLoss"
+    elif "forward" in model.__dict__:
+        reason = "the model's forward is already overridden on the instance"
+    if reason is not None:
+        report.left_on_torch.append(f"LM head loss: {reason}")
+        return
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    model.forward = _FusedLossForward(model, parts.head, softcap)
+    model.__dict__[_MARK] = "linear_cross_entropy"
+    report.swapped[parts.head_path] = "linear_cross_entropy/train" + (f" (softcap {softcap})" if softcap else "")
+
+
+def remove_kernels(model: nn.Module) -> int:
+    """Restore the model's own forwards wherever `install_kernels` swapped them; returns how many.
+
+    Usage:
+        remove_kernels(model)
+    """
+    restored = 0
+    for module in model.modules():
+        if module.__dict__.pop(_MARK, None) is None:
+            continue
+        forward = module.__dict__.get("forward")
+        ours = isinstance(forward, _FusedLossForward) or (
+            isinstance(forward, types.MethodType) and forward.__func__ in (*_FORWARDS.values(), *_FORWARD_ONLY.values()))
+        if not ours:
+            raise RuntimeError(f"{type(module).__name__}.forward was overridden again after install_kernels (e.g. by "
+                               "accelerate); remove that wrapper first, then call remove_kernels.")
+        del module.__dict__["forward"]
+        module.__dict__.pop("_ff_cast", None)
+        restored += 1
+    return restored
