@@ -178,9 +178,12 @@ class FreezeMixin:
 
     def _maybe_offload_prefix(self) -> None:
         # Only worth it on an accelerator; on CPU the weights already live in host memory.
-        if (self.freeze_config.offload_prefix and self.args.device.type != "cpu"
-                and self.train_dataset is not None
-                and self.prefix_cache.all_cached(self.train_dataset, self.data_collator)):
+        if not (self.freeze_config.offload_prefix and self.args.device.type != "cpu" and self.train_dataset is not None):
+            return
+        train = self.train_dataset
+        if hasattr(train, "column_names"):
+            train = self._remove_unused_columns(train, description="prefix cache")
+        if self.prefix_cache.all_cached(train, self.data_collator):
             self.prefix.offload("cpu")
 
     def cache_summary(self):
@@ -200,6 +203,15 @@ class FreezeMixin:
                 logs.setdefault("fastfreeze/cache_misses", summary.misses)
                 logs.setdefault("fastfreeze/cache_entries", summary.entries)
         return super().log(logs, *args, **kwargs)
+
+    def _prepare_inputs(self, inputs):
+        # Keep the cached boundary out of Trainer's blocking device copy: it is the largest tensor
+        # of the batch, pinned by the collator / DataLoader, so copy it asynchronously instead.
+        boundary = inputs.pop(BOUNDARY_KEY, None) if isinstance(inputs, dict) else None
+        inputs = super()._prepare_inputs(inputs)
+        if boundary is not None:
+            inputs[BOUNDARY_KEY] = boundary.to(self.args.device, non_blocking=True)
+        return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         parent = super()

@@ -109,3 +109,21 @@ def test_unwritable_cache_dir_trains_without_cache(tmp_path):
     assert res["trainer"].prefix_cache is None
     assert any("cache disabled" in str(w.message) for w in caught)
     assert len(res["losses"]) == 4
+
+
+def test_injected_boundary_needs_no_prefix_weights():
+    """With a cached boundary the prefix weights are never touched, so they can leave the accelerator:
+    moved to the meta device (no data at all), the loss is unchanged."""
+    from fastfreeze import apply_freeze
+
+    model = make_model("llama")
+    rt = apply_freeze(model, FreezeConfig(num_frozen_layers=2))
+    batch = {"input_ids": torch.randint(1, 90, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    batch["labels"] = batch["input_ids"]
+    boundary = rt.prefix.compute_boundary(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    loss = model(**batch).loss
+    rt.prefix.offload("meta")
+    assert rt.prefix.offloaded and model.model.embed_tokens.weight.is_meta
+    with rt.prefix.inject(boundary):
+        loss_cached = model(**batch).loss
+    assert torch.equal(loss, loss_cached)
