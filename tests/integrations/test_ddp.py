@@ -1,0 +1,97 @@
+"""DDP through torchrun (2 CPU ranks, gloo): same final weights as one process with the same global batch.
+
+The worker (tests/integrations/ddp_worker.py) runs four set-ups in one launch: no cache, a memory
+cache per rank, a memory cache precomputed on rank 0 only (rank 0 never runs its prefix while rank 1
+runs it: uneven work must not deadlock), and one disk cache shared by both ranks. The launch has a
+hard timeout, so a deadlock fails the test instead of hanging CI.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.integrations.ddp_worker import ROWS, SCENARIOS, freeze_config, make_trainer
+from tests.parity.harness import max_rel_diff
+
+# fp32. Per-rank batches (2 rows) and the single-process batch (4 rows) are padded to one width,
+# so each row's forward is the same computation; DDP's gradient all-reduce (sum of 2 partial
+# gradients, then / 2) reorders the sums, and Adam turns that into ~1e-7 relative differences.
+RTOL = 1e-5
+LAUNCH_TIMEOUT_S = 150
+WORKER = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ddp"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER, out]
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"torchrun did not finish in {LAUNCH_TIMEOUT_S}s (deadlock?):\n{(err.stderr or '')[-3000:]}")
+    assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stderr[-5000:]}"
+    stats = {s: [json.load(open(os.path.join(out, f"{s}.rank{r}.json"))) for r in (0, 1)] for s in SCENARIOS}
+    params = {s: torch.load(os.path.join(out, f"{s}.pt")) for s in SCENARIOS}
+    return out, stats, params
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    """The reference: one process, per-device batch 4 (= 2 ranks x 2), no cache."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = make_trainer(str(tmp_path_factory.mktemp("single")), freeze_config("nocache", ""), per_device=4)
+        trainer.train()
+    finally:
+        torch.set_num_threads(before)
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}, trainer
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_ddp_matches_single_process(ddp_run, single_process, scenario):
+    _, stats, params = ddp_run
+    ref, ref_trainer = single_process
+    assert all(s["world_size"] == 2 for s in stats[scenario])
+    got = params[scenario]
+    assert set(got) == set(ref)
+    for name, p in ref.items():
+        if ref_trainer.model.get_parameter(name).requires_grad:
+            assert max_rel_diff(got[name], p) <= RTOL, name
+        else:
+            assert torch.equal(got[name], p), f"frozen {name} changed"
+
+
+def test_each_rank_cache_works(ddp_run):
+    _, stats, _ = ddp_run
+    for rank_stats in stats["memory"]:
+        # A memory cache is per process; a rank only reuses rows it computed itself, and the sampler
+        # hands each rank a different half of the data every epoch, so some epoch-2 rows hit, not all.
+        c = rank_stats["cache"]
+        assert c["hits"] > 0 and 0 < rank_stats["prefix_calls"] < 16 and c["entries"] < ROWS, rank_stats
+
+
+def test_uneven_cache_no_deadlock(ddp_run):
+    _, stats, _ = ddp_run
+    r0, r1 = stats["memory_rank0_precomputed"]
+    assert r0["cache"]["misses"] == 0 and r0["prefix_calls"] == r0["prefix_calls_before_train"] > 0, r0
+    assert r1["prefix_calls"] > 0 and r1["cache"]["misses"] > 0, r1  # the other rank did run its prefix
+
+
+def test_disk_cache_shards_per_rank(ddp_run):
+    out, stats, _ = ddp_run
+    manifests = glob.glob(os.path.join(out, "disk-cache", "*", "shard-*.json"))
+    writer_pids = {os.path.basename(m).split("-")[1] for m in manifests}
+    assert writer_pids == {str(s["pid"]) for s in stats["disk"]}, (writer_pids, manifests)
+    for s in stats["disk"]:
+        # Shared store: after epoch 1 both ranks see all 32 rows, whoever computed them.
+        assert s["cache"]["entries"] == ROWS and s["cache"]["hits"] > 0, s
