@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from tests.integrations.ddp_worker import ROWS, SCENARIOS, freeze_config, make_trainer
 from tests.parity.harness import max_rel_diff
@@ -44,6 +45,18 @@ def ddp_run(tmp_path_factory):
     return out, stats, params
 
 
+class _SeenLogs(TrainerCallback):
+    """Stands in for report_to integrations (tensorboard, wandb): they receive exactly on_log's `logs`."""
+
+    seen: list
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.seen = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.seen.append(dict(logs))
+
+
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
     """The reference: one process, per-device batch 4 (= 2 ranks x 2), no cache."""
@@ -51,6 +64,7 @@ def single_process(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         trainer = make_trainer(str(tmp_path_factory.mktemp("single")), freeze_config("nocache", ""), per_device=4)
+        trainer.add_callback(_SeenLogs())
         trainer.train()
     finally:
         torch.set_num_threads(before)
@@ -95,3 +109,37 @@ def test_disk_cache_shards_per_rank(ddp_run):
     for s in stats["disk"]:
         # Shared store: after epoch 1 both ranks see all 32 rows, whoever computed them.
         assert s["cache"]["entries"] == ROWS and s["cache"]["hits"] > 0, s
+
+
+def test_single_process_logs_fastfreeze_metrics(single_process):
+    """What `report_to` (tensorboard, wandb) receives: a TrainerCallback's on_log sees fastfreeze/* keys."""
+    _, trainer = single_process
+    seen = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, _SeenLogs)).seen
+    logged = [h for h in seen if "loss" in h]
+    assert logged, seen
+    report = trainer.freeze_report
+    for h in logged:
+        assert h["fastfreeze/frozen_params"] == report.frozen_params > 0
+        assert h["fastfreeze/trainable_params"] == report.trainable_params > 0
+    assert [h["fastfreeze/prefix_calls"] for h in logged] == [4, 8, 12, 16]  # logging_steps=4, one call per step
+
+
+def test_fsdp_config_and_empty_param_groups():
+    from fastfreeze.distributed import drop_empty_param_groups, fsdp_config
+    from accelerate.utils.dataclasses import get_module_class_from_name
+    from tests.conftest import make_model
+
+    model = make_model("gpt2")
+    cfg = fsdp_config(model)
+    assert cfg["version"] == 2 and cfg["transformer_layer_cls_to_wrap"] == ["GPT2Block", "Embedding"]
+    for name in cfg["transformer_layer_cls_to_wrap"]:  # what accelerate does with the names
+        assert get_module_class_from_name(model, name) is not None
+    assert fsdp_config(model, version=1)["use_orig_params"] is True
+    with pytest.raises(ValueError, match="version"):
+        fsdp_config(model, version=3)
+
+    lin = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW([{"params": [lin.weight]}, {"params": [], "weight_decay": 0.0}])
+    assert len(drop_empty_param_groups(opt).param_groups) == 1
+    with pytest.raises(ValueError, match="no parameters"):
+        drop_empty_param_groups(torch.optim.SGD([{"params": []}], lr=0.1))

@@ -1,0 +1,100 @@
+"""Multi-GPU with a frozen prefix: FSDP wrap settings, DeepSpeed notes and helpers (HF Trainer launches, never ours).
+
+DDP (torchrun / accelerate launch): nothing to configure. Frozen parameters are left out of DDP's
+gradient buckets; the prefix has no collective of its own, so a rank whose batch is a cache hit
+(prefix skipped) and a rank that runs the prefix stay in step (tested: tests/integrations/test_ddp.py).
+A memory cache is per process and the sampler deals each rank a different half of the data every
+epoch, so under DDP prefer `FreezeConfig(cache="disk", cache_dir=<shared dir>)`: every rank writes
+its own shards and reads everyone's.
+
+FSDP: a cache hit still *calls* every prefix module (they return placeholders), so every rank issues
+the same all-gathers and nothing deadlocks, but a sharded prefix is all-gathered for nothing on a
+hit. `fsdp_config()` wraps every decoder block and the embedding in their own units, so that:
+- FSDP2 (default in transformers >= 5): parameters are sharded one by one; frozen ones never get a
+  gradient buffer or optimizer state;
+- FSDP1 (`version=1`): each flat parameter must be all-frozen or all-trainable to avoid gradient
+  memory for frozen weights; with the blocks and the embedding in their own units the root unit
+  holds only the final norm and LM head. `use_orig_params=True` is still set, as HF/accelerate do,
+  so a mixed unit works, at the price of a gradient buffer for that unit.
+A head tied to the frozen embedding would share one weight across two units: pass
+`FreezeConfig(untie_embeddings=True)` for FSDP.
+Call `trainer.build_prefix_cache()` *before* `trainer.train()`: HF Trainer wraps the model when
+training starts, so the precompute runs on the plain module on each rank, with no collective.
+
+DeepSpeed: ZeRO-1/2 keep full parameters on every rank and only partition optimizer state and
+gradients of trainable parameters; the prefix is untouched (documented, not tested here: no GPU in
+CI). ZeRO-3 partitions parameters at load time, so the prefix weights that the cache fingerprint
+hashes are empty placeholders: do not combine ZeRO-3 with the prefix cache. HF Trainer builds two
+optimizer groups (decay / no decay) and keeps an empty one (e.g. LoRA trains no bias or norm), which
+older DeepSpeed versions reject: `drop_empty_param_groups(trainer.create_optimizer())` fixes it.
+
+Usage:
+    args = TrainingArguments(..., fsdp="full_shard auto_wrap", fsdp_config=fsdp_config(model))
+    trainer = FastFreezeTrainer(model=model, args=args, ..., freeze_config=FreezeConfig(num_frozen_layers=8))
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .arch import resolve
+
+__all__ = ["drop_empty_param_groups", "fsdp_config", "fsdp_wrap_classes"]
+
+
+def fsdp_wrap_classes(model: nn.Module) -> list[str]:
+    """Class names FSDP should wrap as their own units: the decoder block and every embedding-side
+    module with parameters (so frozen and trainable weights never share a unit).
+
+    Usage:
+        fsdp_wrap_classes(model)  # ['LlamaDecoderLayer', 'Embedding']
+    """
+    parts = resolve(model)
+    names = [type(parts.layers[0]).__name__]
+    for _, module in parts.embedding_side:
+        if any(True for _ in module.parameters()):  # dropouts have nothing to shard
+            name = type(module).__name__
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def fsdp_config(model: nn.Module, version: int = 2, reshard_after_forward: bool = True,
+                activation_checkpointing: bool = False) -> dict:
+    """The `fsdp_config` dict for `TrainingArguments(fsdp="full_shard auto_wrap", fsdp_config=...)`
+    that keeps the frozen prefix in units of its own (see the module docstring).
+
+    Activation checkpointing: set it here (FSDP's own) or with TrainingArguments, not both.
+
+    Usage:
+        TrainingArguments(..., fsdp="full_shard auto_wrap", fsdp_config=fsdp_config(model))
+    """
+    if version not in (1, 2):
+        raise ValueError(f"FSDP version must be 1 or 2, got {version!r}.")
+    cfg = {"version": version, "transformer_layer_cls_to_wrap": fsdp_wrap_classes(model),
+           "activation_checkpointing": activation_checkpointing}
+    if version == 2:
+        cfg["reshard_after_forward"] = reshard_after_forward
+    else:
+        cfg.update(use_orig_params=True, sync_module_states=True,
+                   reshard_after_forward="full_shard" if reshard_after_forward else "shard_grad_op")
+    return cfg
+
+
+def drop_empty_param_groups(optimizer):
+    """Remove parameter groups with no parameters (HF Trainer's no-decay group is empty when only
+    LoRA weights or only matrices train); DeepSpeed ZeRO and some fused optimizers reject them.
+    Call before the optimizer has state. Returns the optimizer.
+
+    Usage:
+        drop_empty_param_groups(trainer.create_optimizer())
+    """
+    if optimizer is None:
+        return None
+    groups = [g for g in optimizer.param_groups if len(g["params"]) > 0]
+    if not groups:
+        raise ValueError("The optimizer has no parameters to train: check what the freeze and the adapter leave trainable.")
+    if len(groups) != len(optimizer.param_groups):
+        if any(len(s) for s in optimizer.state.values()):
+            raise RuntimeError("drop_empty_param_groups must run before the first optimizer step.")
+        optimizer.param_groups[:] = groups
+    return optimizer
