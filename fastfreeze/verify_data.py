@@ -1,0 +1,344 @@
+"""Inputs and probes of `fastfreeze verify`: offline model/data loading, padding, weight snapshots, time and memory.
+
+Usage:
+    model, tok = load_model_and_tokenizer("path/to/model", dtype="fp32")
+    rows = load_rows("data.jsonl", tok, max_length=256, limit=32)   # input_ids / attention_mask / labels
+    collate = PadCollator(pad_token_id(tok))
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import threading
+import time
+
+import datasets
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+IGNORE_INDEX = -100
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class VerifyError(ValueError):
+    """Bad input to `fastfreeze verify` (path, column, memory); the message names the fix. CLI exit code 2."""
+
+
+def weight_dtype(dtype: str) -> torch.dtype:
+    """The dtype the weights are loaded in: bf16 trains bf16 weights (bf16 autocast on top), as people
+    fine-tune today; fp16 keeps fp32 master weights under fp16 autocast, since the loss scaler
+    refuses fp16 gradients."""
+    return torch.bfloat16 if dtype == "bf16" else torch.float32
+
+
+def load_model_and_tokenizer(path: str, dtype: str = "fp32"):
+    """Load a causal LM and its tokenizer without the network (a local dir or the HF cache).
+
+    The tokenizer is None when the directory has none (fine for pre-tokenized data).
+
+    Usage: model, tok = load_model_and_tokenizer("runs/my-model", "bf16")
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not os.path.exists(path) and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+        raise VerifyError(f"--model {path!r} does not exist; pass a local model directory (one written by "
+                          "save_pretrained, with config.json) or a Hub name already in your Hugging Face cache.")
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+        raise VerifyError(f"--model {path!r} has no config.json; pass the directory written by "
+                          "model.save_pretrained(...).")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=weight_dtype(dtype))
+    except OSError as e:
+        raise VerifyError(f"cannot load model {path!r} offline ({e}). Download it first "
+                          f"(`huggingface-cli download {path}`) or pass a local directory.") from e
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        tokenizer = None
+    return model, tokenizer
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id used to pad input_ids: the tokenizer's pad token, else its EOS, else 0 (masked out anyway)."""
+    if tokenizer is None:
+        return 0
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def rows_needed(steps: int, batch_size: int, grad_accum: int, cache: bool) -> int:
+    """How many rows `verify` trains on. With a cache, half as many as the steps consume, so the
+    second half of the run is a second epoch whose rows are served by the cache."""
+    per_step = batch_size * grad_accum
+    return per_step * (math.ceil(steps / 2) if cache else steps)
+
+
+def _open(path: str, split: str) -> datasets.Dataset:
+    if not os.path.exists(path):
+        raise VerifyError(f"--data {path!r} does not exist; pass a directory saved with Dataset.save_to_disk, "
+                          "or a .json/.jsonl/.csv/.parquet file.")
+    if os.path.isdir(path):
+        try:
+            data = datasets.load_from_disk(path)
+        except FileNotFoundError as e:
+            raise VerifyError(f"--data {path!r} is a directory but not one written by save_to_disk ({e}); "
+                              "pass such a directory or a .json/.jsonl/.csv/.parquet file.") from e
+        if isinstance(data, datasets.DatasetDict):
+            if split in data:
+                return data[split]
+            if len(data) == 1:
+                return next(iter(data.values()))
+            raise VerifyError(f"--data {path!r} has splits {list(data)}, none named {split!r}; pass --split NAME.")
+        return data
+    builder = _FILE_BUILDERS.get(os.path.splitext(path)[1].lower())
+    if builder is None:
+        raise VerifyError(f"--data {path!r}: unknown file type; use .json, .jsonl, .csv or .parquet, "
+                          "or a directory saved with Dataset.save_to_disk.")
+    return datasets.load_dataset(builder, data_files=path, split="train")
+
+
+def load_rows(path: str | None, tokenizer, max_length: int = 256, limit: int | None = None, split: str = "train",
+              text_column: str | None = None, prompt_column: str | None = None,
+              completion_column: str | None = None) -> datasets.Dataset:
+    """Load (the first `limit` rows of) a local dataset as input_ids / attention_mask / labels.
+
+    Pre-tokenized data (an ``input_ids`` column, optional ``labels``) is used as is, cut to
+    `max_length`. Text data: a text column (loss on every token), or prompt + completion columns
+    (loss on the completion + EOS only). Columns are auto-detected ("text", or "prompt" and
+    "completion") unless named. `path=None` uses a small built-in English corpus (Biography bios).
+
+    Usage: rows = load_rows("train.jsonl", tok, prompt_column="question", completion_column="answer")
+    """
+    data = _default_corpus(limit or 64) if path is None else _open(path, split)
+    if limit is not None:
+        data = data.select(range(min(limit, len(data))))
+    if len(data) == 0:
+        raise VerifyError(f"--data {path!r} has no rows.")
+    cols = data.column_names
+    for flag, name in (("--text-column", text_column), ("--prompt-column", prompt_column),
+                       ("--completion-column", completion_column)):
+        if name is not None and name not in cols:
+            raise VerifyError(f"{flag} {name!r} is not a column of {path!r}; its columns are {cols}.")
+    if text_column is None and prompt_column is None and completion_column is None and "input_ids" in cols:
+        return _pretokenized(data, max_length)
+    if tokenizer is None:
+        raise VerifyError("the model directory has no tokenizer; save one next to the model "
+                          "(tokenizer.save_pretrained(dir)) or pass pre-tokenized data with an input_ids column.")
+    if prompt_column or completion_column or (text_column is None and "text" not in cols):
+        prompt_column, completion_column = prompt_column or "prompt", completion_column or "completion"
+        missing = [c for c in (prompt_column, completion_column) if c not in cols]
+        if missing:
+            raise VerifyError(f"{path!r} has no text column and lacks {missing}; its columns are {cols}. "
+                              "Name yours with --text-column, or --prompt-column and --completion-column.")
+        return _tokenize_pairs(data, tokenizer, prompt_column, completion_column, max_length)
+    return _tokenize_text(data, tokenizer, text_column or "text", max_length)
+
+
+def _rows(ids_list, labels_list) -> datasets.Dataset:
+    kept = [(i, l) for i, l in zip(ids_list, labels_list) if any(x != IGNORE_INDEX for x in l[1:])]
+    if not kept:
+        raise VerifyError("no row has a token to train on (rows too short, or prompts fill max_length); "
+                          "pass longer rows or a larger --max-length.")
+    return datasets.Dataset.from_dict({"input_ids": [k[0] for k in kept], "labels": [k[1] for k in kept],
+                                       "attention_mask": [[1] * len(k[0]) for k in kept]})
+
+
+def _pretokenized(data: datasets.Dataset, max_length: int) -> datasets.Dataset:
+    ids = [list(r)[:max_length] for r in data["input_ids"]]
+    labels = ([list(r)[:max_length] for r in data["labels"]] if "labels" in data.column_names else ids)
+    return _rows(ids, labels)
+
+
+def _tokenize_text(data, tokenizer, column: str, max_length: int) -> datasets.Dataset:
+    enc = tokenizer([str(t) for t in data[column]], truncation=True, max_length=max_length)["input_ids"]
+    return _rows(enc, enc)
+
+
+def _tokenize_pairs(data, tokenizer, prompt_col: str, completion_col: str, max_length: int) -> datasets.Dataset:
+    prompts = tokenizer([str(t) for t in data[prompt_col]])["input_ids"]
+    completions = tokenizer([str(t) for t in data[completion_col]], add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids, labels = [], []
+    for p, c in zip(prompts, completions):
+        row = (list(p) + list(c) + eos)[:max_length]
+        ids.append(row)
+        labels.append(([IGNORE_INDEX] * len(p) + list(c) + eos)[:max_length])
+    return _rows(ids, labels)
+
+
+def _default_corpus(n: int) -> datasets.Dataset:
+    """Synthetic English biographies (fastfreeze's Biography benchmark): no download needed."""
+    from .data.biography import BiographyConfig, make_biography
+
+    people = max(1, math.ceil(n / 2))
+    cfg = BiographyConfig(num_people_task0_train=people, num_people_task0_test=1, num_tasks=0, bios_per_person=2)
+    return make_biography(cfg)["bios"].select_columns(["text"])
+
+
+class PadCollator:
+    """Right-pads input_ids (with `pad_id`), attention_mask (0) and labels (-100) to the longest row,
+    or to `pad_to` when set (a fixed width makes a row's prefix output the same bits in every batch,
+    which the cache comparison needs).
+
+    Usage: PadCollator(tok.pad_token_id)(features) -> dict of [B, T] tensors
+    """
+
+    def __init__(self, pad_id: int = 0, pad_to: int | None = None):
+        self.pad_id, self.pad_to = pad_id, pad_to
+
+    def __call__(self, features):
+        width = max(max(len(f["input_ids"]) for f in features), self.pad_to or 0)
+        ids, mask, labels = [], [], []
+        for f in features:
+            n = len(f["input_ids"])
+            pad = width - n
+            ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
+            mask.append([1] * n + [0] * pad)
+            labels.append(list(f.get("labels", f["input_ids"])) + [IGNORE_INDEX] * pad)
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
+# ------------------------------------------------------------------ measurement and weight snapshots
+class StepTimer(TrainerCallback):
+    """Wall time between consecutive optimizer-step ends (data, forward, backward, optimizer)."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.last, self.times = cuda, None, []
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kw):
+        if self.last is None:
+            self.last = self._now()
+
+    def on_step_end(self, args, state, control, **kw):
+        now = self._now()
+        self.times.append(now - self.last)
+        self.last = now
+
+    def median(self) -> float:
+        steady = self.times[1:] or self.times  # the first step pays for warm-up (allocator, kernel compiles)
+        return statistics.median(steady) if steady else float("nan")
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+
+def _malloc_trim() -> None:
+    # Hand freed heap pages back to the OS, so the arm that runs second does not look smaller only
+    # because it reuses pages the first arm left in the allocator (glibc only; a no-op elsewhere).
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakMemory:
+    """Peak memory above the starting point: CUDA max allocated, or resident set size sampled every 5 ms."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.peak, self._stop = cuda, 0, threading.Event()
+
+    def __enter__(self):
+        _malloc_trim()  # the caller has already collected garbage (gc.collect is slow in big processes)
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self.top = _rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.top = max(self.top, _rss_bytes())
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.top, _rss_bytes()) - self.base
+        return False
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+class InitialWeights:
+    """Initial weights by parameter name: the untouched model in memory, or a safetensors file."""
+
+    def __init__(self, model: nn.Module, path: str | None = None):
+        named = list(model.named_parameters(remove_duplicate=False))
+        self.names = {n for n, _ in named}
+        canonical: dict[int, str] = {}
+        self.alias = {n: canonical.setdefault(id(p), n) for n, p in named}  # tied names share one tensor
+        self.path, self.tensors = path, None
+        if path is None:
+            self.tensors = {n: p for n, p in named}
+        else:
+            from safetensors.torch import save_file
+
+            save_file({n: p.detach().cpu().contiguous() for n, p in named if self.alias[n] == n}, path)
+
+    def get(self, name: str) -> torch.Tensor:
+        if self.tensors is not None:
+            return self.tensors[name].detach().cpu()
+        from safetensors import safe_open
+
+        with safe_open(self.path, "pt", device="cpu") as f:
+            return f.get_tensor(self.alias[name])
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module, tied_head: tuple | None) -> None:
+        """Put the initial weights back into `model` (in place) and re-tie a head the reference untied."""
+        if tied_head is not None:
+            module, weight = tied_head
+            module.weight = weight
+        params = list(model.named_parameters())
+        if self.tensors is not None:
+            for n, p in params:
+                p.copy_(self.tensors[n])
+        else:
+            from safetensors import safe_open
+
+            with safe_open(self.path, "pt", device="cpu") as f:
+                for n, p in params:
+                    p.copy_(f.get_tensor(self.alias[n]))
+        for _, p in params:
+            p.requires_grad_(True)
+
+
