@@ -1,0 +1,402 @@
+"""End-to-end training benchmark: FastFreeze against full fine-tuning, naive freezing (+ Liger) and the suffix-only floor.
+
+Usage:
+    python benchmarks/bench_train.py --preset cpu-small --out benchmarks/results
+    python benchmarks/bench_train.py --preset gpu-1b --out "$OUT" --arms naive,liger,ff,ff-warm,floor
+
+All arms train the same random-init Llama-shaped model on the same fixed set of random-token examples
+in the same order. Arms of a group run in one process, interleaved step windows (see
+`train_arms.RoundRobin`); the k sweep runs one group per k. Reports median step time and tokens/s
+(real, non-pad tokens) over the measured steps, peak memory (CUDA max allocated per arm; on CPU the
+peak RSS growth of a fresh subprocess per arm), ratios against naive freezing at the same k and
+checkpointing, and every arm's final loss. Writes bench_train_<preset>.json and .md to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# The checkout under test comes first (a stale editable install can shadow it), then our helpers.
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+import train_arms as ta  # noqa: E402
+MAIN_KINDS = ("full", "naive", "ff", "ff-warm", "ff-cold", "floor", "floor-loop")
+SWEEP_KINDS = ("naive", "ff", "ff-warm")
+FREEZE_KINDS = ("naive", "liger", "ff", "ff-warm", "ff-cold", "floor", "floor-loop")
+
+
+# ------------------------------------------------------------------------------------------ environment
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _git_commit() -> str:
+    if os.environ.get("BENCH_GIT_COMMIT"):  # set when running from a snapshot copy of the checkout
+        return os.environ["BENCH_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "fastfreeze", "benchmarks/train_arms.py",
+                                "benchmarks/bench_train.py"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except Exception:
+        return "unknown"
+
+
+def _versions() -> dict:
+    import importlib
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "accelerate", "datasets", "triton", "liger_kernel", "fastfreeze"):
+        try:
+            out[name] = getattr(importlib.import_module(name), "__version__", "installed")
+        except Exception:
+            out[name] = None
+    return out
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return f"CPU {model} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def liger_status(device: torch.device) -> str | None:
+    """None when the Liger arm can run, else why not."""
+    try:
+        import liger_kernel.transformers  # noqa: F401
+    except Exception as err:
+        return f"liger_kernel not importable ({type(err).__name__}); pip install liger-kernel to add the arm"
+    if device.type != "cuda":
+        return "Liger-Kernel's Triton kernels need a CUDA device"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ plan
+def plan(preset: ta.Preset, kinds: list[str], k: int, ckpt_modes: list[bool], sweep_ks: list[int],
+         liger_ok: bool) -> list[tuple[str, list[ta.ArmSpec], ta.Schedule]]:
+    """Groups of arms, each measured round-robin in one process. Liger patches Llama classes process-wide,
+    so its arms come last, in their own group."""
+    groups = []
+    for ckpt in ckpt_modes:
+        specs = [ta.ArmSpec(kind, k, ckpt) for kind in MAIN_KINDS if kind in kinds]
+        if specs:
+            groups.append((f"main{'+ckpt' if ckpt else ''}", specs, preset.schedule))
+    for ks in sweep_ks:
+        if ks == k:
+            continue
+        specs = [ta.ArmSpec(kind, ks, False) for kind in SWEEP_KINDS if kind in kinds]
+        if specs:
+            groups.append((f"sweep k={ks}", specs, preset.sweep_schedule))
+    if liger_ok and "liger" in kinds:
+        groups.append(("liger (sequential, after all others)", [ta.ArmSpec("liger", k, c) for c in ckpt_modes],
+                       preset.schedule))
+    return groups
+
+
+# ------------------------------------------------------------------------------------------ CPU memory probe
+def _proc_status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def probe_memory(spec: ta.ArmSpec, ctx: ta.BenchContext) -> dict:
+    """In a fresh process: peak RSS growth while building + training this arm for ctx.max_steps steps."""
+    import gc
+
+    # Lazy imports and one-time library set-up (Trainer, accelerate, datasets) would count as the arm's
+    # memory: run the same arm on the toy preset first.
+    toy = ta.BenchContext(ta.PRESETS["toy"], ctx.device, ctx.workdir, schedule=ta.Schedule(1, 0, 1))
+    ta.run_arm(ta.ArmSpec(spec.kind, min(spec.k, 2), spec.ckpt), toy, ta.StepHook(ctx.device))
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark to the current RSS
+        method = "peak RSS - RSS before the arm (fresh subprocess, VmHWM reset)"
+    except OSError:
+        method = "peak RSS - RSS before the arm (fresh subprocess; VmHWM not resettable, includes imports)"
+    base = _proc_status("VmRSS")
+    res = ta.run_arm(spec, ctx, ta.StepHook(ctx.device))
+    return {"peak_bytes": _proc_status("VmHWM") - base, "method": method, "steps": len(res["losses"])}
+
+
+def run_probe_subprocess(spec: ta.ArmSpec, args) -> dict:
+    cmd = [sys.executable, __file__, "--preset", args.preset, "--probe", f"{spec.kind}:{spec.k}:{int(spec.ckpt)}",
+           "--threads", "1", "--kernels", args.kernels, "--device", args.device]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.probe_timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"memory probe timed out after {args.probe_timeout}s"}
+    for line in out.stdout.splitlines()[::-1]:
+        if line.startswith("PROBE "):
+            return json.loads(line[6:])
+    return {"error": f"memory probe failed (rc {out.returncode}): {out.stderr.strip()[-400:]}"}
+
+
+# ------------------------------------------------------------------------------------------ run + report
+def run_groups(groups, ctx_base: dict, args) -> list[dict]:
+    rows = []
+    for gname, specs, schedule in groups:
+        print(f"[bench_train] group {gname}: {', '.join(s.name for s in specs)} "
+              f"({schedule.warmup} warm-up + {schedule.rounds}x{schedule.window} measured steps)", flush=True)
+        ctx = ta.BenchContext(schedule=schedule, **ctx_base)
+        t0 = time.perf_counter()
+        results = ta.RoundRobin(schedule).run(specs, ctx, ta.run_arm)
+        for spec, res in zip(specs, results):
+            row = {**ta.spec_dict(spec), "group": gname, "schedule": vars(schedule), **res}
+            if "error" not in res:
+                row.update(ta.summarize_times(res["step_times"], res.get("tokens", []), schedule.warmup))
+                row["final_loss"] = res["losses"][-1] if res.get("losses") else None
+                if res.get("peak_bytes_cuda") is not None:
+                    row["peak_mem_bytes"], row["mem_method"] = res["peak_bytes_cuda"], "CUDA max_memory_allocated"
+            else:
+                print(f"[bench_train]   {spec.name} FAILED: {res['error']}", flush=True)
+            rows.append(row)
+        print(f"[bench_train] group {gname} done in {time.perf_counter() - t0:.0f}s", flush=True)
+    return rows
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Ratios against naive freezing at the same k and checkpointing, preferring the same group."""
+    def naive_for(r):
+        cands = [n for n in rows if n["kind"] == "naive" and n["k"] == r["k"] and n["ckpt"] == r["ckpt"]
+                 and "median_step_s" in n]
+        same = [n for n in cands if n["group"] == r["group"]]
+        return (same or cands or [None])[0]
+
+    for r in rows:
+        n = naive_for(r)
+        if n is None or "median_step_s" not in r:
+            continue
+        r["step_vs_naive"] = r["median_step_s"] / n["median_step_s"]
+        if r.get("tokens_per_s") and n.get("tokens_per_s"):
+            r["tps_vs_naive"] = r["tokens_per_s"] / n["tokens_per_s"]
+        if r.get("peak_mem_bytes") and n.get("peak_mem_bytes"):
+            r["mem_vs_naive"] = r["peak_mem_bytes"] / n["peak_mem_bytes"]
+
+
+def _find(rows, kind, k, ckpt):
+    return next((r for r in rows if r["kind"] == kind and r["k"] == k and r["ckpt"] == ckpt
+                 and "median_step_s" in r), None)
+
+
+def check_targets(rows: list[dict], preset: ta.Preset, k: int) -> list[dict]:
+    """The issues' targets, each {name, value, limit, ok} (ok None when an arm is missing)."""
+    out = []
+
+    def target(name, num, den, limit, lower_is_better=True, key="median_step_s"):
+        if num is None or den is None or not num.get(key) or not den.get(key):
+            out.append({"name": name, "value": None, "limit": limit, "ok": None})
+            return
+        v = num[key] / den[key]
+        out.append({"name": name, "value": v, "limit": limit, "ok": v <= limit if lower_is_better else v >= limit})
+
+    warm, warm_c = _find(rows, "ff-warm", k, False), _find(rows, "ff-warm", k, True)
+    if preset.name.startswith("gpu"):
+        naive, liger = _find(rows, "naive", k, False), _find(rows, "liger", k, False)
+        target("warm tokens/s vs naive >= 1.5x", warm, naive, 1.5, False, "tokens_per_s")
+        target("warm tokens/s vs naive+Liger >= 1.25x", warm, liger, 1.25, False, "tokens_per_s")
+        target("warm peak memory vs naive <= 0.5x", warm, naive, 0.5, True, "peak_mem_bytes")
+    else:
+        target("warm step vs suffix-only floor <= 1.05x", warm, _find(rows, "floor", k, False), 1.05)
+        target("warm step vs naive < 0.85x", warm, _find(rows, "naive", k, False), 0.85)
+        target("warm+ckpt step vs naive+ckpt <= 0.70x", warm_c, _find(rows, "naive", k, True), 0.70)
+    for ckpt in (False, True):
+        losses = {r["name"]: r["final_loss"] for r in rows if r["kind"] in FREEZE_KINDS and r["k"] == k
+                  and r["ckpt"] == ckpt and r.get("final_loss") is not None and r["schedule"] == vars(preset.schedule)}
+        if len(losses) >= 2:
+            vals = list(losses.values())
+            spread = (max(vals) - min(vals)) / abs(statistics_median(vals))
+            # fp32: arms differ only in op order (batched cache build, zero-padded boundaries): ~1e-6;
+            # bf16 rounding of the same differences over a few steps stays well under 1e-2.
+            limit = 1e-3 if preset.dtype == "float32" else 2e-2
+            out.append({"name": f"final losses of freeze arms agree{' (ckpt)' if ckpt else ''} "
+                                 f"(relative spread, {len(vals)} arms)", "value": spread, "limit": limit,
+                        "ok": spread <= limit})
+    return out
+
+
+def statistics_median(vals):
+    import statistics
+
+    return statistics.median(vals)
+
+
+def _fmt(v, spec=".3f"):
+    return "-" if v is None else format(v, spec)
+
+
+def markdown(result: dict) -> str:
+    m = result["meta"]
+    lines = [f"## bench_train `{m['preset']}` — {m['device']}", "",
+             f"{m['date']} · commit `{m['git_commit']}` · torch {m['versions']['torch']} · transformers "
+             f"{m['versions']['transformers']} · load average before/after {m['loadavg_before']} / {m['loadavg_after']}",
+             f"`{m['command']}`", "",
+             "| arm | k | ckpt | median step (s) | tokens/s | peak mem (MB) | step / naive | tok/s / naive | "
+             "mem / naive | final loss |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["arms"]:
+        if "error" in r:
+            lines.append(f"| {r['kind']} | {r['k']} | {'on' if r['ckpt'] else 'off'} | FAILED: {r['error'][:80]} "
+                         "| | | | | | |")
+            continue
+        mem = r.get("peak_mem_bytes")
+        lines.append(f"| {r['kind']} | {r['k']} | {'on' if r['ckpt'] else 'off'} | {_fmt(r.get('median_step_s'))} | "
+                     f"{_fmt(r.get('tokens_per_s'), '.0f')} | {_fmt(mem / 2**20 if mem else None, '.0f')} | "
+                     f"{_fmt(r.get('step_vs_naive'), '.2f')} | {_fmt(r.get('tps_vs_naive'), '.2f')} | "
+                     f"{_fmt(r.get('mem_vs_naive'), '.2f')} | {_fmt(r.get('final_loss'), '.5f')} |")
+    lines += ["", f"Memory: {m['memory_method']}.", *[f"Note: {n}" for n in m["notes"]], ""]
+    for name, block in result.get("extra", {}).items():
+        lines.append(f"- {name}: {block}")
+    lines += ["", "Targets:"]
+    for t in result["targets"]:
+        state = "n/a (arm missing)" if t["ok"] is None else ("PASS" if t["ok"] else "FAIL")
+        lines.append(f"- {state}: {t['name']}: {_fmt(t['value'], '.4g')} (limit {t['limit']})")
+    return "\n".join(lines) + "\n"
+
+
+def extras(rows: list[dict], k: int) -> dict:
+    """Cache build throughput vs the prefix forward inside training, and cache hit counts."""
+    out = {}
+    warm, ff = _find(rows, "ff-warm", k, False), _find(rows, "ff", k, False)
+    if warm and warm.get("cache_build"):
+        b = warm["cache_build"]
+        out["cache build (precompute pass)"] = (f"{b['tokens']} tokens in {b['seconds']:.2f}s = "
+                                                f"{b['tokens_per_s']:.0f} tokens/s; cache {warm.get('cache')}")
+    if ff and ff.get("prefix_in_training"):
+        p = ff["prefix_in_training"]
+        out["prefix forward at training batch size (no grad)"] = (f"{p['tokens']} tokens in {p['seconds']:.2f}s = "
+                                                                  f"{p['tokens_per_s']:.0f} tokens/s")
+    if warm and ff and warm.get("median_step_s") and ff.get("median_step_s"):
+        d = ff["median_step_s"] - warm["median_step_s"]
+        out["step time saved by the warm cache (ff - ff-warm)"] = (
+            f"{d:.3f}s/step = {ff.get('tokens_per_step', 0) / d:.0f} tokens/s of prefix work" if d > 0 else f"{d:.3f}s")
+    cold = _find(rows, "ff-cold", k, False)
+    if cold:
+        out["cold cache (lazy fill, first epoch)"] = (f"median {cold['median_step_s']:.3f}s/step over "
+                                                     f"{cold['measured_steps']} steps; cache {cold.get('cache')}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="cpu-small", choices=sorted(ta.PRESETS))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--arms", default=",".join(ta.ARM_KINDS),
+                   help="comma list of " + "; ".join(f"{k}: {v}" for k, v in ta.ARM_HELP.items()))
+    p.add_argument("--k", type=int, default=None, help="frozen layers for the main groups (default: the preset's)")
+    p.add_argument("--sweep", default="auto", help="k values for the sweep: 'auto' (0,2,L/4,L/2,3L/4), 'none' or a comma list")
+    p.add_argument("--ckpt", default="both", choices=("both", "off", "on"), help="activation checkpointing")
+    p.add_argument("--memory", default="auto", choices=("auto", "subprocess", "none"),
+                   help="CPU peak memory: one subprocess per main arm ('auto' = subprocess on CPU)")
+    p.add_argument("--steps", default=None, help="override schedules: warmup,rounds,window")
+    p.add_argument("--kernels", default="auto", choices=("auto", "torch", "triton"))
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: kind:k:ckpt memory probe
+    p.add_argument("--probe-jobs", type=int, default=2, help="memory probes run at a time")
+    p.add_argument("--probe-timeout", type=int, default=600, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but torch.cuda.is_available() is False; use --device cpu")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else (name if name != "auto" else "cpu"))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    preset, device = ta.PRESETS[args.preset], _resolve_device(args.device)
+    kinds = [a.strip() for a in args.arms.split(",") if a.strip()]
+    bad = [a for a in kinds if a not in ta.ARM_KINDS]
+    if bad:
+        raise SystemExit(f"--arms: unknown {bad}; choose from {', '.join(ta.ARM_KINDS)}")
+    k = preset.k if args.k is None else args.k
+    if not 0 <= k <= preset.layers:
+        raise SystemExit(f"--k {k}: the {preset.name} model has {preset.layers} layers; use 0..{preset.layers}")
+    if args.steps:
+        try:
+            w, r, n = (int(x) for x in args.steps.split(","))
+            sched = ta.Schedule(w, r, n)
+        except ValueError:
+            raise SystemExit(f"--steps {args.steps!r}: give warmup,rounds,window, e.g. 1,5,1") from None
+        preset = ta.Preset(**{**vars(preset), "schedule": sched, "sweep_schedule": sched})
+    if args.probe:
+        kind, pk, ck = args.probe.split(":")
+        with tempfile.TemporaryDirectory() as wd:
+            ctx = ta.BenchContext(preset, device, wd, schedule=ta.Schedule(2, 0, 1), kernels=args.kernels)
+            print("PROBE " + json.dumps(probe_memory(ta.ArmSpec(kind, int(pk), bool(int(ck))), ctx)), flush=True)
+        return 0
+    sweep = (preset.sweep_ks() if args.sweep == "auto" else [] if args.sweep == "none"
+             else [int(x) for x in args.sweep.split(",")])
+    ckpt_modes = {"both": [False, True], "off": [False], "on": [True]}[args.ckpt]
+    notes = []
+    why_not_liger = liger_status(device)
+    if "liger" in kinds and why_not_liger:
+        notes.append(f"naive + Liger arm skipped: {why_not_liger}")
+    elif "liger" in kinds:
+        notes.append("Liger arms run after all other groups (Liger patches Llama classes process-wide), "
+                     "so they are not interleaved with the naive arm")
+    mem_mode = args.memory if args.memory != "auto" else ("subprocess" if device.type == "cpu" else "none")
+    meta = {"preset": preset.name, "config": {**vars(preset), "schedule": vars(preset.schedule),
+                                              "sweep_schedule": vars(preset.sweep_schedule)},
+            "k": k, "sweep": sweep, "device": _device_name(device), "versions": _versions(),
+            "git_commit": _git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python benchmarks/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()], "notes": notes, "kernels": args.kernels,
+            "timing": "wall time between consecutive optimizer-step ends (data, collator, fwd, bwd, clip, optimizer)"}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = plan(preset, kinds, k, ckpt_modes, sweep, why_not_liger is None)
+    with tempfile.TemporaryDirectory() as wd:
+        rows = run_groups(groups, dict(preset=preset, device=device, workdir=wd, kernels=args.kernels), args)
+    if device.type == "cuda":
+        meta["memory_method"] = "CUDA max_memory_allocated during the arm's first turn, minus memory held before it was built"
+    elif mem_mode == "subprocess":
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = [r for r in rows if r["group"].startswith("main") and "error" not in r]
+        print(f"[bench_train] {len(todo)} memory probes, {args.probe_jobs} at a time", flush=True)
+        # Peak RSS does not depend on timing, so probes may share the machine (one thread each).
+        with ThreadPoolExecutor(args.probe_jobs) as pool:
+            probes = pool.map(lambda r: run_probe_subprocess(ta.ArmSpec(r["kind"], r["k"], r["ckpt"]), args), todo)
+            for r, probe in zip(todo, probes):
+                r["peak_mem_bytes"] = probe.get("peak_bytes")
+                r["mem_method"] = probe.get("method", probe.get("error"))
+        meta["memory_method"] = ("peak RSS growth of a fresh subprocess per arm over 2 training steps "
+                                 "(after a toy run of the same arm warms imports; VmHWM reset before the model "
+                                 "is built); sweep arms not probed")
+    else:
+        meta["memory_method"] = "not measured (--memory none)"
+    meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    add_ratios(rows)
+    result = {"meta": meta, "arms": rows, "targets": check_targets(rows, preset, k), "extra": extras(rows, k)}
+    for r in rows:
+        r.pop("traceback", None) if "error" not in r else None
+    stem = f"bench_train_{preset.name}"
+    _atomic_write(out / f"{stem}.json", json.dumps(result, indent=1, default=str))
+    md = markdown(result)
+    _atomic_write(out / f"{stem}.md", md)
+    print(md, flush=True)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
