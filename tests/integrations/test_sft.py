@@ -122,6 +122,9 @@ def test_sft_memory_cache_two_epochs(tmp_path):
     summary = ff["trainer"].cache_summary()
     assert summary.entries == 24 and summary.hits >= 24, summary
     assert ff["trainer"].prefix.prefix_calls == 6  # epoch 1 only: 6 micro-batches
+    # SFTTrainer.log adds its metrics and FreezeMixin.log ours: both reach the logs report_to receives.
+    last = [h for h in ff["trainer"].state.log_history if "loss" in h][-1]
+    assert "mean_token_accuracy" in last and last["fastfreeze/cache_hits"] > 0 and last["fastfreeze/cache_entries"] == 24
 
 
 def test_sft_padding_free_cache_keys_packed_rows(tmp_path):
@@ -146,3 +149,23 @@ def test_build_prefix_cache_refused_for_multi_example_padding_free(tmp_path):
                                    freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
     with pytest.raises(FreezeConfigError, match="per_device_train_batch_size=1"):
         trainer.build_prefix_cache()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash-attn needs a CUDA GPU")
+def test_flash_attention_2_padding_free(tmp_path):
+    """flash_attention_2 with padding-free rows, the case it exists for: same as SDPA within bf16 noise,
+    and a cache built under one attention kernel is never served to the other (different fingerprint)."""
+    pytest.importorskip("flash_attn")
+    from fastfreeze.cache_runtime import compute_fingerprint
+
+    runs = {}
+    for attn in ("sdpa", "flash_attention_2"):
+        model = make_model("llama", attn=attn, dtype=torch.bfloat16).cuda()
+        runs[attn] = run_sft("ff", str(tmp_path / attn), model=model, padding_free=True, max_length=None,
+                             freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"), use_cpu=False,
+                             bf16=True, per_device_train_batch_size=1, gradient_accumulation_steps=1, steps=8)
+    fps = {a: compute_fingerprint(r["trainer"].model, r["trainer"].prefix, r["trainer"].freeze_config, "torch")
+           for a, r in runs.items()}
+    assert fps["sdpa"] != fps["flash_attention_2"]
+    for a, b in zip(runs["flash_attention_2"]["losses"], runs["sdpa"]["losses"]):
+        assert abs(a - b) <= 2e-2 * abs(b)  # bf16 (8-bit mantissa), two kernels summing differently
