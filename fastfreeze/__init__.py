@@ -13,6 +13,15 @@ from .trainer import FastFreezeTrainer, FreezeMixin, FreezeRuntime, apply_freeze
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # TRL is optional: import the SFT trainer only when asked for.
+    if name == "FastFreezeSFTTrainer":
+        from .sft import FastFreezeSFTTrainer
+
+        return FastFreezeSFTTrainer
+    raise AttributeError(f"module 'fastfreeze' has no attribute {name!r}")
+
 __all__ = [
     "FAMILIES", "FastFreezeTrainer", "FreezeConfig", "FreezeConfigError", "FreezeMixin", "FreezeReport",
     "FreezeRuntime", "FrozenPrefix", "UnsupportedModelError", "apply_freeze", "freeze_bottom_layers", "resolve",

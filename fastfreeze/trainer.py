@@ -224,6 +224,12 @@ class FreezeMixin:
         return self._run_with_prefix(
             inputs, lambda x: parent.prediction_step(model, x, prediction_loss_only, ignore_keys=ignore_keys))
 
+    def create_optimizer(self, *args, **kwargs):
+        # HF keeps empty decay/no-decay groups (e.g. when only LoRA matrices train); DeepSpeed rejects them.
+        from .distributed import drop_empty_param_groups
+
+        return drop_empty_param_groups(super().create_optimizer(*args, **kwargs))
+
     # ------------------------------------------------------------------ save / resume
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict=state_dict)
