@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import dataclasses
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -84,6 +86,25 @@ def liger_status(device: torch.device) -> str | None:
     if device.type != "cuda":
         return "Liger-Kernel's Triton kernels need a CUDA device"
     return None
+
+
+def summarize_times(times: list[float], tokens: list[int], warmup: int) -> dict:
+    """Median step time and median tokens/s over the measured steps (after warm-up)."""
+    measured = times[warmup:]
+    toks = tokens[warmup:len(times)]
+    out = {"measured_steps": len(measured)}
+    if not measured:
+        return out
+    out["median_step_s"] = statistics.median(measured)
+    out["min_step_s"], out["max_step_s"] = min(measured), max(measured)
+    if len(toks) == len(measured):
+        out["tokens_per_s"] = statistics.median(t / s for t, s in zip(toks, measured))
+        out["tokens_per_step"] = statistics.mean(toks)
+    return out
+
+
+def spec_dict(spec: ta.ArmSpec) -> dict:
+    return {**dataclasses.asdict(spec), "name": spec.name}
 
 
 # ------------------------------------------------------------------------------------------ plan
@@ -158,9 +179,9 @@ def run_groups(groups, ctx_base: dict, args) -> list[dict]:
         t0 = time.perf_counter()
         results = ta.RoundRobin(schedule).run(specs, ctx, ta.run_arm)
         for spec, res in zip(specs, results):
-            row = {**ta.spec_dict(spec), "group": gname, "schedule": vars(schedule), **res}
+            row = {**spec_dict(spec), "group": gname, "schedule": vars(schedule), **res}
             if "error" not in res:
-                row.update(ta.summarize_times(res["step_times"], res.get("tokens", []), schedule.warmup))
+                row.update(summarize_times(res["step_times"], res.get("tokens", []), schedule.warmup))
                 row["final_loss"] = res["losses"][-1] if res.get("losses") else None
                 if res.get("peak_bytes_cuda") is not None:
                     row["peak_mem_bytes"], row["mem_method"] = res["peak_bytes_cuda"], "CUDA max_memory_allocated"
@@ -221,7 +242,7 @@ def check_targets(rows: list[dict], preset: ta.Preset, k: int) -> list[dict]:
                   and r["ckpt"] == ckpt and r.get("final_loss") is not None and r["schedule"] == vars(preset.schedule)}
         if len(losses) >= 2:
             vals = list(losses.values())
-            spread = (max(vals) - min(vals)) / abs(statistics_median(vals))
+            spread = (max(vals) - min(vals)) / abs(statistics.median(vals))
             # fp32: arms differ only in op order (batched cache build, zero-padded boundaries): ~1e-6;
             # bf16 rounding of the same differences over a few steps stays well under 1e-2.
             limit = 1e-3 if preset.dtype == "float32" else 2e-2
@@ -229,12 +250,6 @@ def check_targets(rows: list[dict], preset: ta.Preset, k: int) -> list[dict]:
                                  f"(relative spread, {len(vals)} arms)", "value": spread, "limit": limit,
                         "ok": spread <= limit})
     return out
-
-
-def statistics_median(vals):
-    import statistics
-
-    return statistics.median(vals)
 
 
 def _fmt(v, spec=".3f"):
@@ -322,7 +337,6 @@ def _resolve_device(name: str) -> torch.device:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     preset, device = ta.PRESETS[args.preset], _resolve_device(args.device)
     kinds = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in kinds if a not in ta.ARM_KINDS]
@@ -338,6 +352,7 @@ def main(argv=None) -> int:
         except ValueError:
             raise SystemExit(f"--steps {args.steps!r}: give warmup,rounds,window, e.g. 1,5,1") from None
         preset = ta.Preset(**{**vars(preset), "schedule": sched, "sweep_schedule": sched})
+    torch.set_num_threads(args.threads)
     if args.probe:
         kind, pk, ck = args.probe.split(":")
         with tempfile.TemporaryDirectory() as wd:

@@ -43,5 +43,28 @@ fi
 #       timeout 120 "$PY" benchmarks/bench_train.py --out "$OUT" 2>&1 | tee "$OUT/bench_train_${STAMP}.log" || STATUS=1
 #   fi
 
+# bench_train (end-to-end arms, see benchmarks/bench_train.py). Only the target arms, no k sweep, so every
+# arm of a group fits in GPU memory at once (they run interleaved in one process): gpu-1b ~30 GB held +
+# one arm's activations; gpu-8b-slice ~45 GB held. Liger arms are added when liger_kernel is installed.
+log "bench_train gpu-1b -> $OUT"
+if timeout 240 "$PY" benchmarks/bench_train.py --preset gpu-1b --out "$OUT" --sweep none \
+        --arms naive,liger,ff,ff-warm,floor 2>&1 | tee "$OUT/bench_train_gpu-1b_${STAMP}.log"; then
+    log "bench_train gpu-1b done"
+else
+    STATUS=1
+    log "bench_train gpu-1b FAILED (see bench_train_gpu-1b_${STAMP}.log)"
+fi
+if [ "${SKIP_8B_SLICE:-0}" != 1 ]; then
+    log "bench_train gpu-8b-slice -> $OUT"
+    if timeout 150 "$PY" benchmarks/bench_train.py --preset gpu-8b-slice --out "$OUT" --sweep none --ckpt off \
+            --arms naive,liger,ff-warm,floor 2>&1 | tee "$OUT/bench_train_gpu-8b-slice_${STAMP}.log"; then
+        log "bench_train gpu-8b-slice done"
+    else
+        STATUS=1
+        log "bench_train gpu-8b-slice FAILED (see bench_train_gpu-8b-slice_${STAMP}.log)"
+    fi
+fi
+"$PY" benchmarks/plot.py "$OUT"/bench_train_gpu-*.json || log "plot.py failed (results JSON still in $OUT)"
+
 log "done (status $STATUS); outputs in $OUT"
 exit "$STATUS"

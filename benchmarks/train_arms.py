@@ -14,10 +14,9 @@ Usage:
 from __future__ import annotations
 
 import inspect
-import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -151,44 +150,32 @@ def make_examples(p: Preset, seed: int = 1234) -> list[dict]:
 class PadCollator:
     """Right-pads to the longest row (multiple of 8); counts real tokens of each batch while `counting`."""
 
+    key = "input_ids"
+
     def __init__(self):
         self.counting = False
         self.tokens: list[int] = []
 
-    def _count(self, n: int) -> None:
-        if self.counting:
-            self.tokens.append(n)
-
     def __call__(self, features):
-        width = -(-max(len(f["input_ids"]) for f in features) // 8) * 8
-        ids = torch.zeros(len(features), width, dtype=torch.long)
+        lengths = [len(f[self.key]) for f in features]
+        width = -(-max(lengths) // 8) * 8
+        first = torch.as_tensor(features[0][self.key])
+        values = torch.zeros(len(features), width, *first.shape[1:], dtype=first.dtype)
         labels = torch.full((len(features), width), -100, dtype=torch.long)
         mask = torch.zeros(len(features), width, dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[i, :n] = torch.as_tensor(f["input_ids"])
+        for i, (f, n) in enumerate(zip(features, lengths)):
+            values[i, :n] = torch.as_tensor(f[self.key])
             labels[i, :n] = torch.as_tensor(f["labels"])
             mask[i, :n] = 1
-        self._count(int(mask.sum()))
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if self.counting:
+            self.tokens.append(sum(lengths))
+        return {self.key: values, "attention_mask": mask, "labels": labels}
 
 
 class BoundaryPadCollator(PadCollator):
     """Floor data: pads precomputed [n, H] boundaries into `inputs_embeds` [B, T, H] (zeros at padding)."""
 
-    def __call__(self, features):
-        width = -(-max(f["inputs_embeds"].shape[0] for f in features) // 8) * 8
-        first = features[0]["inputs_embeds"]
-        embeds = torch.zeros(len(features), width, first.shape[1], dtype=first.dtype)
-        labels = torch.full((len(features), width), -100, dtype=torch.long)
-        mask = torch.zeros(len(features), width, dtype=torch.long)
-        for i, f in enumerate(features):
-            n = f["inputs_embeds"].shape[0]
-            embeds[i, :n] = f["inputs_embeds"]
-            labels[i, :n] = torch.as_tensor(f["labels"])
-            mask[i, :n] = 1
-        self._count(int(mask.sum()))
-        return {"inputs_embeds": embeds, "attention_mask": mask, "labels": labels}
+    key = "inputs_embeds"
 
 
 def training_args(ctx: BenchContext, out_dir: str, ckpt: bool):
@@ -385,25 +372,6 @@ class RoundRobin:
             return None
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-
-
-def summarize_times(times: list[float], tokens: list[int], warmup: int) -> dict:
-    """Median step time and median tokens/s over the measured steps (after warm-up)."""
-    measured = times[warmup:]
-    toks = tokens[warmup:len(times)]
-    out = {"measured_steps": len(measured)}
-    if not measured:
-        return out
-    out["median_step_s"] = statistics.median(measured)
-    out["min_step_s"], out["max_step_s"] = min(measured), max(measured)
-    if len(toks) == len(measured):
-        out["tokens_per_s"] = statistics.median(t / s for t, s in zip(toks, measured))
-        out["tokens_per_step"] = statistics.mean(toks)
-    return out
-
-
-def spec_dict(spec: ArmSpec) -> dict:
-    return {**asdict(spec), "name": spec.name}
 
 
 # ------------------------------------------------------------------------------------------ the arms
