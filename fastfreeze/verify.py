@@ -29,7 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 from .arch import UnsupportedModelError, resolve
 from .config import FreezeConfig, FreezeConfigError
 from .trainer import FastFreezeTrainer
-from .verify_data import (InitialWeights, PadCollator, PeakMemory, StepTimer, VerifyError, available_bytes,
+from .verify_data import (PadCollator, PeakMemory, StepTimer, VerifyError, WeightStore, available_bytes,
                           rows_needed)
 
 # Unit roundoff u of the compute dtype (half the spacing of numbers in [1, 2)).
@@ -91,6 +91,8 @@ class VerifyReport:
     grad_accum: int
     device: str
     memory_kind: str
+    optim: str
+    learning_rate: float
     tolerances: Tolerances
     reference: ArmResult
     fastfreeze: ArmResult
@@ -120,7 +122,7 @@ def format_report(r: VerifyReport) -> str:
     ok = lambda good: "ok" if good else "FAIL"  # noqa: E731
     out = [f"fastfreeze verify: {r.model}, bottom {r.num_frozen_layers} layers + embedding frozen",
            f"  {r.steps} steps x batch {r.batch_size} x accumulation {r.grad_accum}, {r.dtype} on {r.device}, "
-           f"kernels {r.kernels} (ran: {ff.kernel_set}), cache {r.cache or 'none'}",
+           f"kernels {r.kernels} (ran: {ff.kernel_set}), cache {r.cache or 'none'}, {r.optim} lr {r.learning_rate:g}",
            f"  tolerances ({tol.dtype}): loss rel <= {tol.loss_rtol:.1e}, trainable params max rel <= "
            f"{tol.param_rtol:.1e}, frozen params bitwise equal", "",
            f"{'step':>5} {'micro':>5}  {'reference loss':>18}  {'fastfreeze loss':>18}  {'abs diff':>9}  {'rel diff':>9}"]
@@ -205,8 +207,8 @@ class _FastFreezeArm(_RecordLoss, FastFreezeTrainer):
 
 
 def _training_args(out_dir: str, steps: int, batch_size: int, grad_accum: int, lr: float, seed: int,
-                   dtype: str, use_cpu: bool) -> TrainingArguments:
-    return TrainingArguments(
+                   dtype: str, use_cpu: bool, optim: str) -> TrainingArguments:
+    return TrainingArguments(optim=optim,
         output_dir=out_dir, max_steps=steps, per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, lr_scheduler_type="constant", weight_decay=0.0,
         seed=seed, data_seed=seed, bf16=dtype == "bf16", fp16=dtype == "fp16", use_cpu=use_cpu,
@@ -230,8 +232,9 @@ def _disable_dropout(model: nn.Module) -> int:
     return count
 
 
-def _run_arm(name, model, rows, collator, freeze_config, targs, initial, device):
-    """Train one arm; returns (ArmResult, {name: final tensor on CPU} of the trainable parameters)."""
+def _run_arm(name, model, rows, collator, freeze_config, targs, initial, device, keep_path=None):
+    """Train one arm; returns (ArmResult, WeightStore of the trained parameters: the live tensors, or a
+    CPU copy, or a file at `keep_path`)."""
     cuda = device.type == "cuda"
     model.to(device)  # before the trainer: fastfreeze picks kernels from where the model lives
     with PeakMemory(cuda) as mem:
@@ -249,7 +252,11 @@ def _run_arm(name, model, rows, collator, freeze_config, targs, initial, device)
     params = dict(model.named_parameters(remove_duplicate=False))
     frozen = sorted(n for n, p in params.items() if not p.requires_grad)
     changed = [n for n in frozen if n in initial.names and not torch.equal(params[n].detach().cpu(), initial.get(n))]
-    trained = {n: p.detach().cpu().clone() for n, p in params.items() if p.requires_grad}
+    trained = [(n, p) for n, p in params.items() if p.requires_grad]
+    # The fastfreeze arm runs last: its live tensors are compared as they are. The reference's are
+    # kept on CPU (its copy is freed before the next arm) or, in sequential mode, on disk.
+    trained = (WeightStore(trained) if name == "fastfreeze" else
+               WeightStore(trained, path=keep_path, clone=keep_path is None))
     cache = None
     if name == "fastfreeze" and trainer.cache_summary() is not None:
         s = trainer.cache_summary()
@@ -268,12 +275,13 @@ def _bytes(params) -> int:
 
 
 def _check_fits_twice(model: nn.Module, config: FreezeConfig, device: torch.device) -> None:
-    """A second copy of the weights + gradients and two Adam moments of the trainable part must fit."""
+    """A second copy of the weights + gradients and two Adam moments of the trainable part must fit
+    (+ the reference's trained weights, kept on CPU, when CPU is also the training device)."""
     parts = resolve(model)
     frozen = {id(p) for _, m in (parts.embedding_side if config.freeze_embeddings else []) for p in m.parameters()}
     frozen |= {id(p) for layer in parts.layers[: config.num_frozen_layers] for p in layer.parameters()}
     params = list(model.parameters())
-    need = _bytes(params) + 3 * _bytes(p for p in params if id(p) not in frozen)
+    need = _bytes(params) + (3 if device.type == "cuda" else 4) * _bytes(p for p in params if id(p) not in frozen)
     have = available_bytes(device)
     if need > 0.9 * have:
         raise VerifyError(
@@ -306,7 +314,7 @@ def _infer_dtype(model: nn.Module) -> str:
 def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 8, *, dtype: str | None = None,
            batch_size: int = 4, grad_accum: int = 1, learning_rate: float = 1e-4, seed: int = 0,
            sequential: bool = False, data_collator=None, pad_token_id: int = 0, use_cpu: bool | None = None,
-           tolerances: Tolerances | None = None) -> VerifyReport:
+           tolerances: Tolerances | None = None, optim: str = "adamw_torch") -> VerifyReport:
     """Train `steps` optimizer steps with the seed recipe + Trainer and with FastFreezeTrainer from the
     same weights and seed, and compare losses, trained weights and frozen weights.
 
@@ -315,7 +323,10 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
     safetensors file in between (one copy in memory; `model` ends with the fastfreeze arm's weights).
     `dataset`: rows with input_ids (+ labels, attention_mask). With a cache, `steps` covers two epochs
     of the rows used, so the second epoch's boundary states come from the cache. `dtype` defaults to
-    the model's ("bf16" for bf16 weights); "fp16" means fp16 autocast over fp32 weights.
+    the model's ("bf16" for bf16 weights); "fp16" means fp16 autocast over fp32 weights. `optim` is
+    Trainer's optimizer name; Adam turns last-bit gradient noise in tensors whose true gradient is ~0
+    (a zero-initialised key bias) into lr-sized steps, so a FAIL naming such a tensor is worth a rerun
+    with optim="sgd", whose updates stay proportional to the gradients.
 
     Usage:
         report = verify(model, rows, FreezeConfig(num_frozen_layers=4), steps=8)
@@ -328,6 +339,10 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise VerifyError(f"{label}={value!r} must be an int >= {low}"
                               + (" (a cache needs two epochs)" if label == "steps" and low == 2 else "") + ".")
+    from transformers.training_args import OptimizerNames
+
+    if optim not in {o.value for o in OptimizerNames}:
+        raise VerifyError(f"optim={optim!r} is not a Trainer optimizer; use e.g. 'adamw_torch' or 'sgd'.")
     dtype = dtype or _infer_dtype(model)
     tolerances = tolerances or Tolerances.for_dtype(dtype, steps)
     parts = resolve(model)
@@ -353,7 +368,8 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
         notes.append(f"{len(rows)} rows over {steps} steps: steps beyond the first epoch read the cache")
 
     with tempfile.TemporaryDirectory(prefix="fastfreeze-verify-") as tmp:
-        initial = InitialWeights(model, os.path.join(tmp, "initial.safetensors") if sequential else None)
+        initial = WeightStore(model.named_parameters(remove_duplicate=False),
+                              path=os.path.join(tmp, "initial.safetensors") if sequential else None)
         head_w = getattr(parts.head, "weight", None)
         tied = head_w is not None and any(head_w is getattr(m, "weight", None) for _, m in parts.embedding_side)
         arms, dropped = {}, 0
@@ -363,14 +379,16 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
             arm_model = model if sequential else copy.deepcopy(model)
             dropped = max(dropped, _disable_dropout(arm_model))
             targs = _training_args(os.path.join(tmp, arm), steps, batch_size, grad_accum, learning_rate, seed,
-                                   dtype, use_cpu)
-            arms[arm] = _run_arm(arm, arm_model, rows, data_collator, freeze_config, targs, initial, device)
+                                   dtype, use_cpu, optim)
+            keep = os.path.join(tmp, "reference-final.safetensors") if sequential else None
+            arms[arm] = _run_arm(arm, arm_model, rows, data_collator, freeze_config, targs, initial, device, keep)
             del arm_model
             if arm == "reference":
                 _release()  # drop the reference copy, its gradients and optimizer state before the next arm
         (ref, ref_final), (ff, ff_final) = arms["reference"], arms["fastfreeze"]
         worst, worst_name, failures = _compare(ref, ff, ref_final, ff_final, tolerances)
-        if ref_final and all(torch.equal(t, initial.get(n)) for n, t in ref_final.items() if n in initial.names):
+        if ref_final.names and all(torch.equal(ref_final.get(n), initial.get(n))
+                                   for n in ref_final.names if n in initial.names):
             failures.append(f"nothing trained in the reference (learning rate {learning_rate:g} too small for "
                             f"{dtype} weights?): parity would be vacuous; raise --learning-rate")
     if sequential:
@@ -381,7 +399,7 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
     return VerifyReport(
         model=f"{parts.family}, {parts.num_layers} layers", num_frozen_layers=freeze_config.num_frozen_layers,
         dtype=dtype, kernels=freeze_config.kernels, cache=freeze_config.cache, steps=steps, batch_size=batch_size,
-        grad_accum=grad_accum, device=str(device), memory_kind="(CUDA allocated)" if device.type == "cuda" else "(RSS)",
+        grad_accum=grad_accum, device=str(device), optim=optim, learning_rate=learning_rate, memory_kind="(CUDA allocated)" if device.type == "cuda" else "(RSS)",
         tolerances=tolerances, reference=ref, fastfreeze=ff, param_max_rel=worst, param_worst=worst_name,
         failures=failures, notes=notes)
 
@@ -392,7 +410,7 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def _compare(ref: ArmResult, ff: ArmResult, ref_final: dict, ff_final: dict, tol: Tolerances):
+def _compare(ref: ArmResult, ff: ArmResult, ref_final: WeightStore, ff_final: WeightStore, tol: Tolerances):
     failures = []
     if len(ref.losses) != len(ff.losses) or not ref.losses:
         failures.append(f"the arms ran {len(ref.losses)} and {len(ff.losses)} micro-batches")
@@ -400,13 +418,13 @@ def _compare(ref: ArmResult, ff: ArmResult, ref_final: dict, ff_final: dict, tol
     if bad:
         failures.append(f"{len(bad)} of {len(ref.losses)} micro-batch losses differ by more than "
                         f"{tol.loss_rtol:.1e} relative (first: micro-batch {bad[0] + 1})")
-    only_ref, only_ff = sorted(set(ref_final) - set(ff_final)), sorted(set(ff_final) - set(ref_final))
+    only_ref, only_ff = sorted(ref_final.names - ff_final.names), sorted(ff_final.names - ref_final.names)
     if only_ref or only_ff:
         failures.append(f"trainable parameters differ: only in the reference {only_ref[:4]}, "
                         f"only in fastfreeze {only_ff[:4]}")
     worst, worst_name = 0.0, "-"
-    for name in sorted(set(ref_final) & set(ff_final)):
-        a, b = ref_final[name].double(), ff_final[name].double()
+    for name in sorted(ref_final.names & ff_final.names):
+        a, b = ref_final.get(name).double(), ff_final.get(name).double()
         rel = ((b - a).abs().max() / a.abs().max().clamp_min(1e-30)).item()
         rel = rel if math.isfinite(rel) else float("inf")
         if rel > worst or worst_name == "-":
@@ -444,6 +462,8 @@ class VerifyArguments:
     grad_accum: int = 1
     max_length: int = field(default=256, metadata={"help": "tokens per row (longer rows are cut)"})
     learning_rate: float = 1e-4
+    optim: str = field(default="adamw_torch", metadata={
+        "help": "Trainer optimizer; 'sgd' keeps updates proportional to gradients (see docs)"})
     seed: int = 0
     split: str = field(default="train", metadata={"help": "split of a save_to_disk DatasetDict"})
     text_column: str | None = field(default=None, metadata={"help": "default: 'text' when present"})
@@ -486,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = load_rows(a.data, tokenizer, a.max_length, limit, a.split, a.text_column, a.prompt_column,
                          a.completion_column)
         report = verify(model, rows, config, a.steps, dtype=dtype, batch_size=a.batch_size, grad_accum=a.grad_accum,
-                        learning_rate=a.learning_rate, seed=a.seed, sequential=a.sequential,
+                        learning_rate=a.learning_rate, seed=a.seed, sequential=a.sequential, optim=a.optim,
                         pad_token_id=pad_token_id(tokenizer), use_cpu=not cuda)
     except (VerifyError, FreezeConfigError, UnsupportedModelError) as e:
         print(f"fastfreeze verify: {e}", file=sys.stderr)

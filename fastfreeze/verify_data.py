@@ -298,25 +298,31 @@ def available_bytes(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
-class InitialWeights:
-    """Initial weights by parameter name: the untouched model in memory, or a safetensors file."""
+class WeightStore:
+    """Tensors by parameter name, kept in memory (as given, or cloned to CPU) or in a safetensors file.
 
-    def __init__(self, model: nn.Module, path: str | None = None):
-        named = list(model.named_parameters(remove_duplicate=False))
+    Tied names (one tensor under two names) are stored once. Usage:
+        initial = WeightStore(model.named_parameters(remove_duplicate=False), path="/tmp/w.safetensors")
+        initial.get("lm_head.weight")  # a CPU tensor
+    """
+
+    def __init__(self, named, path: str | None = None, clone: bool = False):
+        named = list(named)
         self.names = {n for n, _ in named}
         canonical: dict[int, str] = {}
-        self.alias = {n: canonical.setdefault(id(p), n) for n, p in named}  # tied names share one tensor
+        self.alias = {n: canonical.setdefault(id(t), n) for n, t in named}  # before detach(): new objects
+        named = [(n, t.detach()) for n, t in named]
         self.path, self.tensors = path, None
         if path is None:
-            self.tensors = {n: p for n, p in named}
+            self.tensors = {n: t.cpu().clone() if clone else t for n, t in named}
         else:
             from safetensors.torch import save_file
 
-            save_file({n: p.detach().cpu().contiguous() for n, p in named if self.alias[n] == n}, path)
+            save_file({n: t.cpu().contiguous() for n, t in named if self.alias[n] == n}, path)
 
     def get(self, name: str) -> torch.Tensor:
         if self.tensors is not None:
-            return self.tensors[name].detach().cpu()
+            return self.tensors[name].cpu()
         from safetensors import safe_open
 
         with safe_open(self.path, "pt", device="cpu") as f:
@@ -324,7 +330,8 @@ class InitialWeights:
 
     @torch.no_grad()
     def restore(self, model: nn.Module, tied_head: tuple | None) -> None:
-        """Put the initial weights back into `model` (in place) and re-tie a head the reference untied."""
+        """Copy the stored weights back into `model` in place (all trainable again), first re-tying a
+        head that an arm untied: `tied_head` = (head module, the shared weight Parameter)."""
         if tied_head is not None:
             module, weight = tied_head
             module.weight = weight
@@ -340,5 +347,3 @@ class InitialWeights:
                     p.copy_(f.get_tensor(self.alias[n]))
         for _, p in params:
             p.requires_grad_(True)
-
-

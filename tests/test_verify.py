@@ -23,7 +23,7 @@ STEPS = 3
 
 
 def _verify(family="llama", k=2, steps=STEPS, rows=None, **kw):
-    cfg_kw = {key: kw.pop(key) for key in ("cache", "untie_embeddings") if key in kw}
+    cfg_kw = {key: kw.pop(key) for key in ("cache", "untie_embeddings", "kernels") if key in kw}
     return verify(make_model(family), rows or make_rows(4 * steps), FreezeConfig(num_frozen_layers=k, **cfg_kw),
                   steps=steps, **kw)
 
@@ -53,7 +53,8 @@ def _shift_output(module, eps=1e-3):
 
 # ------------------------------------------------------------------------------------------ PASS
 @pytest.mark.parametrize("family,extra", [("llama", {}), ("gpt_neox", {}), ("gpt2", {}),
-                                          ("gemma2", {"untie_embeddings": True})])
+                                          ("gemma2", {"untie_embeddings": True}),
+                                          ("llama", {"kernels": "triton"})])  # Triton interpreter on CPU
 def test_passes_on_families(family, extra):
     report = _verify(family, **extra)
     assert report.passed, str(report)
@@ -64,6 +65,7 @@ def test_passes_on_families(family, extra):
     assert report.reference.frozen == report.fastfreeze.frozen and len(report.fastfreeze.frozen) > 2
     if family == "gemma2":
         assert "lm_head.weight" not in report.fastfreeze.frozen
+    assert report.fastfreeze.kernel_set == extra.get("kernels", "torch")
     assert report.param_max_rel <= report.tolerances.param_rtol
 
 
