@@ -164,8 +164,8 @@ class _FusedLossForward:
     (Trainer reads it to decide loss-kwargs and dataset columns, generate to validate kwargs), and
     deepcopy rebinds it to the copied model."""
 
-    def __init__(self, model: nn.Module, head: nn.Module, softcap: float | None):
-        self.model, self.head, self.softcap = model, head, softcap
+    def __init__(self, model: nn.Module, softcap: float | None):
+        self.model, self.softcap = model, softcap
         self.original = type(model).forward.__get__(model)
 
     @property
@@ -174,12 +174,13 @@ class _FusedLossForward:
 
     def __call__(self, *args, **kwargs):
         labels = kwargs.get("labels")
+        keep = kwargs.get("logits_to_keep", 0)
+        # Asked for now, not at install: an adapter may have wrapped the head since.
+        head = self.model.get_output_embeddings()
         if (labels is None or not self.model.training or kwargs.get("return_dict") is False
-                or not isinstance(kwargs.get("logits_to_keep", 0), int) or kwargs.get("logits_to_keep", 0) != 0
-                or type(self.head) is not nn.Linear):
+                or not isinstance(keep, int) or keep != 0 or type(head) is not nn.Linear):
             return self.original(*args, **kwargs)
         captured: list[torch.Tensor] = []
-        head = self.head
         previous = head.__dict__.get("forward")
 
         def capture(x: torch.Tensor) -> torch.Tensor:
@@ -197,11 +198,11 @@ class _FusedLossForward:
         if len(captured) != 1:
             raise RuntimeError(f"fastfreeze fused loss: the LM head ran {len(captured)} times in one forward; "
                                "install kernels with fused_loss=False for this model.")
-        loss = self._loss(captured[0], labels, kwargs)
+        loss = self._loss(captured[0], head, labels, kwargs)
         fields = {k: v for k, v in out.items() if k not in ("loss", "logits")}
         return type(out)(loss=loss, **fields)
 
-    def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    def _loss(self, hidden: torch.Tensor, head: nn.Linear, labels: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """HF ForCausalLMLoss (shift by padding labels with ignore_index; sum / num_items_in_batch,
         else mean over valid tokens) on the fused head + cross-entropy."""
         import csrc_triton
@@ -210,11 +211,11 @@ class _FusedLossForward:
         shift_labels = kwargs.get("shift_labels")
         if shift_labels is None:
             shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-        weight = self.head.weight
+        weight = head.weight
         hidden = hidden.to(weight.device)
         return csrc_triton.linear_cross_entropy(
             hidden.reshape(-1, hidden.shape[-1]), weight, shift_labels.reshape(-1).to(weight.device),
-            ignore_index=ignore_index, bias=self.head.bias, num_items_in_batch=kwargs.get("num_items_in_batch"),
+            ignore_index=ignore_index, bias=head.bias, num_items_in_batch=kwargs.get("num_items_in_batch"),
             softcap=self.softcap)
 
 
@@ -365,7 +366,7 @@ def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: KernelSpec, e
         report.left_on_torch.append(f"LM head loss: {reason}")
         return
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    model.forward = _FusedLossForward(model, parts.head, softcap)
+    model.forward = _FusedLossForward(model, softcap)
     model.__dict__[_MARK] = "linear_cross_entropy"
     report.swapped[parts.head_path] = "linear_cross_entropy/train" + (f" (softcap {softcap})" if softcap else "")
 

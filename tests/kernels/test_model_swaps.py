@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 
 import pytest
 import torch
@@ -19,11 +20,17 @@ from tests.conftest import VOCAB, make_model, seed_snippet_freeze
 # label shift: ~1e-1).
 RTOL = 1e-5
 K = 2
+# On a GPU machine (gpu_suite.sh) the same tests run the compiled kernels on CUDA models.
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model(family, **kw):
+    return make_model(family, **kw).to(DEV)
 
 
 def _pair(family):
     """(reference, swapped) models with identical weights and the same freeze; report of the swap."""
-    ref, model = make_model(family), make_model(family)
+    ref, model = _model(family), _model(family)
     for m in (ref, model):
         seed_snippet_freeze(m, family, K)
     report = install_kernels(model, resolve(model), K)
@@ -38,7 +45,7 @@ def _batch(seed=0):
     mask = torch.ones_like(ids)
     mask[1, -2:] = 0
     labels[1, -2:] = -100  # right padding
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return {k: v.to(DEV) for k, v in {"input_ids": ids, "attention_mask": mask, "labels": labels}.items()}
 
 
 def _close(a, b, rtol=RTOL):
@@ -90,7 +97,7 @@ def test_loss_with_num_items_in_batch_and_eval_labels():
     ref, model, _ = _pair("llama")
     batch = _batch(1)
     ref.train(), model.train()
-    n = torch.tensor(40)  # gradient accumulation: HF divides the summed loss by the tokens of all micro-batches
+    n = torch.tensor(40, device=DEV)  # gradient accumulation: HF divides the summed loss by the tokens of all micro-batches
     a, b = model(**batch, num_items_in_batch=n).loss, ref(**batch, num_items_in_batch=n).loss
     assert abs(a.item() - b.item()) <= RTOL * abs(b.item())
     assert abs(a.item() - model(**batch).loss.item()) > 1e-3  # the denominator really changed the value
@@ -127,14 +134,14 @@ def test_prefix_modules_are_forward_only():
     assert report.swapped["model.layers.0.input_layernorm"] == "rms_norm/forward-only"
     assert report.swapped["model.layers.1.mlp"] == "swiglu/forward-only"
     assert report.swapped["model.layers.2.mlp"] == "swiglu/train"
-    x = torch.randn(2, 3, 32, requires_grad=True)
+    x = torch.randn(2, 3, 32, device=DEV, requires_grad=True)
     assert not model.model.layers[0].post_attention_layernorm(x).requires_grad  # no graph in the prefix
     assert model.model.layers[2].post_attention_layernorm(x).requires_grad
 
 
 def test_embedding_trainable_means_no_forward_only_modules():
     """freeze_embeddings=False: frozen blocks sit above a trainable embedding and must pass dX down."""
-    model = make_model("llama")
+    model = _model("llama")
     for layer in model.model.layers[:K]:
         layer.requires_grad_(False)
     report = install_kernels(model, resolve(model), K)
@@ -146,7 +153,7 @@ def test_saved_model_is_plain_hf(tmp_path):
     keys = list(ref.state_dict())
     assert list(model.state_dict()) == keys
     model.save_pretrained(tmp_path / "m")
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m").to(DEV)
     assert type(loaded) is type(ref) and list(loaded.state_dict()) == keys
     assert not [n for m in loaded.modules() for n in m.__dict__ if n.startswith("_ff") or n == "forward"]
     loaded.eval(), model.eval()
@@ -189,13 +196,13 @@ def test_signature_generate_and_deepcopy():
 def test_changed_module_forward_stays_on_torch():
     """A norm class whose forward differs from what the kernel computes (e.g. a future transformers
     change) is caught by the probe and left on torch, so outputs still match."""
-    base = type(make_model("llama").model.norm)
+    base = type(_model("llama").model.norm)
 
     class ShiftedRMSNorm(base):
         def forward(self, hidden_states):
             return super().forward(hidden_states) + 0.5
 
-    ref, model = make_model("llama"), make_model("llama")
+    ref, model = _model("llama"), _model("llama")
     for m in (ref, model):
         m.model.norm.__class__ = ShiftedRMSNorm
     report = install_kernels(model, resolve(model), K)
@@ -209,15 +216,56 @@ def test_changed_module_forward_stays_on_torch():
 
 
 def test_fused_loss_off_and_unrunnable_setups(monkeypatch):
-    model = make_model("llama")
+    model = _model("llama")
     report = install_kernels(model, resolve(model), K, fused_loss=False)
     assert "forward" not in model.__dict__ and any("fused_loss=False" in s for s in report.left_on_torch)
     model.train()
     assert model(**_batch()).logits is not None
-    monkeypatch.delenv("TRITON_INTERPRET")  # a CPU model without the interpreter cannot run the kernels
+    interpret = os.environ.get("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # a CPU model without the interpreter cannot run them
+    cpu_model = make_model("llama")
     with pytest.raises(RuntimeError, match="kernels='auto' or 'torch'"):
-        install_kernels(make_model("llama"), resolve(make_model("llama")), K)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+        install_kernels(cpu_model, resolve(cpu_model), K)
+    assert not [m for m in cpu_model.modules() if "forward" in m.__dict__]  # refused before touching anything
+    if interpret is not None:
+        monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    m = _model("llama", dtype=torch.float64)
     with pytest.raises(RuntimeError, match="float32/float16/bfloat16"):
-        m = make_model("llama", dtype=torch.float64)
         install_kernels(m, resolve(m), K)
+
+
+def test_head_wrapped_after_install_falls_back_to_hf_loss():
+    """The fused loss reads the head at call time: once something wraps it (an adapter), the model's
+    own head + loss path runs instead of a stale fused one."""
+    ref, model, _ = _pair("llama")
+    model.lm_head = torch.nn.Sequential(model.lm_head)
+    ref.train(), model.train()
+    out, out_ref = model(**_batch()), ref(**_batch())
+    assert out.logits is not None and _close(out.logits, out_ref.logits)
+    assert abs(out.loss.item() - out_ref.loss.item()) <= RTOL * abs(out_ref.loss.item())
+
+
+def test_lora_on_suffix_projections_through_apply_freeze():
+    """PEFT: the swapped MLP calls the LoRA-wrapped projections, so adapters train exactly as on torch."""
+    peft = pytest.importorskip("peft")
+    from fastfreeze import FreezeConfig, apply_freeze
+    from fastfreeze.peft_support import suffix_lora_kwargs
+
+    def build(kernels):
+        base = _model("llama")
+        lora = peft.LoraConfig(r=4, target_modules=["q_proj", "gate_proj", "up_proj", "down_proj"], lora_dropout=0.0,
+                               init_lora_weights=False, **suffix_lora_kwargs(base, K))
+        model = peft.get_peft_model(base, lora)
+        return model, apply_freeze(model, FreezeConfig(num_frozen_layers=K, kernels=kernels))
+
+    (ref, _), (model, runtime) = build("torch"), build("triton")
+    assert runtime.kernel_set == "triton" and any("swiglu/train x2" in n for n in runtime.report.notes)
+    ref.train(), model.train()
+    out_ref, out = ref(**_batch()), model(**_batch())
+    assert out.logits is None and abs(out.loss.item() - out_ref.loss.item()) <= RTOL * abs(out_ref.loss.item())
+    out_ref.loss.backward()
+    out.loss.backward()
+    trained = [(n, p_ref, p) for (n, p_ref), p in zip(ref.named_parameters(), model.parameters()) if p_ref.requires_grad]
+    assert any("lora_" in n and ".mlp." in n for n, _, _ in trained)
+    for name, p_ref, p in trained:
+        assert _close(p.grad, p_ref.grad), name

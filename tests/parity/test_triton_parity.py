@@ -1,6 +1,8 @@
 """The core parity contract with kernels forced to Triton (interpreter on CPU): same losses, same updates."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -24,6 +26,12 @@ LOSS_RTOL = 1e-5
 UPDATE_RTOL = 1e-4
 SGD = dict(optim="sgd", learning_rate=0.05)
 STEPS = 6  # x grad accumulation 2 = 12 micro-batches; the interpreter makes every kernel call slow
+
+# The harness trains on CPU (use_cpu=True). On a CUDA machine tests/conftest.py leaves the
+# interpreter off, so CPU tensors cannot reach the kernels there; the GPU side is covered by
+# tests/kernels/test_model_swaps.py, which runs on CUDA models.
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                reason="CPU parity run needs TRITON_INTERPRET=1 (set by tests/conftest.py without CUDA)")
 
 
 @pytest.fixture
