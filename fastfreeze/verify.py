@@ -29,7 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 from .arch import UnsupportedModelError, resolve
 from .config import FreezeConfig, FreezeConfigError
 from .trainer import FastFreezeTrainer
-from .verify_data import (PadCollator, PeakMemory, StepTimer, VerifyError, WeightStore, available_bytes,
+from .verify_data import (PadCollator, PeakMemory, StepTimer, VerifyError, WeightStore, as_dataset, check_fits_twice,
                           rows_needed)
 
 # Unit roundoff u of the compute dtype (half the spacing of numbers in [1, 2)).
@@ -270,39 +270,6 @@ def _run_arm(name, model, rows, collator, freeze_config, targs, initial, device,
 
 
 # ---------------------------------------------------------------------------------------- verify()
-def _bytes(params) -> int:
-    return sum(p.numel() * p.element_size() for p in params)
-
-
-def _check_fits_twice(model: nn.Module, config: FreezeConfig, device: torch.device) -> None:
-    """A second copy of the weights + gradients and two Adam moments of the trainable part must fit
-    (+ the reference's trained weights, kept on CPU, when CPU is also the training device)."""
-    parts = resolve(model)
-    frozen = {id(p) for _, m in (parts.embedding_side if config.freeze_embeddings else []) for p in m.parameters()}
-    frozen |= {id(p) for layer in parts.layers[: config.num_frozen_layers] for p in layer.parameters()}
-    params = list(model.parameters())
-    need = _bytes(params) + (3 if device.type == "cuda" else 4) * _bytes(p for p in params if id(p) not in frozen)
-    have = available_bytes(device)
-    if need > 0.9 * have:
-        raise VerifyError(
-            f"two copies of the model do not fit: a second copy + gradients + optimizer state needs ~"
-            f"{need / 2 ** 30:.2f} GiB, {have / 2 ** 30:.2f} GiB is available on {device.type}. Rerun with "
-            "--sequential (verify(..., sequential=True)): the two arms then run one after the other from the "
-            "initial weights saved to a temporary directory.")
-
-
-def _as_dataset(dataset):
-    import datasets
-
-    if isinstance(dataset, list):
-        dataset = datasets.Dataset.from_list(dataset)
-    if not isinstance(dataset, datasets.Dataset) or "input_ids" not in dataset.column_names:
-        raise VerifyError("dataset must be a datasets.Dataset (or list of dicts) with an input_ids column "
-                          "(labels optional); tokenize text first, e.g. with fastfreeze.verify_data.load_rows.")
-    keep = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
-    return dataset.select_columns(keep)
-
-
 def _infer_dtype(model: nn.Module) -> str:
     dt = next(model.parameters()).dtype
     if dt == torch.float16:
@@ -351,9 +318,9 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
     device = torch.device("cpu" if use_cpu else "cuda", 0 if not use_cpu else None)
     model_device = next(model.parameters()).device
     if not sequential and model_device.type == device.type:
-        _check_fits_twice(model, freeze_config, device)
+        check_fits_twice(model, freeze_config, device)
 
-    rows = _as_dataset(dataset)
+    rows = as_dataset(dataset)
     rows = rows.select(range(min(len(rows), rows_needed(steps, batch_size, grad_accum, bool(freeze_config.cache)))))
     notes = []
     if data_collator is None:

@@ -18,6 +18,9 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from .arch import resolve
+from .config import FreezeConfig
+
 IGNORE_INDEX = -100
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -296,6 +299,38 @@ def available_bytes(device: torch.device) -> int:
     import psutil
 
     return psutil.virtual_memory().available
+
+
+def _bytes(params) -> int:
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+def check_fits_twice(model: nn.Module, config: FreezeConfig, device: torch.device) -> None:
+    """A second copy of the weights + gradients and two Adam moments of the trainable part must fit
+    (+ the reference's trained weights, kept on CPU, when CPU is also the training device)."""
+    parts = resolve(model)
+    frozen = {id(p) for _, m in (parts.embedding_side if config.freeze_embeddings else []) for p in m.parameters()}
+    frozen |= {id(p) for layer in parts.layers[: config.num_frozen_layers] for p in layer.parameters()}
+    params = list(model.parameters())
+    need = _bytes(params) + (3 if device.type == "cuda" else 4) * _bytes(p for p in params if id(p) not in frozen)
+    have = available_bytes(device)
+    if need > 0.9 * have:
+        raise VerifyError(
+            f"two copies of the model do not fit: a second copy + gradients + optimizer state needs ~"
+            f"{need / 2 ** 30:.2f} GiB, {have / 2 ** 30:.2f} GiB is available on {device.type}. Rerun with "
+            "--sequential (verify(..., sequential=True)): the two arms then run one after the other from the "
+            "initial weights saved to a temporary directory.")
+
+
+def as_dataset(dataset):
+    """Rows with input_ids (+ attention_mask, labels) as a Dataset with only those columns."""
+    if isinstance(dataset, list):
+        dataset = datasets.Dataset.from_list(dataset)
+    if not isinstance(dataset, datasets.Dataset) or "input_ids" not in dataset.column_names:
+        raise VerifyError("dataset must be a datasets.Dataset (or list of dicts) with an input_ids column "
+                          "(labels optional); tokenize text first, e.g. with fastfreeze.verify_data.load_rows.")
+    keep = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
+    return dataset.select_columns(keep)
 
 
 class WeightStore:

@@ -12,7 +12,7 @@ import torch
 import transformers
 
 import fastfreeze.trainer as ff_trainer
-import fastfreeze.verify as verify_mod
+import fastfreeze.verify_data as verify_data
 from fastfreeze import FreezeConfig
 from fastfreeze.data.tokenize import build_word_tokenizer
 from fastfreeze.verify import Tolerances, main, verify
@@ -150,7 +150,7 @@ def test_sequential_gives_the_same_result(family, extra):
 
 
 def test_refuses_when_two_copies_do_not_fit(monkeypatch):
-    monkeypatch.setattr(verify_mod, "available_bytes", lambda device: 10_000)
+    monkeypatch.setattr(verify_data, "available_bytes", lambda device: 10_000)
     with pytest.raises(VerifyError, match="--sequential"):
         _verify("llama")
     assert _verify("llama", steps=2, sequential=True).passed  # no second copy: no refusal
@@ -201,6 +201,10 @@ def test_cli_passes_end_to_end(model_dir, capsys, tmp_path):
     assert "verdict: PASS" in printed and "bottom 2 layers" in printed  # default k = half of 4 layers
     saved = json.loads(out_json.read_text())
     assert saved["verdict"] == "PASS" and len(saved["reference"]["losses"]) == 2
+    # Disk cache: 2 steps over 4 rows (one batch) = 2 epochs, the second read from the cache.
+    assert _cli(model_dir, "--data", str(model_dir / "text.jsonl"), "--cache", "disk",
+                "--cache-dir", str(tmp_path / "cache")) == 0
+    assert "cache: 4 hits, 4 misses, 4 entries" in capsys.readouterr().out
 
 
 def test_cli_prompt_completion_and_sequential(model_dir, capsys):
@@ -237,6 +241,6 @@ def test_cli_missing_model_and_bad_choice(capsys, monkeypatch, model_dir):
     assert main(["--model", "/nonexistent/model"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["--model", str(model_dir / "model"), "--dtype", "int4"]) == 2
-    monkeypatch.setattr(verify_mod, "available_bytes", lambda device: 10_000)
+    monkeypatch.setattr(verify_data, "available_bytes", lambda device: 10_000)
     assert _cli(model_dir, "--data", str(model_dir / "text.jsonl")) == 2
     assert "--sequential" in capsys.readouterr().err
