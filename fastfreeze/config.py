@@ -39,6 +39,9 @@ class FreezeConfig:
         cache_max_bytes: upper bound on cached bytes; entries beyond it are not stored.
         offload_prefix: with a cache, move prefix weights off the accelerator once every training
             example is cached (they come back for an uncached example).
+        fused_loss: with Triton kernels, compute the LM-head loss chunked (logits never materialized;
+            training forwards with labels then return `logits=None`). Turn off for trainers that read
+            `outputs.logits` while training.
     """
 
     num_frozen_layers: int
@@ -49,6 +52,7 @@ class FreezeConfig:
     cache_dir: str | None = None
     cache_max_bytes: int | None = None
     offload_prefix: bool = True
+    fused_loss: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

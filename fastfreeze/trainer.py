@@ -66,7 +66,7 @@ def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
                                   config.untie_embeddings, parts=parts, make_rest_trainable=not peft)
     kernel_set = resolve_kernel_set(config.kernels, target)
     if kernel_set == "triton":
-        report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers)))
+        report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss)))
     prefix = None
     if config.is_prefix:
         prefix = FrozenPrefix(target, parts, config.num_frozen_layers).install()
