@@ -59,9 +59,11 @@ def _versions() -> dict:
     import importlib
 
     out = {"python": sys.version.split()[0]}
-    for name in ("torch", "transformers", "accelerate", "datasets", "triton", "liger_kernel", "fastfreeze"):
+    from importlib.metadata import version
+
+    for name in ("torch", "transformers", "accelerate", "datasets", "triton", "liger-kernel", "fastfreeze"):
         try:
-            out[name] = getattr(importlib.import_module(name), "__version__", "installed")
+            out[name] = version(name)
         except Exception:
             out[name] = None
     return out
@@ -170,7 +172,8 @@ def run_probe_subprocess(spec: ta.ArmSpec, args) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ run + report
-def run_groups(groups, ctx_base: dict, args) -> list[dict]:
+def run_groups(groups, ctx_base: dict, args, on_group=None) -> list[dict]:
+    """Run each group round-robin; `on_group(rows)` after each (partial results survive a timeout)."""
     rows = []
     for gname, specs, schedule in groups:
         print(f"[bench_train] group {gname}: {', '.join(s.name for s in specs)} "
@@ -189,6 +192,8 @@ def run_groups(groups, ctx_base: dict, args) -> list[dict]:
                 print(f"[bench_train]   {spec.name} FAILED: {res['error']}", flush=True)
             rows.append(row)
         print(f"[bench_train] group {gname} done in {time.perf_counter() - t0:.0f}s", flush=True)
+        if on_group is not None:
+            on_group(rows)
     return rows
 
 
@@ -381,7 +386,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     groups = plan(preset, kinds, k, ckpt_modes, sweep, why_not_liger is None)
     with tempfile.TemporaryDirectory() as wd:
-        rows = run_groups(groups, dict(preset=preset, device=device, workdir=wd, kernels=args.kernels), args)
+        partial = out / f"bench_train_{preset.name}.partial.json"
+        rows = run_groups(groups, dict(preset=preset, device=device, workdir=wd, kernels=args.kernels), args,
+                          on_group=lambda rs: _atomic_write(partial, json.dumps({"meta": meta, "arms": rs}, default=str)))
     if device.type == "cuda":
         meta["memory_method"] = "CUDA max_memory_allocated during the arm's first turn, minus memory held before it was built"
     elif mem_mode == "subprocess":
@@ -409,6 +416,7 @@ def main(argv=None) -> int:
     _atomic_write(out / f"{stem}.json", json.dumps(result, indent=1, default=str))
     md = markdown(result)
     _atomic_write(out / f"{stem}.md", md)
+    (out / f"{stem}.partial.json").unlink(missing_ok=True)
     print(md, flush=True)
     return 1 if any("error" in r for r in rows) else 0
 

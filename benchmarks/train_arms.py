@@ -394,15 +394,28 @@ def _dataset(examples):
     return Dataset.from_list(examples)
 
 
-def apply_liger(model: nn.Module) -> str:
-    """Patch with Liger-Kernel the way its users do. It also patches Llama classes process-wide, so the
-    liger arms run last (bench_train orders them so)."""
+def _liger_patch_fn():
     from liger_kernel.transformers import apply_liger_kernel_to_llama
 
-    apply_liger_kernel_to_llama(model=model)
-    import liger_kernel
+    return apply_liger_kernel_to_llama
 
-    return getattr(liger_kernel, "__version__", "unknown")
+
+def apply_liger(model: nn.Module | None) -> str:
+    """Patch with Liger-Kernel the way its users do. It also patches Llama classes process-wide, so the
+    liger arms run last (bench_train orders them so). Versions without `model=` only patch classes,
+    so then call this before the model is built (model=None)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    fn = _liger_patch_fn()
+    fn(model=model) if model is not None else fn()
+    try:
+        return version("liger-kernel")
+    except PackageNotFoundError:
+        return "unknown version"
+
+
+def _liger_patches_instances() -> bool:
+    return "model" in inspect.signature(_liger_patch_fn()).parameters
 
 
 def run_arm(spec: ArmSpec, ctx: BenchContext, hook: StepHook) -> dict:
@@ -415,8 +428,10 @@ def run_arm(spec: ArmSpec, ctx: BenchContext, hook: StepHook) -> dict:
 
     out_dir = os.path.join(ctx.workdir, spec.name.replace("@", "_").replace("=", ""))
     args = training_args(ctx, out_dir, spec.ckpt)
-    model = build_model(ctx)
     res: dict = {"notes": []}
+    if spec.kind == "liger" and not _liger_patches_instances():
+        res["notes"].append(f"liger_kernel {apply_liger(None)} (class patch before the model is built)")
+    model = build_model(ctx)
     collator = PadCollator()
     if spec.kind in ("floor", "floor-loop"):
         boundaries = precompute_boundaries(model, ctx.examples, spec.k, ctx.preset.batch, ctx.device)
@@ -427,7 +442,7 @@ def run_arm(spec: ArmSpec, ctx: BenchContext, hook: StepHook) -> dict:
     elif spec.kind in ("full", "naive", "liger"):
         if spec.kind != "full":
             seed_snippet_freeze(model, spec.k)
-        if spec.kind == "liger":
+        if spec.kind == "liger" and _liger_patches_instances():
             res["notes"].append(f"liger_kernel {apply_liger(model)}")
         trainer = _recording(Trainer)(model=model, args=args, train_dataset=_dataset(ctx.examples),
                                       data_collator=collator)
