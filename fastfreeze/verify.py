@@ -35,11 +35,10 @@ from .verify_data import (PadCollator, PeakMemory, StepTimer, VerifyError, Weigh
 # Unit roundoff u of the compute dtype (half the spacing of numbers in [1, 2)).
 UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
 FP32_FLOOR = 1e-5  # the parity suite's fp32 tolerance (tests/parity)
-TOLERANCE_RULE = (
-    "relative tolerance = max(1e-5, 4 * u * sqrt(steps)), u = unit roundoff of the compute dtype "
-    "(fp32 2^-24, bf16 2^-8, fp16 2^-11). Both arms run the same math; fused kernels round once where "
-    "eager ops round several times, so a step differs by a few u, and independent rounding differences "
-    "add up like a random walk over the steps. In fp32 the 1e-5 floor (~170 u) applies, as in the parity suite.")
+# Why: both arms run the same math; fused kernels round once where eager ops round several times, so
+# one step differs by a few u, and independent rounding differences add up like a random walk over
+# the steps (sqrt). In fp32 the 1e-5 floor (~170 u, the parity suite's tolerance) applies.
+TOLERANCE_RULE = "max(1e-5, 4 * u * sqrt(steps)), u = unit roundoff of the dtype (fp32 2^-24, bf16 2^-8, fp16 2^-11)"
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,7 @@ class VerifyReport:
     """
 
     model: str
+    frozen_desc: str  # what both arms froze, in words
     num_frozen_layers: int
     dtype: str
     kernels: str
@@ -120,12 +120,13 @@ def format_report(r: VerifyReport) -> str:
     """The human-readable table of a VerifyReport."""
     tol, ref, ff = r.tolerances, r.reference, r.fastfreeze
     ok = lambda good: "ok" if good else "FAIL"  # noqa: E731
-    out = [f"fastfreeze verify: {r.model}, bottom {r.num_frozen_layers} layers + embedding frozen",
+    out = [f"fastfreeze verify: {r.model}, frozen: {r.frozen_desc}",
            f"  {r.steps} steps x batch {r.batch_size} x accumulation {r.grad_accum}, {r.dtype} on {r.device}, "
            f"kernels {r.kernels} (ran: {ff.kernel_set}), cache {r.cache or 'none'}, {r.optim} lr {r.learning_rate:g}",
            f"  tolerances ({tol.dtype}): loss rel <= {tol.loss_rtol:.1e}, trainable params max rel <= "
-           f"{tol.param_rtol:.1e}, frozen params bitwise equal", "",
-           f"{'step':>5} {'micro':>5}  {'reference loss':>18}  {'fastfreeze loss':>18}  {'abs diff':>9}  {'rel diff':>9}"]
+           f"{tol.param_rtol:.1e}, frozen params bitwise equal", f"  tolerance rule: {TOLERANCE_RULE}", "",
+           f"{'step':>5} {'micro':>5}  {'reference loss':>18}  {'fastfreeze loss':>18}  "
+           f"{'abs diff':>9}  {'rel diff':>9}"]
     for i, (a, b) in enumerate(zip(ref.losses, ff.losses)):
         diff = abs(b - a)
         rel = diff / abs(a) if a else float("inf") if diff else 0.0
@@ -287,7 +288,8 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
 
     `model` is left untouched (each arm trains a deep copy) unless `sequential=True`, which trains
     `model` itself, one arm after the other, restoring the initial weights from a temporary
-    safetensors file in between (one copy in memory; `model` ends with the fastfreeze arm's weights).
+    safetensors file in between (one copy in memory; `model` ends as the fastfreeze arm left it:
+    trained, frozen, dropout off).
     `dataset`: rows with input_ids (+ labels, attention_mask). With a cache, `steps` covers two epochs
     of the rows used, so the second epoch's boundary states come from the cache. `dtype` defaults to
     the model's ("bf16" for bf16 weights); "fp16" means fp16 autocast over fp32 weights. `optim` is
@@ -365,8 +367,11 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
                      "eval mode by design, so only dropout-free training is comparable")
     return VerifyReport(
         model=f"{parts.family}, {parts.num_layers} layers", num_frozen_layers=freeze_config.num_frozen_layers,
+        frozen_desc=("embedding + " if freeze_config.freeze_embeddings else "")
+        + f"bottom {freeze_config.num_frozen_layers} layers",
         dtype=dtype, kernels=freeze_config.kernels, cache=freeze_config.cache, steps=steps, batch_size=batch_size,
-        grad_accum=grad_accum, device=str(device), optim=optim, learning_rate=learning_rate, memory_kind="(CUDA allocated)" if device.type == "cuda" else "(RSS)",
+        grad_accum=grad_accum, device=str(device), optim=optim, learning_rate=learning_rate,
+        memory_kind="(CUDA allocated)" if device.type == "cuda" else "(RSS)",
         tolerances=tolerances, reference=ref, fastfreeze=ff, param_max_rel=worst, param_worst=worst_name,
         failures=failures, notes=notes)
 

@@ -23,7 +23,7 @@ STEPS = 3
 
 
 def _verify(family="llama", k=2, steps=STEPS, rows=None, **kw):
-    cfg_kw = {key: kw.pop(key) for key in ("cache", "untie_embeddings", "kernels") if key in kw}
+    cfg_kw = {key: kw.pop(key) for key in ("cache", "untie_embeddings", "kernels", "freeze_embeddings") if key in kw}
     return verify(make_model(family), rows or make_rows(4 * steps), FreezeConfig(num_frozen_layers=k, **cfg_kw),
                   steps=steps, **kw)
 
@@ -54,7 +54,8 @@ def _shift_output(module, eps=1e-3):
 # ------------------------------------------------------------------------------------------ PASS
 @pytest.mark.parametrize("family,extra", [("llama", {}), ("gpt_neox", {}), ("gpt2", {}),
                                           ("gemma2", {"untie_embeddings": True}),
-                                          ("llama", {"kernels": "triton"})])  # Triton interpreter on CPU
+                                          ("llama", {"kernels": "triton"}),  # Triton interpreter on CPU
+                                          ("llama", {"freeze_embeddings": False})])  # not a prefix
 def test_passes_on_families(family, extra):
     report = _verify(family, **extra)
     assert report.passed, str(report)
@@ -63,6 +64,8 @@ def test_passes_on_families(family, extra):
     assert all(math.isfinite(x) for x in report.reference.losses)
     # Embedding + 2 blocks frozen in both arms; the tied gemma2 head trains once untied (in both arms).
     assert report.reference.frozen == report.fastfreeze.frozen and len(report.fastfreeze.frozen) > 2
+    assert ("model.embed_tokens.weight" in report.fastfreeze.frozen) == extra.get("freeze_embeddings", True) \
+        or family in ("gpt_neox", "gpt2")
     if family == "gemma2":
         assert "lm_head.weight" not in report.fastfreeze.frozen
     assert report.fastfreeze.kernel_set == extra.get("kernels", "torch")
@@ -198,7 +201,7 @@ def test_cli_passes_end_to_end(model_dir, capsys, tmp_path):
     out_json = tmp_path / "report.json"
     assert _cli(model_dir, "--data", str(model_dir / "text.jsonl"), "--report-json", str(out_json)) == 0
     printed = capsys.readouterr().out
-    assert "verdict: PASS" in printed and "bottom 2 layers" in printed  # default k = half of 4 layers
+    assert "verdict: PASS" in printed and "frozen: embedding + bottom 2 layers" in printed  # default k = half of 4 layers
     saved = json.loads(out_json.read_text())
     assert saved["verdict"] == "PASS" and len(saved["reference"]["losses"]) == 2
     # Disk cache: 2 steps over 4 rows (one batch) = 2 epochs, the second read from the cache.
