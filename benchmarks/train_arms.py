@@ -225,6 +225,7 @@ def suffix_model(model: nn.Module, k: int) -> nn.Module:
 
     cfg = model.config.__class__.from_dict(model.config.to_dict())
     cfg.num_hidden_layers = model.config.num_hidden_layers - k
+    cfg.use_cache = False  # a KV cache would index layers by their original layer_idx (>= L - k)
     with torch.device("meta"):
         suffix = LlamaForCausalLM(cfg)
     suffix.model.layers = nn.ModuleList(model.model.layers[k:])
