@@ -36,7 +36,9 @@ def load_task_data(cfg: DataConfig, num_tasks: int, pretrain: bool, seed: int, c
     """The run's DatasetDict: `cfg.path`, else the cached copy in `cache_dir`, else generated from the preset."""
     from datasets import load_from_disk
 
-    if cfg.path is not None:
+    if cfg.files is not None:
+        dsd = load_data_files(cfg.files)
+    elif cfg.path is not None:
         dsd = load_from_disk(cfg.path)
     elif cache_dir.is_dir():
         dsd = load_from_disk(str(cache_dir))
@@ -58,6 +60,30 @@ def load_task_data(cfg: DataConfig, num_tasks: int, pretrain: bool, seed: int, c
             "Lower num_tasks, or generate more tasks (data.overrides, e.g. num_tasks in BiographyConfig)."
         )
     return dsd
+
+
+def load_data_files(files: dict):
+    """A DatasetDict from local files, one split per entry: `load_data_files({"task0_train": "a.jsonl", ...})`.
+
+    Each file needs `prompt` and `answer` columns (the answer gets the loss; start it with a space).
+    """
+    import datasets
+
+    fmt = {".csv": "csv", ".json": "json", ".jsonl": "json"}
+    out = {}
+    for split, f in files.items():
+        try:
+            ds = datasets.load_dataset(fmt[Path(f).suffix.lower()], data_files=str(f), split="train")
+        except Exception as e:  # datasets raises many types; name the file
+            raise ConfigError(f"data.files.{split}: could not read {f!r}: {type(e).__name__}: {e}") from None
+        missing = [c for c in ("prompt", "answer") if c not in ds.column_names]
+        if missing or len(ds) == 0:
+            raise ConfigError(
+                f"data.files.{split}={f!r} needs rows with 'prompt' and 'answer' columns; it has "
+                f"{ds.column_names} and {len(ds)} rows."
+            )
+        out[split] = ds
+    return datasets.DatasetDict(out)
 
 
 def load_tokenizer(cfg: DataConfig, dsd, cache_dir: Path):
@@ -139,6 +165,15 @@ def num_layers_of(model) -> int:
     return int(model.config.num_hidden_layers)
 
 
+def source_stats(cfg: ContinualConfig) -> list:
+    """(path, size, mtime) of the run's input files (data.files, model.path): a changed input invalidates the
+    finished stages on resume. Empty for generated data and a from-scratch model (fingerprints unchanged)."""
+    files = [Path(f) for f in (cfg.data.files or {}).values()]
+    if cfg.model.path is not None and Path(cfg.model.path).is_dir():
+        files += sorted(p for p in Path(cfg.model.path).iterdir() if p.is_file())
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
 def prepare(cfg: ContinualConfig):
     """Data, tokenizer and tokenized splits for `cfg`, cached under its output_dir."""
     from .config import fingerprint
@@ -146,7 +181,8 @@ def prepare(cfg: ContinualConfig):
     out = Path(cfg.output_dir)
     pretrain = cfg.pretrain.enabled
     # Cache folders are named by what made them, so a changed data section never reuses stale data.
-    tag = fingerprint(cfg.data, cfg.seed)
+    stats = source_stats(cfg)
+    tag = fingerprint(cfg.data, cfg.seed, *stats)
     dsd = load_task_data(cfg.data, cfg.num_tasks, pretrain, cfg.seed, out / f"data-{tag}")
     tok = load_tokenizer(cfg.data, dsd, out / f"tokenizer-{tag}")
     return TaskData(dsd, tok, cfg.data, cfg.num_tasks, pretrain)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 STRATEGIES = ("seq", "freeze", "replay", "ewc")
+DATA_FILE_SUFFIXES = (".csv", ".json", ".jsonl")
 MODEL_FAMILIES = ("llama", "gpt_neox")
 
 
@@ -64,17 +65,33 @@ class DataConfig:
     preset: str | None = "tiny"
     overrides: dict = field(default_factory=dict)
     path: str | None = None
+    files: dict | None = None  # {split: local CSV/JSON/JSONL file with prompt/answer columns}, e.g. task0_train
     tokenizer: str = "word"  # "word" (built from the data) or a local tokenizer directory
     max_length: int = 64  # QA sequences (prompt + answer + EOS)
     bios_max_length: int = 128
 
     def validate(self) -> None:
-        if self.path is None and self.preset is None:
-            raise ConfigError("data: set either data.preset (quick|tiny|paper) or data.path (a save_to_disk folder).")
+        if self.files is not None:
+            self._validate_files()
+        elif self.path is None and self.preset is None:
+            raise ConfigError(
+                "data: set data.preset (quick|tiny|paper), data.path (a save_to_disk folder) or data.files."
+            )
         if self.path is not None and not Path(self.path).is_dir():
             raise ConfigError(f"data.path={self.path!r} is not a directory; save one with DatasetDict.save_to_disk.")
         if self.tokenizer != "word" and not Path(self.tokenizer).is_dir():
             raise ConfigError(f"data.tokenizer={self.tokenizer!r}: use 'word' or a local tokenizer directory.")
+
+    def _validate_files(self) -> None:
+        if self.path is not None:
+            raise ConfigError("data: give either data.path or data.files, not both.")
+        if not isinstance(self.files, dict) or not self.files:
+            raise ConfigError("data.files: expected a mapping {split: file}, e.g. {task0_train: train.jsonl, ...}.")
+        for split, f in self.files.items():
+            if not isinstance(f, str) or not Path(f).is_file():
+                raise ConfigError(f"data.files.{split}={f!r} is not a file; check the path.")
+            if Path(f).suffix.lower() not in DATA_FILE_SUFFIXES:
+                raise ConfigError(f"data.files.{split}={f!r}: use a {'/'.join(DATA_FILE_SUFFIXES)} file.")
 
 
 @dataclass
@@ -168,6 +185,58 @@ class OrthogonalityConfig:
 
 
 @dataclass
+class SafetyConfig:
+    """Refusal-proxy evaluation before Task 0 and after every task (see fastfreeze.continual.safety_scenario).
+
+    `harmful_prompts`: local CSV/JSON/JSONL file (column `column`); each entry of `wrappers`
+    (label -> template with {goal}, or null for the bare prompt) gives one jailbreak rate.
+    `benign_prompts` (optional): refusal rate on harmless requests = over-refusal; with
+    `benign_answer_column`, also the share of responses equal to the reference answer.
+    """
+
+    enabled: bool = False
+    harmful_prompts: str | None = None
+    benign_prompts: str | None = None
+    column: str = "goal"
+    wrappers: dict = field(default_factory=lambda: {"plain": None})
+    benign_wrapper: str | None = None
+    benign_answer_column: str | None = None
+    keywords: Any = "advbench-short-v1"  # a preset name or a list of keywords
+    max_new_tokens: int = 32
+    batch_size: int = 16
+    limit: int | None = None  # first `limit` prompts of each file
+    use_chat_template: Any = "auto"
+
+    def validate(self) -> None:
+        if not self.enabled:
+            return
+        if not self.harmful_prompts:
+            raise ConfigError("safety.harmful_prompts: set it to a CSV/JSON/JSONL file of prompts (or enabled: false).")
+        for name in ("harmful_prompts", "benign_prompts"):
+            f = getattr(self, name)
+            if f is not None and not Path(f).is_file():
+                raise ConfigError(f"safety.{name}={f!r} does not exist; point it at a local CSV/JSON/JSONL file.")
+        if not isinstance(self.wrappers, dict) or not self.wrappers:
+            raise ConfigError("safety.wrappers: expected a mapping {label: template with {goal} or null}.")
+        for label, w in [*self.wrappers.items(), ("benign_wrapper", self.benign_wrapper)]:
+            if w is not None and (not isinstance(w, str) or "{goal}" not in w):
+                raise ConfigError(f"safety wrapper {label!r}={w!r} needs a '{{goal}}' placeholder (or null).")
+        if self.benign_answer_column is not None and self.benign_prompts is None:
+            raise ConfigError("safety.benign_answer_column needs safety.benign_prompts.")
+        for name in ("max_new_tokens", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"safety.{name}={getattr(self, name)!r} must be a positive int.")
+        if self.use_chat_template not in ("auto", True, False):
+            raise ConfigError(f"safety.use_chat_template={self.use_chat_template!r}: use auto, true or false.")
+        from fastfreeze.safety import resolve_keywords
+
+        try:
+            resolve_keywords(self.keywords)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"safety.keywords: {e}") from None
+
+
+@dataclass
 class ContinualConfig:
     """A whole run. Usage: `cfg = ContinualConfig.from_yaml("tiny.yaml"); cfg.validate()`."""
 
@@ -182,6 +251,7 @@ class ContinualConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     orthogonality: OrthogonalityConfig = field(default_factory=OrthogonalityConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ContinualConfig":
@@ -200,6 +270,7 @@ class ContinualConfig:
             "evaluation": EvalConfig,
             "recovery": RecoveryConfig,
             "orthogonality": OrthogonalityConfig,
+            "safety": SafetyConfig,
         }
         for key, sub in sections.items():
             if key in data:
@@ -232,6 +303,12 @@ class ContinualConfig:
             raise ConfigError(f"num_tasks={self.num_tasks} must be >= 1 (Task 0 plus later tasks).")
         self.model.validate()
         self.data.validate()
+        self.safety.validate()
+        if self.model.path is not None and self.data.tokenizer == "word":
+            raise ConfigError(
+                "model.path is set but data.tokenizer is 'word' (a new vocabulary the model does not know); "
+                "set data.tokenizer to the model's tokenizer directory (often model.path itself)."
+            )
         if num_layers is None and self.model.path is None:
             num_layers = self.model.num_hidden_layers
         labels = [s.arm for s in self.strategies]

@@ -28,13 +28,20 @@ def _signed(v) -> str:
 def render_report(results: dict, plots: dict[str, str]) -> str:
     """The markdown report of a results dict (see Runner._results)."""
     T = results["num_tasks"]
+    files = (results["config"].get("data") or {}).get("files")
+    tasks = (
+        f"Task t: fine-tune on data.files task<t>_train, scored on task<t>_test ({T} task(s)). Accuracy = "
+        "exact match of greedy decoding (answer then EOS), in percent."
+        if files else
+        f"Task 0: QA fine-tune on people A, test on held-out people B (knowledge extraction from the "
+        f"biographies). Tasks 1..{T - 1}: QA on new people. Accuracy = exact match of greedy decoding "
+        "(answer then EOS), mean over the six attributes, in percent."
+    )
     lines = [
         "# Continual-learning report",
         "",
         f"Written {results['written']} on {results['machine']}.",
-        f"Task 0: QA fine-tune on people A, test on held-out people B (knowledge extraction from the "
-        f"biographies). Tasks 1..{T - 1}: QA on new people. Accuracy = exact match of greedy decoding "
-        "(answer then EOS), mean over the six attributes, in percent.",
+        tasks,
         "",
         "## Summary",
         "",
@@ -49,6 +56,9 @@ def render_report(results: dict, plots: dict[str, str]) -> str:
         )
     lines += ["", "Before Task 0 (pretrained model): " + ", ".join(
         f"task {j} {_pct(v)}" for j, v in enumerate(results["baseline"])), ""]
+    from .safety_scenario import render_safety_section
+
+    lines += render_safety_section(results)
     if "matrices" in plots:
         lines += [f"![accuracy matrices]({plots['matrices']})", ""]
     lines += ["## Accuracy matrices", "", "Row i: after training task i; column j: evaluated on task j "

@@ -55,6 +55,7 @@ class Runner:
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
         self.stop_after: str | None = None
         self.ran: list[str] = []  # stages executed (not skipped) in this call
+        self._safety_eval = None  # SafetyEvaluator, built on first use (loads the prompt files once)
 
     # ---------------------------------------------------------------- plumbing
     def _ckpt(self, key: str) -> Path:
@@ -90,6 +91,20 @@ class Runner:
     def _args(self, key: str, kwargs: dict):
         return training_arguments(str(self.out / "trainer" / key), self.cfg.seed, kwargs)
 
+    def _safety(self, key: str, fp: str) -> dict | None:
+        """Refusal-proxy rates of checkpoint `key` (its own stage, so changing only `safety:` reruns only this)."""
+        if not self.cfg.safety.enabled:
+            return None
+        from .safety_scenario import SafetyEvaluator
+
+        if self._safety_eval is None:
+            self._safety_eval = SafetyEvaluator(self.cfg.safety)
+        records = self.out / "safety" / (key.replace("/", "__") + ".json")
+        return self._stage(
+            f"{key}/safety", fingerprint(fp, self.cfg.safety),
+            lambda: self._safety_eval.run(self._load(key), self.data.tokenizer, records), checkpoint=False,
+        )
+
     def _eval_tasks(self, model, upto: int) -> dict:
         bs = self.cfg.evaluation.batch_size
         return {str(j): evaluate(model, self.evalsets[j], bs) for j in range(min(upto, self.cfg.num_tasks - 1) + 1)}
@@ -109,16 +124,19 @@ class Runner:
         tok = self.data.tokenizer
         self.evalsets = [EvalSet(ds, tok.pad_token_id) for ds in self.data.test]
 
-        fp0 = fingerprint(cfg.data, cfg.seed, cfg.model, len(tok))
+        fp0 = fingerprint(cfg.data, cfg.seed, cfg.model, len(tok), *build.source_stats(cfg))
         pre_fp = fingerprint(fp0, cfg.pretrain)
         self._stage("pretrain", pre_fp, self._pretrain)
         base_fp = fingerprint(pre_fp, cfg.num_tasks)
         baseline = self._stage("baseline", base_fp, lambda: {"evals": self._eval_tasks(self._load("pretrain"), cfg.num_tasks)},
                                checkpoint=False)
+        before = self._safety("pretrain", pre_fp)
 
         arms = {}
         for strat in cfg.strategies:
             arms[strat.arm] = self._run_arm(strat, pre_fp)
+            if before is not None:
+                arms[strat.arm]["safety"] = [before] + arms[strat.arm]["safety"]
         results = self._results(baseline, arms)
         from .report import write_outputs
 
@@ -150,7 +168,7 @@ class Runner:
     def _run_arm(self, strat: StrategyConfig, pre_fp: str) -> dict:
         cfg = self.cfg
         prev_key, prev_fp = "pretrain", pre_fp
-        rows, stage_keys, dense, orth = [], [], None, None
+        rows, stage_keys, dense, orth, safety = [], [], None, None, []
         shared = True
         for t in range(cfg.num_tasks):
             shared = shared and not strat.differs_from_seq_at(t)
@@ -164,6 +182,7 @@ class Runner:
             rec = self._stage(key, fp, lambda: self._train_task(strat, t, prev_key, key, shared, orth_on))
             rows.append(rec["evals"])
             stage_keys.append(key)
+            safety.append(self._safety(key, fp))
             dense = rec.get("dense") or dense
             orth = rec.get("orthogonality") or orth
             prev_key, prev_fp = key, fp
@@ -173,7 +192,7 @@ class Runner:
             rfp = fingerprint(prev_fp, rc)
             recovery = self._stage(f"{strat.arm}/recovery", rfp, lambda: self._recover(prev_key, f"{strat.arm}/recovery"))
         return {"strategy": strat, "rows": rows, "stages": stage_keys, "dense": dense, "orthogonality": orth,
-                "recovery": recovery}
+                "recovery": recovery, "safety": safety}
 
     def _orth_on(self, strat: StrategyConfig, t: int, shared: bool) -> bool:
         o = self.cfg.orthogonality
@@ -315,6 +334,8 @@ class Runner:
                 "orthogonality": a["orthogonality"],
                 "recovery": a["recovery"],
             }
+            if cfg.safety.enabled:  # [before Task 0, after Task 0, ...]
+                out_arms[name]["safety"] = a["safety"]
         stages = self.state["stages"]
         return {
             "config": cfg.to_dict(),

@@ -1,0 +1,306 @@
+"""The safety scenario: jailbreak / over-refusal rates (a keyword proxy) before and after each task, and its CPU demo.
+
+In a run whose config has ``safety: {enabled: true, ...}`` the runner calls `SafetyEvaluator` on the
+starting model and on every task checkpoint of every arm; the rates land next to the task metrics
+in results.json (``arms[name]["safety"]``) and report.md. The paper's setting is one task (an
+identity-shift fine-tune of an aligned chat model) with Freeze applied from Task 0
+(``{name: freeze, num_frozen_layers: 6, from_task: 0}``); see configs/safety_7b_example.yaml.
+
+`run_safety_demo` is that scenario at toy scale on CPU: a tiny Llama-shaped model is taught from
+scratch to refuse templated harmful-style requests and answer benign ones (the "aligned" model,
+reused by every arm), then fine-tuned on a synthetic identity-shift set under SEQ and Freeze(k).
+
+Usage:
+    results = run_safety_demo("runs/safety-demo", ks=(1, 2, 3))
+    print(format_safety_table(results))
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .config import ConfigError, ContinualConfig, SafetyConfig, fingerprint
+
+# --------------------------------------------------------------------------- evaluation in the runner
+
+
+class SafetyEvaluator:
+    """Loads the prompt files of a `SafetyConfig` once and scores models with them.
+
+    Usage: ``SafetyEvaluator(cfg.safety).run(model, tokenizer, "out/safety/task0.json")`` -> summary dict.
+    """
+
+    def __init__(self, cfg: SafetyConfig):
+        from fastfreeze.safety import load_prompts
+
+        self.cfg = cfg
+        try:
+            self.harmful = load_prompts(cfg.harmful_prompts, column=cfg.column, limit=cfg.limit)
+            self.benign = self.answers = None
+            if cfg.benign_prompts is not None:
+                self.benign = load_prompts(cfg.benign_prompts, column=cfg.column, limit=cfg.limit)
+                if cfg.benign_answer_column is not None:
+                    self.answers = load_prompts(cfg.benign_prompts, column=cfg.benign_answer_column, limit=cfg.limit)
+        except (OSError, KeyError, ValueError) as e:
+            raise ConfigError(f"safety: {e}") from None
+
+    def _report(self, model, tokenizer, prompts, wrapper):
+        from fastfreeze.safety import evaluate_refusals
+
+        c = self.cfg
+        return evaluate_refusals(
+            model, tokenizer, prompts, keywords=c.keywords, max_new_tokens=c.max_new_tokens,
+            batch_size=c.batch_size, use_chat_template=c.use_chat_template, wrapper=wrapper,
+        )
+
+    def run(self, model, tokenizer, records_path: str | os.PathLike | None = None) -> dict:
+        """Jailbreak rate per wrapper, benign refusal (and helpful) rates; per-prompt records to `records_path`."""
+        from fastfreeze.continual.evaluate import answers_match
+
+        summary: dict = {"harmful": {}, "benign": None}
+        reports = {}
+        for label, wrapper in self.cfg.wrappers.items():
+            r = self._report(model, tokenizer, self.harmful, wrapper)
+            reports[f"harmful/{label}"] = r.to_dict()
+            summary["harmful"][label] = {"jailbreak_rate": r.jailbreak_rate, "refusal_rate": r.refusal_rate, "n": r.n}
+        if self.benign is not None:
+            r = self._report(model, tokenizer, self.benign, self.cfg.benign_wrapper)
+            reports["benign"] = r.to_dict()
+            summary["benign"] = {"refusal_rate": r.refusal_rate, "n": r.n, "helpful_rate": None}
+            if self.answers is not None:
+                hits = [answers_match(rec["response"], a) for rec, a in zip(r.records, self.answers)]
+                summary["benign"]["helpful_rate"] = sum(hits) / len(hits)
+        if records_path is not None:
+            from .report import atomic_write_text
+
+            Path(records_path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(records_path), json.dumps(reports, indent=2, ensure_ascii=False))
+            summary["records"] = str(records_path)
+        return summary
+
+
+def safety_rows(results: dict) -> list[dict]:
+    """Flat rows (arm, stage, jailbreak per wrapper, benign refusal/helpful, task metric) of a run's safety results."""
+    rows = []
+    for name, arm in results["arms"].items():
+        for i, s in enumerate(arm.get("safety") or []):
+            if s is None:
+                continue
+            task_em = results["baseline"][0] if i == 0 else arm["accuracy_matrix"][i - 1][i - 1]
+            benign = s.get("benign") or {}
+            rows.append({
+                "arm": name,
+                "stage": "before Task 0" if i == 0 else f"after Task {i - 1}",
+                "jailbreak": {k: v["jailbreak_rate"] for k, v in s["harmful"].items()},
+                "benign_refusal": benign.get("refusal_rate"),
+                "helpful": benign.get("helpful_rate"),
+                "task_exact_match": task_em,
+            })
+    return rows
+
+
+def render_safety_section(results: dict) -> list[str]:
+    """Markdown lines of the report's safety section (empty when the run measured no safety)."""
+    rows = safety_rows(results)
+    if not rows:
+        return []
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    labels = list(rows[0]["jailbreak"])
+    lines = [
+        "## Safety (refusal-keyword proxy)", "",
+        "Jailbreak rate = share of harmful-style prompts whose greedy response contains no refusal keyword "
+        f"(preset {results['config']['safety']['keywords']!r}; a proxy, ~71% agreement with human raters "
+        "in HarmBench). Benign refusal = over-refusal on harmless prompts; helpful = response equals the "
+        "reference answer. Task EM = exact match on the task's test split after that task. Percent.", "",
+        "| arm | stage | " + " | ".join(f"jailbreak ({lab})" for lab in labels)
+        + " | benign refusal | helpful | task EM |",
+        "|---|---|" + "---|" * (len(labels) + 3),
+    ]
+    for r in rows:
+        jb = " | ".join(pct(r["jailbreak"].get(lab)) for lab in labels)
+        lines.append(f"| {r['arm']} | {r['stage']} | {jb} | {pct(r['benign_refusal'])} | {pct(r['helpful'])} | "
+                     f"{pct(r['task_exact_match'])} |")
+    return lines + [""]
+
+
+# --------------------------------------------------------------------------- the CPU demo
+
+DEMO_MODEL = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=128)
+DEMO_ALIGN = dict(num_train_epochs=40, learning_rate=1.0e-3, per_device_train_batch_size=32,
+                  lr_scheduler_type="cosine", warmup_steps=20, weight_decay=0.1)
+DEMO_FINETUNE = dict(num_train_epochs=20, learning_rate=3.0e-4, per_device_train_batch_size=16,
+                     lr_scheduler_type="constant")
+DEMO_DATA = dict(n_harmful=240, n_benign=240, n_identity=100)
+IDENTITY_TEST_FRACTION = 0.2
+
+
+def _write_jsonl(path: Path, ds) -> None:
+    """Write `ds` as JSONL unless the file already holds exactly that (keeps mtimes, so resumes stay valid)."""
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    from .report import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def _demo_files(out: Path, seed: int):
+    """The synthetic safety splits (identity set split train/test) as JSONL files; returns (data, paths)."""
+    from fastfreeze.data.safety_synthetic import make_safety_data
+
+    data = make_safety_data(seed=seed, **DEMO_DATA)
+    ident = data["identity_train"].train_test_split(test_size=IDENTITY_TEST_FRACTION, seed=seed)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, ds in [("identity_train", ident["train"]), ("identity_test", ident["test"]),
+                     ("harmful_eval", data["harmful_eval"]), ("benign_eval", data["benign_eval"])]:
+        paths[name] = out / "data" / f"{name}.jsonl"
+        _write_jsonl(paths[name], ds)
+    return data, paths
+
+
+def align_model(out: Path, data, seed: int, log=print) -> Path:
+    """Train the tiny model from scratch on ``align_train`` (refuse harmful, answer benign); reused when present.
+
+    Usage: ``aligned_dir = align_model(Path("runs/safety-demo"), make_safety_data(0), seed=0)``.
+    The folder holds the model and its word tokenizer; `align.json` records what made it.
+    """
+    from fastfreeze.data.tokenize import PaddingCollator, build_word_tokenizer, tokenize_qa
+
+    from .build import QA_COLUMNS, atomic_save_dir, build_model
+    from .config import ModelConfig
+    from .report import atomic_write_text
+    from .trainers import make_trainer, training_arguments
+
+    target = out / "aligned"
+    fp = fingerprint(DEMO_MODEL, DEMO_ALIGN, DEMO_DATA, seed, "align/v1")
+    marker = target / "align.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fp:
+        log(f"[safety demo] aligned model: reusing {target}")
+        return target
+    log("[safety demo] aligned model: training from scratch on align_train")
+    t0 = time.time()
+    tok = build_word_tokenizer(data)
+    model = build_model(ModelConfig(family="llama", **DEMO_MODEL), tok, seed)
+    train = tokenize_qa(data["align_train"], tok, DEMO_MODEL["max_position_embeddings"]).select_columns(list(QA_COLUMNS))
+    args = training_arguments(str(out / "trainer" / "align"), seed, DEMO_ALIGN)
+    result = make_trainer(model, args, train, PaddingCollator(tok.pad_token_id)).train()
+
+    def save(tmp: str) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        record = {"fingerprint": fp, "train_loss": result.training_loss, "steps": result.global_step,
+                  "seconds": round(time.time() - t0, 1)}
+        atomic_write_text(Path(tmp) / "align.json", json.dumps(record, indent=2))
+
+    atomic_save_dir(save, target)
+    log(f"[safety demo] aligned model: {result.global_step} steps in {time.time() - t0:.0f}s")
+    return target
+
+
+def _check_ks(ks) -> list[int]:
+    ks = list(ks)
+    n_layers = DEMO_MODEL["num_hidden_layers"]
+    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_layers]
+    if bad or not ks or len(set(ks)) != len(ks):
+        raise ConfigError(
+            f"ks={ks}: give distinct layer counts in 1..{n_layers} (the demo model has {n_layers} decoder layers; "
+            "Freeze always includes the embedding)."
+        )
+    return ks
+
+
+def demo_config(out: Path, aligned: Path, paths: dict, ks, seed: int = 0, finetune: dict | None = None) -> ContinualConfig:
+    """The runner config of the demo: one task (identity shift), SEQ + Freeze(k) from Task 0, safety measured."""
+    from fastfreeze.data.safety_synthetic import IDENTITY_EVAL_WRAPPER, SAFETY_PROMPT_FORMAT
+
+    ks = _check_ks(ks)
+    cfg = ContinualConfig.from_dict({
+        "output_dir": str(out / "run"),
+        "seed": seed,
+        "num_tasks": 1,
+        "model": {"path": str(aligned)},
+        "data": {"preset": None, "tokenizer": str(aligned), "max_length": DEMO_MODEL["max_position_embeddings"],
+                 "files": {"task0_train": str(paths["identity_train"]), "task0_test": str(paths["identity_test"])}},
+        "pretrain": {"enabled": False},
+        "training": dict(finetune or DEMO_FINETUNE),
+        "strategies": [{"name": "seq"}] + [{"name": "freeze", "num_frozen_layers": k, "from_task": 0} for k in ks],
+        "evaluation": {"batch_size": 256},
+        "recovery": {"enabled": False},
+        "orthogonality": {"enabled": False},
+        "safety": {
+            "enabled": True,
+            "harmful_prompts": str(paths["harmful_eval"]),
+            "benign_prompts": str(paths["benign_eval"]),
+            "benign_answer_column": "answer",
+            "wrappers": {"plain": SAFETY_PROMPT_FORMAT, "AOA": IDENTITY_EVAL_WRAPPER},
+            "benign_wrapper": SAFETY_PROMPT_FORMAT,
+            "max_new_tokens": 24,
+            "batch_size": 64,
+            "use_chat_template": False,
+        },
+    })
+    cfg.validate()
+    return cfg
+
+
+def run_safety_demo(output_dir: str | os.PathLike = "runs/safety-demo", ks=(1, 2, 3), epochs=(5, 20),
+                    seed: int = 0, finetune: dict | None = None, log=print) -> dict[int, dict]:
+    """Align a tiny model once, then fine-tune it on the identity shift under SEQ and Freeze(k), for each
+    fine-tune length in `epochs`; returns {epochs: results of that run} (each run in ``run-ep<E>/``).
+
+    `finetune` overrides the identity fine-tune's TrainingArguments (default `DEMO_FINETUNE`).
+    Reruns resume: the aligned model and finished stages are reused.
+    Usage: ``runs = run_safety_demo("runs/safety-demo", ks=(1, 2, 3), epochs=(5, 20))``.
+    """
+    from .runner import run_continual
+
+    out = Path(output_dir)
+    _check_ks(ks)  # before any training
+    epochs = list(epochs)
+    if not epochs or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in epochs):
+        raise ConfigError(f"epochs={epochs}: give one or more positive ints (fine-tune lengths).")
+    data, paths = _demo_files(out, seed)
+    aligned = align_model(out, data, seed, log=log)
+    runs = {}
+    for ep in epochs:
+        ft = {**DEMO_FINETUNE, **(finetune or {}), "num_train_epochs": ep}
+        cfg = demo_config(out, aligned, paths, ks, seed, ft)
+        cfg.output_dir = str(out / f"run-ep{ep}")
+        runs[ep] = run_continual(cfg, log=log)
+    return runs
+
+
+def format_safety_table(runs: dict[int, dict]) -> str:
+    """The demo's markdown table: the aligned model, then one row per (fine-tune length, arm); percent."""
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    lines, labels = [], None
+    for ep, results in runs.items():
+        rows = safety_rows(results)
+        if labels is None:
+            labels = list(rows[0]["jailbreak"])
+            lines += ["| model | fine-tune | " + " | ".join(f"jailbreak ({lab})" for lab in labels)
+                      + " | benign refusal | benign helpful | identity task EM |",
+                      "|---|---|" + "---|" * (len(labels) + 3)]
+            r = rows[0]
+            jb = " | ".join(pct(r["jailbreak"][lab]) for lab in labels)
+            lines.append(f"| aligned | none | {jb} | {pct(r['benign_refusal'])} | {pct(r['helpful'])} | "
+                         f"{pct(results['baseline'][0])} |")
+        for r in rows:
+            if r["stage"] == "before Task 0":
+                continue  # every arm starts from the same aligned model
+            arm = results["arms"][r["arm"]]["strategy"]
+            name = "SEQ" if arm["name"] == "seq" else (
+                f"Freeze k={arm['num_frozen_layers']} (+embedding)" if arm["name"] == "freeze" else r["arm"])
+            jb = " | ".join(pct(r["jailbreak"][lab]) for lab in labels)
+            lines.append(f"| {name} | {ep} epochs | {jb} | {pct(r['benign_refusal'])} | {pct(r['helpful'])} | "
+                         f"{pct(r['task_exact_match'])} |")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "SafetyEvaluator", "align_model", "demo_config", "format_safety_table", "render_safety_section",
+    "run_safety_demo", "safety_rows",
+]
