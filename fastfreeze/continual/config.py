@@ -311,6 +311,11 @@ class ContinualConfig:
             )
         if num_layers is None and self.model.path is None:
             num_layers = self.model.num_hidden_layers
+        elif num_layers is None:  # read k's bound from the saved config, before loading any weights
+            try:
+                num_layers = int(json.loads((Path(self.model.path) / "config.json").read_text())["num_hidden_layers"])
+            except (OSError, ValueError, KeyError, TypeError):
+                num_layers = None  # checked again once the model is loaded
         labels = [s.arm for s in self.strategies]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"strategies: arm names {labels} repeat; give each a distinct `label`.")

@@ -146,11 +146,11 @@ def _write_jsonl(path: Path, ds) -> None:
     atomic_write_text(path, text)
 
 
-def _demo_files(out: Path, seed: int):
+def _demo_files(out: Path, seed: int, sizes: dict):
     """The synthetic safety splits (identity set split train/test) as JSONL files; returns (data, paths)."""
     from fastfreeze.data.safety_synthetic import make_safety_data
 
-    data = make_safety_data(seed=seed, **DEMO_DATA)
+    data = make_safety_data(seed=seed, **sizes)
     ident = data["identity_train"].train_test_split(test_size=IDENTITY_TEST_FRACTION, seed=seed)
     (out / "data").mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -161,12 +161,14 @@ def _demo_files(out: Path, seed: int):
     return data, paths
 
 
-def align_model(out: Path, data, seed: int, log=print) -> Path:
+def align_model(out: Path, data, seed: int, log=print, model: dict | None = None, align: dict | None = None) -> Path:
     """Train the tiny model from scratch on ``align_train`` (refuse harmful, answer benign); reused when present.
 
     Usage: ``aligned_dir = align_model(Path("runs/safety-demo"), make_safety_data(0), seed=0)``.
     The folder holds the model and its word tokenizer; `align.json` records what made it.
+    `model` / `align` replace `DEMO_MODEL` / `DEMO_ALIGN` (shape, TrainingArguments); tests use tiny ones.
     """
+    model_shape, align_args = model or DEMO_MODEL, align or DEMO_ALIGN
     from fastfreeze.data.tokenize import PaddingCollator, build_word_tokenizer, tokenize_qa
 
     from .build import QA_COLUMNS, atomic_save_dir, build_model
@@ -175,7 +177,7 @@ def align_model(out: Path, data, seed: int, log=print) -> Path:
     from .trainers import make_trainer, training_arguments
 
     target = out / "aligned"
-    fp = fingerprint(DEMO_MODEL, DEMO_ALIGN, DEMO_DATA, seed, "align/v1")
+    fp = fingerprint(model_shape, align_args, data["align_train"].to_dict(), seed, "align/v1")
     marker = target / "align.json"
     if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fp:
         log(f"[safety demo] aligned model: reusing {target}")
@@ -183,13 +185,13 @@ def align_model(out: Path, data, seed: int, log=print) -> Path:
     log("[safety demo] aligned model: training from scratch on align_train")
     t0 = time.time()
     tok = build_word_tokenizer(data)
-    model = build_model(ModelConfig(family="llama", **DEMO_MODEL), tok, seed)
-    train = tokenize_qa(data["align_train"], tok, DEMO_MODEL["max_position_embeddings"]).select_columns(list(QA_COLUMNS))
-    args = training_arguments(str(out / "trainer" / "align"), seed, DEMO_ALIGN)
-    result = make_trainer(model, args, train, PaddingCollator(tok.pad_token_id)).train()
+    net = build_model(ModelConfig(family="llama", **model_shape), tok, seed)
+    train = tokenize_qa(data["align_train"], tok, model_shape["max_position_embeddings"]).select_columns(list(QA_COLUMNS))
+    args = training_arguments(str(out / "trainer" / "align"), seed, align_args)
+    result = make_trainer(net, args, train, PaddingCollator(tok.pad_token_id)).train()
 
     def save(tmp: str) -> None:
-        model.save_pretrained(tmp)
+        net.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         record = {"fingerprint": fp, "train_loss": result.training_loss, "steps": result.global_step,
                   "seconds": round(time.time() - t0, 1)}
@@ -200,9 +202,8 @@ def align_model(out: Path, data, seed: int, log=print) -> Path:
     return target
 
 
-def _check_ks(ks) -> list[int]:
+def _check_ks(ks, n_layers: int) -> list[int]:
     ks = list(ks)
-    n_layers = DEMO_MODEL["num_hidden_layers"]
     bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_layers]
     if bad or not ks or len(set(ks)) != len(ks):
         raise ConfigError(
@@ -212,17 +213,19 @@ def _check_ks(ks) -> list[int]:
     return ks
 
 
-def demo_config(out: Path, aligned: Path, paths: dict, ks, seed: int = 0, finetune: dict | None = None) -> ContinualConfig:
+def demo_config(out: Path, aligned: Path, paths: dict, ks, seed: int = 0, finetune: dict | None = None,
+                model: dict | None = None) -> ContinualConfig:
     """The runner config of the demo: one task (identity shift), SEQ + Freeze(k) from Task 0, safety measured."""
     from fastfreeze.data.safety_synthetic import IDENTITY_EVAL_WRAPPER, SAFETY_PROMPT_FORMAT
 
-    ks = _check_ks(ks)
+    model = model or DEMO_MODEL
+    ks = _check_ks(ks, model["num_hidden_layers"])
     cfg = ContinualConfig.from_dict({
         "output_dir": str(out / "run"),
         "seed": seed,
         "num_tasks": 1,
         "model": {"path": str(aligned)},
-        "data": {"preset": None, "tokenizer": str(aligned), "max_length": DEMO_MODEL["max_position_embeddings"],
+        "data": {"preset": None, "tokenizer": str(aligned), "max_length": model["max_position_embeddings"],
                  "files": {"task0_train": str(paths["identity_train"]), "task0_test": str(paths["identity_test"])}},
         "pretrain": {"enabled": False},
         "training": dict(finetune or DEMO_FINETUNE),
@@ -247,27 +250,29 @@ def demo_config(out: Path, aligned: Path, paths: dict, ks, seed: int = 0, finetu
 
 
 def run_safety_demo(output_dir: str | os.PathLike = "runs/safety-demo", ks=(1, 2, 3), epochs=(5, 20),
-                    seed: int = 0, finetune: dict | None = None, log=print) -> dict[int, dict]:
+                    seed: int = 0, finetune: dict | None = None, log=print, *, model: dict | None = None,
+                    align: dict | None = None, data_sizes: dict | None = None) -> dict[int, dict]:
     """Align a tiny model once, then fine-tune it on the identity shift under SEQ and Freeze(k), for each
     fine-tune length in `epochs`; returns {epochs: results of that run} (each run in ``run-ep<E>/``).
 
-    `finetune` overrides the identity fine-tune's TrainingArguments (default `DEMO_FINETUNE`).
+    `finetune` overrides the identity fine-tune's TrainingArguments (default `DEMO_FINETUNE`); `model`,
+    `align`, `data_sizes` replace DEMO_MODEL, DEMO_ALIGN, DEMO_DATA (smaller ones make a smoke test).
     Reruns resume: the aligned model and finished stages are reused.
     Usage: ``runs = run_safety_demo("runs/safety-demo", ks=(1, 2, 3), epochs=(5, 20))``.
     """
     from .runner import run_continual
 
     out = Path(output_dir)
-    _check_ks(ks)  # before any training
+    _check_ks(ks, (model or DEMO_MODEL)["num_hidden_layers"])  # before any training
     epochs = list(epochs)
     if not epochs or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in epochs):
         raise ConfigError(f"epochs={epochs}: give one or more positive ints (fine-tune lengths).")
-    data, paths = _demo_files(out, seed)
-    aligned = align_model(out, data, seed, log=log)
+    data, paths = _demo_files(out, seed, data_sizes or DEMO_DATA)
+    aligned = align_model(out, data, seed, log=log, model=model, align=align)
     runs = {}
     for ep in epochs:
         ft = {**DEMO_FINETUNE, **(finetune or {}), "num_train_epochs": ep}
-        cfg = demo_config(out, aligned, paths, ks, seed, ft)
+        cfg = demo_config(out, aligned, paths, ks, seed, ft, model)
         cfg.output_dir = str(out / f"run-ep{ep}")
         runs[ep] = run_continual(cfg, log=log)
     return runs
