@@ -91,7 +91,7 @@ def liger_status(device: torch.device) -> str | None:
 
 
 def summarize_times(times: list[float], tokens: list[int], warmup: int) -> dict:
-    """Median step time and median tokens/s over the measured steps (after warm-up)."""
+    """Median step time over the measured steps (after warm-up); tokens/s = mean real tokens per step / median."""
     measured = times[warmup:]
     toks = tokens[warmup:len(times)]
     out = {"measured_steps": len(measured)}
@@ -100,8 +100,9 @@ def summarize_times(times: list[float], tokens: list[int], warmup: int) -> dict:
     out["median_step_s"] = statistics.median(measured)
     out["min_step_s"], out["max_step_s"] = min(measured), max(measured)
     if len(toks) == len(measured):
-        out["tokens_per_s"] = statistics.median(t / s for t, s in zip(toks, measured))
+        # Every arm sees the same batches, so tokens/s at the median step keeps tok/s ratios = 1 / step ratios.
         out["tokens_per_step"] = statistics.mean(toks)
+        out["tokens_per_s"] = out["tokens_per_step"] / out["median_step_s"]
     return out
 
 
@@ -313,6 +314,30 @@ def extras(rows: list[dict], k: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ main
+def finish(result: dict, out: Path, preset: ta.Preset, k: int) -> str:
+    """Ratios, targets and extras from the rows; write JSON + markdown atomically; return the markdown."""
+    rows = result["arms"]
+    add_ratios(rows)
+    result["targets"], result["extra"] = check_targets(rows, preset, k), extras(rows, k)
+    stem = f"bench_train_{preset.name}"
+    _atomic_write(out / f"{stem}.json", json.dumps(result, indent=1, default=str))
+    md = markdown(result)
+    _atomic_write(out / f"{stem}.md", md)
+    return md
+
+
+def rerender(path: Path, preset: ta.Preset, k: int) -> int:
+    if not path.exists():
+        raise SystemExit(f"--report {path}: no such file; run bench_train.py first")
+    result = json.loads(path.read_text())
+    preset = ta.PRESETS[result["meta"]["preset"]]
+    for r in result["arms"]:
+        if "error" not in r:
+            r.update(summarize_times(r["step_times"], r.get("tokens", []), r["schedule"]["warmup"]))
+    print(finish(result, path.parent, preset, result["meta"]["k"]), flush=True)
+    return 0
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="cpu-small", choices=sorted(ta.PRESETS))
@@ -328,6 +353,8 @@ def parse_args(argv=None):
     p.add_argument("--kernels", default="auto", choices=("auto", "torch", "triton"))
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--report", default=None, metavar="JSON",
+                   help="re-derive summaries, ratios, targets and markdown from a results JSON (no training)")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: kind:k:ckpt memory probe
     p.add_argument("--probe-jobs", type=int, default=2, help="memory probes run at a time")
     p.add_argument("--probe-timeout", type=int, default=600, help=argparse.SUPPRESS)
@@ -358,6 +385,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"--steps {args.steps!r}: give warmup,rounds,window, e.g. 1,5,1") from None
         preset = ta.Preset(**{**vars(preset), "schedule": sched, "sweep_schedule": sched})
     torch.set_num_threads(args.threads)
+    if args.report:
+        return rerender(Path(args.report), preset, k)
     if args.probe:
         kind, pk, ck = args.probe.split(":")
         with tempfile.TemporaryDirectory() as wd:
@@ -408,15 +437,8 @@ def main(argv=None) -> int:
     else:
         meta["memory_method"] = "not measured (--memory none)"
     meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    add_ratios(rows)
-    result = {"meta": meta, "arms": rows, "targets": check_targets(rows, preset, k), "extra": extras(rows, k)}
-    for r in rows:
-        r.pop("traceback", None) if "error" not in r else None
-    stem = f"bench_train_{preset.name}"
-    _atomic_write(out / f"{stem}.json", json.dumps(result, indent=1, default=str))
-    md = markdown(result)
-    _atomic_write(out / f"{stem}.md", md)
-    (out / f"{stem}.partial.json").unlink(missing_ok=True)
+    md = finish({"meta": meta, "arms": rows}, out, preset, k)
+    (out / f"bench_train_{preset.name}.partial.json").unlink(missing_ok=True)
     print(md, flush=True)
     return 1 if any("error" in r for r in rows) else 0
 
