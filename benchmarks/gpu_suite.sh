@@ -54,7 +54,18 @@ else
     STATUS=1
     log "bench_train gpu-1b FAILED (see bench_train_gpu-1b_${STAMP}.log)"
 fi
-if [ "${SKIP_8B_SLICE:-0}" != 1 ]; then
+# FSDP (world size 1): parity with the seed snippet, no grads on frozen weights, cache under FSDP.
+log "fsdp check -> $OUT"
+if timeout 120 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 benchmarks/gpu_fsdp_check.py --out "$OUT" \
+        2>&1 | tee "$OUT/gpu_fsdp_check_${STAMP}.log"; then
+    log "fsdp check done"
+else
+    STATUS=1
+    log "fsdp check FAILED (see gpu_fsdp_check_${STAMP}.log)"
+fi
+# The 8B slice only if the 8-minute budget still has room for its 150 s cap.
+RUN_8B=0; if [ "${SKIP_8B_SLICE:-0}" != 1 ] && [ "$SECONDS" -lt 310 ]; then RUN_8B=1; fi
+if [ "$RUN_8B" = 1 ]; then
     log "bench_train gpu-8b-slice -> $OUT"
     if timeout 150 "$PY" benchmarks/bench_train.py --preset gpu-8b-slice --out "$OUT" --sweep none --ckpt off \
             --arms naive,liger,ff-warm,floor 2>&1 | tee "$OUT/bench_train_gpu-8b-slice_${STAMP}.log"; then
@@ -64,6 +75,7 @@ if [ "${SKIP_8B_SLICE:-0}" != 1 ]; then
         log "bench_train gpu-8b-slice FAILED (see bench_train_gpu-8b-slice_${STAMP}.log)"
     fi
 fi
+[ "$RUN_8B" = 1 ] || log "gpu-8b-slice skipped (SKIP_8B_SLICE=1, or the 8-minute budget had no room)"
 "$PY" benchmarks/plot.py "$OUT"/bench_train_gpu-*.json || log "plot.py failed (results JSON still in $OUT)"
 
 log "done (status $STATUS); outputs in $OUT"

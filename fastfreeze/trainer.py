@@ -164,7 +164,11 @@ class FreezeMixin:
         if dataset is None and self.eval_dataset is not None:
             evals = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
             targets += list(evals)
-        batch_size = batch_size or 4 * max(self.args.per_device_eval_batch_size, self.args.per_device_train_batch_size)
+        if batch_size is None:
+            # Larger batches pay on an accelerator; on CPU they measured slower than the training batch
+            # (cpu-small: 3100-3500 tok/s at 4x vs 3900-4400 at 1x).
+            per_device = max(self.args.per_device_eval_batch_size, self.args.per_device_train_batch_size)
+            batch_size = per_device * (4 if self.args.device.type != "cpu" else 1)
         totals = {"examples": 0, "tokens": 0, "seconds": 0.0}
         for ds in targets:
             if hasattr(ds, "column_names"):
