@@ -80,15 +80,16 @@ def test_cache_arms_hit_and_miss_as_claimed(bench, toy_result):
 
 
 def test_memory_probe_measures_growth(bench, tmp_path):
+    """The probe runs in a fresh subprocess, as bench_train does: in this (long-lived) pytest process the
+    allocator would reuse pages freed by earlier tests and the RSS high-water mark would not move."""
+    import argparse
+
     bench_train, ta = bench
-    threads = torch.get_num_threads()
-    ctx = ta.BenchContext(ta.PRESETS["toy"], torch.device("cpu"), str(tmp_path), schedule=ta.Schedule(2, 0, 1))
-    try:
-        probe = bench_train.probe_memory(ta.ArmSpec("naive", 2, False), ctx)
-    finally:
-        torch.set_num_threads(threads)
+    args = argparse.Namespace(preset="toy", kernels="torch", device="cpu", probe_timeout=120)
+    probe = bench_train.run_probe_subprocess(ta.ArmSpec("naive", 2, False), args)
+    assert "error" not in probe, probe
     # The toy model's weights + Adam state alone are ~1 MB; a probe that reads 0 measures nothing.
-    assert probe["peak_bytes"] > 100_000 and probe["steps"] == 2
+    assert probe["peak_bytes"] > 100_000 and probe["steps"] >= 1
 
 
 def test_bad_arguments_name_the_fix(bench):
