@@ -129,10 +129,12 @@ class StrategyConfig:
         if self.name not in STRATEGIES:
             raise ConfigError(f"strategy {self.name!r} is unknown; use one of {STRATEGIES}.")
         if self.name == "freeze":
-            if num_layers is not None and not 1 <= self.num_frozen_layers <= num_layers:
+            # k=0 freezes the embedding only, which needs freeze_embeddings (else nothing is frozen).
+            low = 0 if self.freeze_embeddings else 1
+            if num_layers is not None and not low <= self.num_frozen_layers <= num_layers:
                 raise ConfigError(
                     f"strategy freeze: num_frozen_layers={self.num_frozen_layers} is out of range; "
-                    f"the model has {num_layers} decoder layers, so use 1..{num_layers}."
+                    f"the model has {num_layers} decoder layers, so use {low}..{num_layers}."
                 )
             if not 0 <= self.from_task < num_tasks:
                 raise ConfigError(f"strategy freeze: from_task={self.from_task} must be in 0..{num_tasks - 1}.")

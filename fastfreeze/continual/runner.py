@@ -241,6 +241,7 @@ class Runner:
             model, self._args(key, cfg.training), self._train_dataset(strat, t), self.data.collator,
             callbacks=callbacks,
             num_frozen_layers=strat.num_frozen_layers if freeze else 0,
+            freeze=freeze,
             freeze_embeddings=strat.freeze_embeddings,
             cache=strat.cache,
             ewc=ewc,

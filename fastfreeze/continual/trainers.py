@@ -1,11 +1,11 @@
-"""The one place that builds trainers for the runner: FastFreezeTrainer (or plain Trainer), EWC on top."""
+"""The one place that builds trainers for the runner: FastFreezeTrainer (a plain Trainer without a freeze), EWC on top."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 # Keys the runner owns; users set them through other config fields (or not at all).
 _RUNNER_OWNED = {"output_dir"}
@@ -49,32 +49,10 @@ def training_arguments(output_dir: str, seed: int, kwargs: dict) -> TrainingArgu
     return TrainingArguments(**defaults)
 
 
-def _trainer_class():
-    """FastFreezeTrainer when the core runtime is importable, else transformers.Trainer (same behaviour for SEQ)."""
-    try:
-        from fastfreeze.trainer import FastFreezeTrainer
-
-        return FastFreezeTrainer
-    except ImportError:  # the core runtime is optional for the runner's own tests during development
-        return None
-
-
 def _freeze_config(num_frozen_layers: int, freeze_embeddings: bool, cache):
     from fastfreeze.config import FreezeConfig
 
     return FreezeConfig(num_frozen_layers=num_frozen_layers, freeze_embeddings=freeze_embeddings, cache=cache)
-
-
-def _manual_freeze(model, num_frozen_layers: int, freeze_embeddings: bool) -> None:
-    """Fallback freeze (requires_grad=False) used only when fastfreeze.trainer is unavailable."""
-    base = model.base_model
-    layers = getattr(base, "layers", None)
-    if layers is None:
-        raise ValueError("cannot find decoder layers on this model; install the fastfreeze core runtime.")
-    if freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    for layer in list(layers)[:num_frozen_layers]:
-        layer.requires_grad_(False)
 
 
 class EWCPenalty:
@@ -114,19 +92,21 @@ def make_trainer(
     freeze_embeddings: bool = True,
     cache=None,
     ewc: EWCPenalty | None = None,
+    freeze: bool | None = None,
 ):
     """Build the trainer for one stage. Usage: `make_trainer(model, args, ds, collator, num_frozen_layers=2).train()`.
 
-    num_frozen_layers=0 -> plain training (SEQ); >0 -> FastFreezeTrainer with that freeze.
-    `ewc` adds the EWC penalty to compute_loss (works on top of either base class).
+    Always a FastFreezeTrainer: without a freeze it is a plain Trainer (SEQ); with one it freezes the
+    embedding + bottom `num_frozen_layers` blocks. `freeze=True` forces the freeze even at k=0
+    (embedding only); None means "k > 0". `ewc` adds the EWC penalty to compute_loss.
     """
-    base = _trainer_class()
+    from fastfreeze.trainer import FastFreezeTrainer
+
+    base = FastFreezeTrainer
     kwargs: dict[str, Any] = {}
-    if base is None:
-        base = Trainer
-        if num_frozen_layers > 0:
-            _manual_freeze(model, num_frozen_layers, freeze_embeddings)
-    elif num_frozen_layers > 0:
+    if freeze is None:
+        freeze = num_frozen_layers > 0
+    if freeze:
         kwargs["freeze_config"] = _freeze_config(num_frozen_layers, freeze_embeddings, cache)
     cls = base
     if ewc is not None:

@@ -18,10 +18,16 @@ def test_unknown_strategy():
         _cfg(strategies=[{"name": "lora"}]).validate()
 
 
-@pytest.mark.parametrize("k", [0, 3, -1])
+@pytest.mark.parametrize("k", [3, -1])
 def test_frozen_layers_out_of_range(k):
-    with pytest.raises(ConfigError, match=r"num_frozen_layers=.* out of range.*2 decoder layers, so use 1\.\.2"):
+    with pytest.raises(ConfigError, match=r"num_frozen_layers=.* out of range.*2 decoder layers, so use 0\.\.2"):
         _cfg(strategies=[{"name": "freeze", "num_frozen_layers": k}]).validate()
+
+
+def test_embedding_only_freeze_needs_frozen_embeddings():
+    _cfg(strategies=[{"name": "freeze", "num_frozen_layers": 0}]).validate()  # embedding only: valid
+    with pytest.raises(ConfigError, match=r"so use 1\.\.2"):
+        _cfg(strategies=[{"name": "freeze", "num_frozen_layers": 0, "freeze_embeddings": False}]).validate()
 
 
 def test_unknown_keys_are_named():
@@ -68,3 +74,19 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     bad.write_text("strategy: {name: sgd}\ndata: {preset: quick}\n")
     assert main([str(bad)]) == 2
     assert "strategy 'sgd' is unknown" in capsys.readouterr().err
+
+
+def test_make_trainer_embedding_only_freeze(tmp_path):
+    """k=0 with freeze=True freezes the embedding alone through FastFreezeTrainer's no-grad prefix."""
+    import transformers
+
+    from fastfreeze.continual.trainers import make_trainer
+    from tests.conftest import make_model
+
+    model = make_model("llama")
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = make_trainer(model, args, None, None, num_frozen_layers=0, freeze=True)
+    assert trainer.prefix is not None and trainer.freeze_report.num_frozen_layers == 0
+    assert not model.model.embed_tokens.weight.requires_grad and model.model.layers[0].mlp.up_proj.weight.requires_grad
+    seq = make_trainer(make_model("llama"), args, None, None, num_frozen_layers=0)
+    assert seq.prefix is None
