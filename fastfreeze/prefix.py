@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import time
 import types
 from dataclasses import dataclass
 
@@ -50,6 +51,20 @@ class _State:
         self.boundary_requires_grad = False  # set under reentrant checkpointing of the suffix
         self.prefix_calls = 0  # how many times the prefix really ran (tests and logs)
         self.offloaded = False
+        # Prefix run times, for the "prefix time saved" estimate: (start, end, tokens) per run, where
+        # start/end are perf_counter floats on CPU or CUDA events (read lazily, no sync in the step).
+        self.t0 = None
+        self.timings: list = []
+        self.seconds = 0.0
+        self.tokens = 0
+
+
+def _clock(t: torch.Tensor):
+    if t.is_cuda:
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record()
+        return ev
+    return time.perf_counter()
 
 
 def _always_eval(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -81,6 +96,9 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
         return _skipped_output(self, args, kwargs)
     if state.injected is not None:
         return state.injected
+    if self._ff_is_first:
+        first = args[0] if args else next(iter(kwargs.values()))
+        state.t0 = _clock(first)
     with torch.no_grad():
         out = _call_original(self, args, kwargs)
     if isinstance(out, tuple):
@@ -88,6 +106,9 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
     if self._ff_is_boundary_source:
         hidden = out[0] if isinstance(out, tuple) else out
         state.prefix_calls += 1
+        if state.t0 is not None:
+            state.timings.append((state.t0, _clock(hidden), hidden.shape[:-1].numel()))
+            state.t0 = None
         if state.capture is not None:
             state.capture.boundary = hidden
             if state.capture.stop:
@@ -139,6 +160,7 @@ class FrozenPrefix:
                 m.__dict__["_ff_previous_forward"] = m.__dict__["forward"]
             m._ff_state = self.state
             m._ff_is_boundary_source = m is self.boundary_source
+            m._ff_is_first = m is self.modules[0]
             m.forward = types.MethodType(_prefix_forward, m)
             m.train = types.MethodType(_always_eval, m)
             m.eval()
@@ -151,7 +173,7 @@ class FrozenPrefix:
     def remove(self) -> None:
         """Restore the model's own forwards and train() (the model stays frozen)."""
         for m in self.modules:
-            for attr in ("forward", "train", "_ff_state", "_ff_is_boundary_source", "_ff_returns_tuple"):
+            for attr in ("forward", "train", "_ff_state", "_ff_is_boundary_source", "_ff_is_first", "_ff_returns_tuple"):
                 m.__dict__.pop(attr, None)
             previous = m.__dict__.pop("_ff_previous_forward", None)
             if previous is not None:
@@ -247,6 +269,19 @@ class FrozenPrefix:
     @property
     def prefix_calls(self) -> int:
         return self.state.prefix_calls
+
+    def seconds_per_token(self) -> float | None:
+        """Measured wall time of the prefix per (padded) token, over every run so far; None before any."""
+        st = self.state
+        for start, end, n in st.timings:
+            if isinstance(start, float):
+                st.seconds += end - start
+            else:
+                end.synchronize()
+                st.seconds += start.elapsed_time(end) / 1000.0
+            st.tokens += n
+        st.timings.clear()
+        return st.seconds / st.tokens if st.tokens else None
 
     def parameters(self):
         seen: set[int] = set()

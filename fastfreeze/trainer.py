@@ -137,6 +137,7 @@ class FreezeMixin:
         prefix.set_reentrant_checkpointing(_uses_reentrant_checkpointing(prefix.boundary_sink))
         if boundary is not None:
             boundary = boundary.to(self.args.device, non_blocking=True)
+            self._hit_tokens = getattr(self, "_hit_tokens", 0) + boundary.shape[:-1].numel()
         elif prefix.offloaded:
             prefix.restore()  # an uncached example: the prefix weights must come back
         with prefix.inject(boundary), prefix.capture() as cap:
@@ -201,6 +202,10 @@ class FreezeMixin:
             logs.setdefault("fastfreeze/trainable_params", report.trainable_params)
             if self.prefix is not None:
                 logs.setdefault("fastfreeze/prefix_calls", self.prefix.prefix_calls)
+                per_token = self.prefix.seconds_per_token()
+                if per_token is not None and getattr(self, "_hit_tokens", 0):
+                    # An estimate: cache-hit tokens x the prefix's measured seconds per token.
+                    logs.setdefault("fastfreeze/prefix_seconds_saved_est", round(self._hit_tokens * per_token, 4))
             if self.prefix_cache is not None:
                 summary = self.prefix_cache.cache.summary()
                 logs.setdefault("fastfreeze/cache_hits", summary.hits)

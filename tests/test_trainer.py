@@ -102,3 +102,13 @@ def test_bad_freeze_config_type_is_refused(tmp_path):
     with pytest.raises(FreezeConfigError, match="FreezeConfig"):
         FastFreezeTrainer(model=make_model("llama"), args=training_args(str(tmp_path / "o")),
                           freeze_config={"num_frozen_layers": 2})
+
+
+def test_prefix_time_saved_estimate_is_logged(tmp_path):
+    t = _trainer(str(tmp_path / "o"), steps=8, cfg=FreezeConfig(num_frozen_layers=2, cache="memory"), logging_steps=2)
+    t.train()
+    saved = [l["fastfreeze/prefix_seconds_saved_est"] for l in t.state.log_history
+             if "fastfreeze/prefix_seconds_saved_est" in l]
+    # Epoch 1 (steps 1-4) runs the prefix and times it; epoch 2 reads the cache, so the estimate grows.
+    assert saved and saved[-1] > 0 and saved == sorted(saved)
+    assert t.prefix.seconds_per_token() > 0
