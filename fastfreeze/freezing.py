@@ -172,6 +172,9 @@ def freeze_bottom_layers(
         trainable.append(parts.head_path)
     if not freeze_embeddings:
         trainable = [p for p, _ in parts.embedding_side] + trainable
+    if not make_rest_trainable:
+        # Someone else (e.g. PEFT) decides what trains: report the modules that own trainable params.
+        trainable = sorted({n.rsplit(".", 1)[0] for n, p in model.named_parameters() if p.requires_grad})
     report = FreezeReport(
         family=parts.family, num_layers=parts.num_layers, num_frozen_layers=num_frozen_layers,
         frozen_modules=frozen_names, trainable_modules=trainable, frozen_params=n_frozen,

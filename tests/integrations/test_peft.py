@@ -121,3 +121,18 @@ def test_sft_trainer_peft_config_validated_and_matches(tmp_path):
     ref = run_sft("ref", str(tmp_path / "ref"), peft_config=LoraConfig(**good), steps=4)
     ff = run_sft("ff", str(tmp_path / "ff"), peft_config=LoraConfig(**good), steps=4)
     assert_parity(ff, ref)
+
+
+def test_report_lists_adapter_modules_as_trainable():
+    """With PEFT the base stays frozen, so the report names the adapter modules, not whole blocks."""
+    peft = pytest.importorskip("peft")
+    from fastfreeze import FreezeConfig, apply_freeze
+    from fastfreeze.peft_support import suffix_lora_kwargs
+    from tests.conftest import make_model
+
+    model = make_model("llama")
+    lora = peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], **suffix_lora_kwargs(model, 2))
+    wrapped = peft.get_peft_model(model, lora)
+    report = apply_freeze(wrapped, FreezeConfig(num_frozen_layers=2)).report
+    assert report.trainable_modules and all("lora_" in name for name in report.trainable_modules)
+    assert not any(".layers.0." in n or ".layers.1." in n for n in report.trainable_modules)
