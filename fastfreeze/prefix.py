@@ -95,7 +95,7 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
     if state.injected is not None and not self._ff_is_boundary_source:
         return _skipped_output(self, args, kwargs)
     if state.injected is not None:
-        return state.injected
+        return (state.injected,) if self.__dict__.get("_ff_returns_tuple") else state.injected
     if self._ff_is_first:
         first = args[0] if args else next(iter(kwargs.values()))
         state.t0 = _clock(first)
