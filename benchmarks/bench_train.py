@@ -56,7 +56,6 @@ def _git_commit() -> str:
 
 
 def _versions() -> dict:
-    import importlib
 
     out = {"python": sys.version.split()[0]}
     from importlib.metadata import version

@@ -117,6 +117,15 @@ class PadCollator:
         return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts single-threaded and leaves the process that way, whatever it changed
+    (module-scoped fixtures run between tests, so they inherit it too)."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def tmp_out(tmp_path):
     return str(tmp_path / "out")

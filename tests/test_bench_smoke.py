@@ -26,12 +26,8 @@ def bench():
 def toy_result(bench, tmp_path_factory):
     bench_train, _ = bench
     out = tmp_path_factory.mktemp("bench")
-    threads = torch.get_num_threads()
-    try:
-        rc = bench_train.main(["--preset", "toy", "--out", str(out), "--memory", "none", "--sweep", "0",
-                               "--steps", "1,1,1", "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
+    rc = bench_train.main(["--preset", "toy", "--out", str(out), "--memory", "none", "--sweep", "0",
+                           "--steps", "1,1,1", "--threads", "1"])
     return rc, json.loads((out / "bench_train_toy.json").read_text()), (out / "bench_train_toy.md").read_text()
 
 

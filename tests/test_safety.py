@@ -42,16 +42,6 @@ def make_tokenizer() -> transformers.PreTrainedTokenizerFast:
     )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run these tiny models single-threaded (restored afterwards): at hidden size 32 intra-op threads
-    only add synchronization, which on a busy 2-core machine made generation ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def tok():
     return make_tokenizer()

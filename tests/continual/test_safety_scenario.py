@@ -17,14 +17,9 @@ TINY_DATA = dict(n_harmful=40, n_benign=40, n_identity=20)
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = tmp_path_factory.mktemp("safety")
-        runs = run_safety_demo(out, ks=(1,), epochs=(2,), finetune={"learning_rate": 3e-3}, log=lambda *_: None,
-                               model=TINY_MODEL, align=TINY_ALIGN, data_sizes=TINY_DATA)
-    finally:
-        torch.set_num_threads(before)
+    out = tmp_path_factory.mktemp("safety")
+    runs = run_safety_demo(out, ks=(1,), epochs=(2,), finetune={"learning_rate": 3e-3}, log=lambda *_: None,
+                           model=TINY_MODEL, align=TINY_ALIGN, data_sizes=TINY_DATA)
     return out, runs
 
 

@@ -138,8 +138,6 @@ def test_trains_and_evaluates_with_the_shared_word_tokenizer(data):
     for text in (REFUSAL_ANSWER, IDENTITY_EVAL_WRAPPER.replace("{goal}", "Who are you?")):
         assert tok.unk_token_id not in tok(text, add_special_tokens=False)["input_ids"], text
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: threads only add sync overhead (restored below)
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
@@ -147,9 +145,6 @@ def test_trains_and_evaluates_with_the_shared_word_tokenizer(data):
     )
     model = transformers.LlamaForCausalLM(cfg)
     goals = list(data["harmful_eval"]["goal"])[:4]
-    try:
-        rep = evaluate_refusals(model, tok, goals, wrapper=IDENTITY_EVAL_WRAPPER, max_new_tokens=4, batch_size=4)
-    finally:
-        torch.set_num_threads(threads)
+    rep = evaluate_refusals(model, tok, goals, wrapper=IDENTITY_EVAL_WRAPPER, max_new_tokens=4, batch_size=4)
     assert rep.n == 4 and rep.records[0]["model_input"] == wrap_prompt(IDENTITY_EVAL_WRAPPER, goals[0])
     assert 0.0 <= rep.refusal_rate <= 1.0 and tok.padding_side == "right"

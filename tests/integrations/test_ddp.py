@@ -60,14 +60,9 @@ class _SeenLogs(TrainerCallback):
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
     """The reference: one process, per-device batch 4 (= 2 ranks x 2), no cache."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        trainer = make_trainer(str(tmp_path_factory.mktemp("single")), freeze_config("nocache", ""), per_device=4)
-        trainer.add_callback(_SeenLogs())
-        trainer.train()
-    finally:
-        torch.set_num_threads(before)
+    trainer = make_trainer(str(tmp_path_factory.mktemp("single")), freeze_config("nocache", ""), per_device=4)
+    trainer.add_callback(_SeenLogs())
+    trainer.train()
     return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}, trainer
 
 
