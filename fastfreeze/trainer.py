@@ -111,6 +111,7 @@ class FreezeMixin:
             self.freeze_runtime = apply_freeze(model, freeze_config)
         super().__init__(*args, **kwargs)
         self.prefix_cache: PrefixCacheRuntime | None = None
+        self._hit_tokens = 0  # tokens served from the cache (for the time-saved estimate)
         if freeze_config is not None and freeze_config.cache and self.prefix is not None:
             self.prefix_cache = PrefixCacheRuntime.open(self.model, self.prefix, freeze_config,
                                                         kernel_set=self.freeze_runtime.kernel_set)
@@ -137,7 +138,7 @@ class FreezeMixin:
         prefix.set_reentrant_checkpointing(_uses_reentrant_checkpointing(prefix.boundary_sink))
         if boundary is not None:
             boundary = boundary.to(self.args.device, non_blocking=True)
-            self._hit_tokens = getattr(self, "_hit_tokens", 0) + boundary.shape[:-1].numel()
+            self._hit_tokens += boundary.shape[:-1].numel()
         elif prefix.offloaded:
             prefix.restore()  # an uncached example: the prefix weights must come back
         with prefix.inject(boundary), prefix.capture() as cap:
@@ -203,7 +204,7 @@ class FreezeMixin:
             if self.prefix is not None:
                 logs.setdefault("fastfreeze/prefix_calls", self.prefix.prefix_calls)
                 per_token = self.prefix.seconds_per_token()
-                if per_token is not None and getattr(self, "_hit_tokens", 0):
+                if per_token is not None and self._hit_tokens:
                     # An estimate: cache-hit tokens x the prefix's measured seconds per token.
                     logs.setdefault("fastfreeze/prefix_seconds_saved_est", round(self._hit_tokens * per_token, 4))
             if self.prefix_cache is not None:
@@ -229,6 +230,9 @@ class FreezeMixin:
                                                   num_items_in_batch=num_items_in_batch))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Trainer's prediction_step may call compute_loss, which enters _run_with_prefix again with no
+        # boundary in the batch: the outer injection stays in force and the inner capture stores rows,
+        # so nothing runs or is stored twice.
         parent = super()
         return self._run_with_prefix(
             inputs, lambda x: parent.prediction_step(model, x, prediction_loss_only, ignore_keys=ignore_keys))
