@@ -6,6 +6,7 @@ The single-process reference is computed by the test itself (tests/integrations/
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -58,11 +59,6 @@ def run_scenario(scenario: str, root: str, rank: int) -> None:
         # batch of epoch 1. Nothing collective may depend on the prefix running.
         trainer.build_prefix_cache()
         calls_before = trainer.prefix.prefix_calls
-    if scenario == "memory_rank0_precomputed":
-        # Enter training together: one full-suite run under heavy load saw rank 0 abort (SIGABRT in
-        # C++ teardown) while rank 1 sat in DDP's first collective during rank 0's precompute; not
-        # reproduced since. The asymmetry under test (rank 0 never runs its prefix while training) stays.
-        dist.barrier()
     trainer.train()
     summary = trainer.cache_summary()
     stats = {"rank": rank, "pid": os.getpid(), "prefix_calls": trainer.prefix.prefix_calls,
@@ -75,6 +71,12 @@ def run_scenario(scenario: str, root: str, rank: int) -> None:
         params = {n: p.detach().cpu() for n, p in trainer.model.named_parameters()}
         torch.save(params, os.path.join(root, f"{scenario}.pt.tmp"))
         os.replace(os.path.join(root, f"{scenario}.pt.tmp"), os.path.join(root, f"{scenario}.pt"))
+    # Tear the DDP wrapper down here, on both ranks at once: left to the garbage collector, a previous
+    # scenario's DDP reducer was destroyed at a random point of the next scenario (rarely, while the
+    # other rank sat in a collective), and its C++ teardown aborted the process.
+    trainer.accelerator.free_memory()
+    del trainer
+    gc.collect()
     dist.barrier()
 
 
