@@ -20,7 +20,7 @@ import train_arms as ta  # noqa: E402
 from fastfreeze import FreezeConfig  # noqa: E402
 from fastfreeze.cache import MemoryCache, batch_keys  # noqa: E402
 from fastfreeze.cache_collator import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows  # noqa: E402
-from fastfreeze.trainer import apply_freeze  # noqa: E402
+from fastfreeze.runtime import apply_freeze  # noqa: E402
 
 MICRO = ta.Preset("micro", 6, 256, 688, 4, 4, 4096, 128, 8, "float32", 3, 16, ta.Schedule(1, 1, 1), ta.Schedule(1, 1, 1))
 

@@ -9,7 +9,8 @@ from .arch import FAMILIES, UnsupportedModelError, resolve
 from .config import FreezeConfig, FreezeConfigError
 from .freezing import FreezeReport, freeze_bottom_layers
 from .prefix import FrozenPrefix
-from .trainer import FastFreezeTrainer, FreezeMixin, FreezeRuntime, apply_freeze
+from .runtime import FreezeRuntime, apply_freeze
+from .trainer import FastFreezeTrainer, FreezeMixin
 
 __version__ = "0.1.0"
 
