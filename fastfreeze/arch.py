@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 
@@ -58,8 +59,6 @@ FAMILIES: dict[str, FamilySpec] = {
                        embedding_side=("transformer.wte", "transformer.wpe", "transformer.drop"),
                        norm="layer", mlp="gelu", notes="absolute position embeddings; tied head"),
 }
-
-_NORM_NAMES = ("norm", "final_layer_norm", "ln_f", "norm_f", "final_norm", "final_layernorm")
 
 
 @dataclass
@@ -149,12 +148,14 @@ def resolve(model: nn.Module) -> ModelParts:
     layers = _get(model, spec.layers)
     if not isinstance(layers, nn.ModuleList):
         raise UnsupportedModelError(f"{spec.layers} is {type(layers).__name__}, expected an nn.ModuleList of blocks.")
-    side = [(p, _get(model, p)) for p in spec.embedding_side if _get(model, p) is not None]
     head, head_path = _head(model)
+    # The table names the parts; which modules run before block 0 is still read off execution order,
+    # so a family whose forward changed between transformers versions cannot fool the split.
+    side = trace_order(model, spec.layers, head_path).embedding_side
     return ModelParts(
         family=family, spec=spec, base=_get(model, spec.base), layers=layers, layers_path=spec.layers,
         final_norm=_get(model, spec.final_norm), final_norm_path=spec.final_norm,
-        head=head, head_path=head_path, embedding_side=side,
+        head=head, head_path=head_path, embedding_side=[(p, model.get_submodule(p)) for p in side],
     )
 
 
@@ -165,14 +166,8 @@ def _head(model: nn.Module) -> tuple[nn.Module, str]:
     return head, next(n for n, m in model.named_modules() if m is head)
 
 
-def discover(model: nn.Module) -> ModelParts:
-    """Generic path for decoder-only HF causal LMs whose blocks form one ModuleList.
-
-    The base model is the child holding that ModuleList; its other children with parameters, or
-    dropouts, become the embedding side (declaration order, which HF follows in call order), and a
-    child named like a norm becomes the final norm. The prefix runtime then checks by a probe
-    forward that this split really is the model's data flow, so a wrong guess fails loudly."""
-    n_layers = getattr(model.config, "num_hidden_layers", None)
+def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    n_layers = getattr(_text_config(model.config), "num_hidden_layers", None)
     candidates = [
         (name, mod) for name, mod in model.named_modules()
         if isinstance(mod, nn.ModuleList) and len(mod) > 0 and (n_layers is None or len(mod) == n_layers)
@@ -186,27 +181,134 @@ def discover(model: nn.Module) -> ModelParts:
             f"expected one nn.ModuleList of config.num_hidden_layers={n_layers} blocks, found {found}. "
             "Add a FamilySpec for this family to fastfreeze/arch.py:FAMILIES."
         )
-    layers_path, layers = candidates[0]
+    return candidates[0]
+
+
+def discover(model: nn.Module) -> ModelParts:
+    """Generic path for decoder-only HF causal LMs whose blocks form one ModuleList.
+
+    Which modules form the embedding side, and which the final norm, is decided by *execution
+    order* on a probe forward (see `trace_order`), never by type or name: a module belongs to the
+    embedding side only if every call of it ends before block 0 starts."""
+    layers_path, layers = _find_blocks(model)
     base_path = layers_path.rsplit(".", 1)[0] if "." in layers_path else ""
     base = _get(model, base_path) if base_path else model
     head, head_path = _head(model)
-    final_norm_path, final_norm, side = None, None, []
-    for name, child in base.named_children():
-        full = f"{base_path}.{name}" if base_path else name
-        if child is layers:
-            continue
-        if name in _NORM_NAMES:
-            final_norm_path, final_norm = full, child
-        elif any(True for _ in child.parameters()) or isinstance(child, nn.Dropout):
-            side.append((full, child))
-    if not side:
-        raise UnsupportedModelError(f"Found no input embedding in {base_path or type(model).__name__}.")
-    norm_kind = "layer" if isinstance(final_norm, nn.LayerNorm) else "rms"
-    spec = FamilySpec(base=base_path, layers=layers_path, final_norm=final_norm_path or "", head=head_path,
-                      embedding_side=tuple(p for p, _ in side), norm=norm_kind, mlp="unknown",
+    order = trace_order(model, layers_path, head_path)
+    spec = FamilySpec(base=base_path, layers=layers_path, final_norm=order.final_norm or "", head=head_path,
+                      embedding_side=tuple(order.embedding_side), norm="unknown", mlp="unknown",
                       notes="discovered generically")
     return ModelParts(
         family=_model_type(model) or "generic", spec=spec, base=base, layers=layers, layers_path=layers_path,
-        final_norm=final_norm, final_norm_path=final_norm_path, head=head, head_path=head_path,
-        embedding_side=side,
+        final_norm=_get(model, order.final_norm) if order.final_norm else None, final_norm_path=order.final_norm,
+        head=head, head_path=head_path, embedding_side=[(p, model.get_submodule(p)) for p in order.embedding_side],
     )
+
+
+def _text_config(config):
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def probe_inputs(model: nn.Module, batch: int = 1, seq: int = 8, pad: int = 0, seed: int = 0) -> dict:
+    """A tiny deterministic batch for probe forwards: ids in [1, vocab), the last `pad` positions of
+    the last row right-padded (mask 0, id 0)."""
+    vocab = int(getattr(_text_config(model.config), "vocab_size", None) or 100)
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, max(2, min(vocab, 30000)), (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    if pad:
+        ids[-1, seq - pad:] = 0
+        mask[-1, seq - pad:] = 0
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def run_model(model: nn.Module, inputs: dict):
+    """The model's own forward on probe inputs, without a KV cache where the model takes `use_cache`."""
+    try:
+        return model(**inputs, use_cache=False)
+    except TypeError as err:
+        if "use_cache" not in str(err):
+            raise
+        return model(**inputs)
+
+
+@dataclass
+class ExecutionOrder:
+    """What a probe forward showed: modules (names) that ran wholly before block 0, and the first
+    module with parameters that ran after the last block (the final norm)."""
+
+    embedding_side: list[str]
+    final_norm: str | None
+
+
+def trace_order(model: nn.Module, layers_path: str, head_path: str) -> ExecutionOrder:
+    """Run one probe forward with hooks on every module and sort modules by when they ran.
+
+    Refuses models whose blocks do not each run exactly once, in order (looped or shared layers):
+    their bottom blocks are not a prefix of the computation."""
+    start: dict[str, int] = {}
+    end: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    tick = iter(range(1 << 62))
+    handles = []
+
+    def hooks(name):
+        def pre(_m, _a):
+            calls[name] = calls.get(name, 0) + 1
+            start.setdefault(name, next(tick))
+
+        def post(_m, _a, _o):
+            end[name] = next(tick)
+        return pre, post
+
+    for name, m in model.named_modules():
+        if name:
+            pre, post = hooks(name)
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            run_model(model, probe_inputs(model))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    n = len(model.get_submodule(layers_path))
+    blocks = [f"{layers_path}.{i}" for i in range(n)]
+    counts = [calls.get(b, 0) for b in blocks]
+    if any(c != 1 for c in counts) or any(start[a] > start[b] for a, b in zip(blocks, blocks[1:])):
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: the decoder blocks do not each run once, in order, per forward "
+            f"(calls per block: {counts}); the bottom blocks are not a prefix of the computation, so they "
+            "cannot be frozen as one. Check the model config (looped or shared layers)."
+        )
+    b0, b_end = start[blocks[0]], end[blocks[-1]]
+    skip = (layers_path + ".", head_path)
+
+    def eligible(name):
+        inside = name.startswith(skip[0]) or name == head_path or name.startswith(head_path + ".")
+        return name in calls and not inside and not layers_path.startswith(name + ".") and name != layers_path
+
+    before = [nm for nm, _ in model.named_modules() if nm and eligible(nm) and end[nm] < b0]
+    before = [nm for nm in before if not any(nm.startswith(o + ".") for o in before)]  # outermost only
+    side = [nm for nm in before if _has_params(model.get_submodule(nm))
+            or isinstance(model.get_submodule(nm), nn.Dropout)]
+    emb = model.get_input_embeddings()
+    emb_name = next((nm for nm, m in model.named_modules() if m is emb), None)
+    owner = next((nm for nm in side if emb_name == nm or (emb_name or "").startswith(nm + ".")), None)
+    if owner is None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: the input embedding ({emb_name}) does not run before block 0 on a probe "
+            "forward, so it cannot head a frozen prefix."
+        )
+    side.sort(key=lambda nm: (nm != owner, start[nm]))  # the input embedding's module first, then call order
+    after = sorted((nm for nm, _ in model.named_modules() if nm and eligible(nm) and start[nm] > b_end
+                    and _has_params(model.get_submodule(nm))), key=start.__getitem__)
+    return ExecutionOrder(embedding_side=side, final_norm=after[0] if after else None)
+
+
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())

@@ -42,6 +42,11 @@ class FreezeConfig:
         fused_loss: with Triton kernels, compute the LM-head loss chunked (logits never materialized;
             training forwards with labels then return `logits=None`). Turn off for trainers that read
             `outputs.logits` while training.
+        probe: at install, prove on a tiny probe batch that the fast path (computed prefix, and an
+            injected boundary as on a cache hit) gives the same logits and trainable gradients as the
+            model's own forward with the same freeze; refuse the fast path or the cache otherwise
+            (`fastfreeze.probe`). Costs a few forward/backward passes of 16 tokens; turn off only for
+            a model you have already verified, since nothing else checks an unknown architecture.
     """
 
     num_frozen_layers: int
@@ -53,6 +58,7 @@ class FreezeConfig:
     cache_max_bytes: int | None = None
     offload_prefix: bool = True
     fused_loss: bool = True
+    probe: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .arch import ModelParts, resolve
+from .arch import ModelParts, probe_inputs, resolve, run_model
 from .config import FreezeConfig, FreezeConfigError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ class FreezeReport:
     head_tied_to_embedding: bool
     head_trainable: bool
     notes: list[str] = field(default_factory=list)
+    # Module or parameter name -> why it is frozen beyond the recipe (input embedding + blocks[:k]).
+    extra_frozen: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_params(self) -> int:
@@ -48,7 +50,7 @@ class FreezeReport:
             "frozen_modules": self.frozen_modules, "trainable_modules": self.trainable_modules,
             "frozen_params": self.frozen_params, "trainable_params": self.trainable_params,
             "frozen_fraction": self.frozen_fraction, "head_tied_to_embedding": self.head_tied_to_embedding,
-            "head_trainable": self.head_trainable, "notes": self.notes,
+            "head_trainable": self.head_trainable, "notes": self.notes, "extra_frozen": self.extra_frozen,
         }
 
     def __str__(self) -> str:
@@ -61,7 +63,8 @@ class FreezeReport:
         if self.head_tied_to_embedding:
             state = "trainable (untied)" if self.head_trainable else "frozen with the embedding (tied)"
             lines.append(f"  LM head shares the embedding matrix: {state}")
-        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  ALSO FROZEN {n}: {r}" for n, r in self.extra_frozen.items()]
+        lines += [f"  note: {n}" for n in self.notes if not n.startswith("also frozen beyond")]
         return "\n".join(lines)
 
 
@@ -114,19 +117,108 @@ def frozen_module_names(parts: ModelParts, num_frozen_layers: int, freeze_embedd
     return names + [parts.layer_path(i) for i in range(num_frozen_layers)]
 
 
+REASON_BEFORE_BLOCK0 = ("runs before block 0 (execution order), so it is part of the frozen prefix whose "
+                        "output the cache stores")
+REASON_FEEDS_BOUNDARY = ("feeds the boundary (its gradient reaches block k's input), so it is part of the "
+                         "frozen prefix")
+
+
+class _SinkReached(Exception):
+    pass
+
+
+def boundary_dependencies(model: nn.Module, parts: ModelParts, num_frozen_layers: int) -> list[str]:
+    """Names of trainable parameters the boundary (block k's input) depends on, found by autograd on a
+    probe forward that stops at block k. Bare parameters of the base model (not in any module that
+    runs before block 0) show up here too."""
+    k = num_frozen_layers
+    sink = parts.layers[k] if k < parts.num_layers else parts.final_norm
+    if sink is None:
+        return []
+    seen: dict = {}
+
+    def grab(_m, args, kwargs):
+        seen["h"] = args[0] if args else kwargs.get("hidden_states")
+        raise _SinkReached
+
+    handle = sink.register_forward_pre_hook(grab, with_kwargs=True)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.enable_grad():
+            try:
+                run_model(model, probe_inputs(model))
+            except _SinkReached:
+                pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    h = seen.get("h")
+    h = h[0] if isinstance(h, (tuple, list)) else h
+    if not isinstance(h, torch.Tensor) or not h.requires_grad:
+        return []
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(h.float().sum(), [p for _, p in named], allow_unused=True)
+    return [n for (n, _), g in zip(named, grads) if g is not None]
+
+
+def _apply_frozen(model: nn.Module, names: list[str]) -> None:
+    """requires_grad=False on each named module's parameters, or on the named parameter itself."""
+    modules = dict(model.named_modules())
+    for name in names:
+        params = modules[name].parameters() if name in modules else [model.get_parameter(name)]
+        for p in params:
+            p.requires_grad_(False)
+
+
+def _extras(model: nn.Module, parts: ModelParts, recipe: set[int], deps: list[str]) -> dict[str, str]:
+    """What is frozen beyond the recipe (input embedding + blocks[:k]), each with its reason."""
+    extra: dict[str, str] = {}
+    covered: set[int] = set(recipe)
+    for name, mod in parts.embedding_side:
+        own = [(f"{name}.{n}", p) for n, p in mod.named_parameters() if id(p) not in recipe]
+        if not own:
+            continue
+        if len(own) == len(list(mod.parameters())):
+            extra[name] = REASON_BEFORE_BLOCK0
+        else:  # the module also holds the input embedding: list the rest by parameter
+            extra.update({n: REASON_BEFORE_BLOCK0 for n, _ in own})
+        covered |= {id(p) for _, p in own}
+    params = dict(model.named_parameters())
+    extra.update({n: REASON_FEEDS_BOUNDARY for n in deps if id(params[n]) not in covered})
+    return extra
+
+
+def _trainable_modules(model: nn.Module, prefix: str = "") -> list[str]:
+    """Outermost modules whose parameters all train (recursing into partly trainable ones)."""
+    out = []
+    for name, child in model.named_children():
+        full = f"{prefix}.{name}" if prefix else name
+        ps = list(child.parameters())
+        if not ps or not any(p.requires_grad for p in ps):
+            continue
+        if all(p.requires_grad for p in ps):
+            out.append(full)
+        else:
+            out += _trainable_modules(child, full)
+    return out
+
+
 def freeze_bottom_layers(
     model: nn.Module,
     num_frozen_layers: int,
     freeze_embeddings: bool = True,
     untie_embeddings: bool = False,
     parts: ModelParts | None = None,
-    make_rest_trainable: bool = True,
 ) -> FreezeReport:
     """Freeze the input embedding and decoder blocks `0 .. num_frozen_layers-1` by module index.
 
     Unlike name-substring matching ("layers.1" also hits layers 10-19), blocks are selected by their
-    position in the block ModuleList. Frozen parameters get `requires_grad=False`; everything else is
-    made trainable (unless `make_rest_trainable=False`, as for PEFT models whose base stays frozen). Raises FreezeConfigError (with the fix) for k out of range or nothing left to train.
+    position in the block ModuleList. With `freeze_embeddings`, everything that runs before block 0
+    (execution order) and every parameter the boundary depends on is frozen too, since the frozen
+    prefix must be a closed computation; `FreezeReport.extra_frozen` names each such part and why.
+    Only `requires_grad=False` is ever set: what the model had frozen stays frozen. Raises
+    FreezeConfigError (with the fix) for k out of range or nothing left to train.
 
     Usage:
         report = freeze_bottom_layers(model, 6); print(report)
@@ -145,40 +237,36 @@ def freeze_bottom_layers(
         warnings.warn("fastfreeze: " + msg, stacklevel=2)
         notes.append(msg)
 
+    recipe_modules = ([model.get_input_embeddings()] if freeze_embeddings else []) + \
+        [parts.layers[i] for i in range(num_frozen_layers)]
+    recipe = {id(p) for m in recipe_modules for p in m.parameters()}
     frozen_names = frozen_module_names(parts, num_frozen_layers, freeze_embeddings)
-    frozen_ids: set[int] = set()
-    for name in frozen_names:
-        for p in model.get_submodule(name).parameters():
-            frozen_ids.add(id(p))
-    for p in model.parameters():
-        if id(p) in frozen_ids:
-            p.requires_grad_(False)
-        elif make_rest_trainable:
-            p.requires_grad_(True)
+    _apply_frozen(model, frozen_names)
+    extra: dict[str, str] = {}
+    if freeze_embeddings:
+        deps = boundary_dependencies(model, parts, num_frozen_layers)
+        _apply_frozen(model, deps)
+        extra = _extras(model, parts, recipe, deps)
+        frozen_names += [n for n, r in extra.items() if r is REASON_FEEDS_BOUNDARY]
+    if extra:
+        msg = "also frozen beyond the embedding + layers[:k]: " + "; ".join(f"{n} ({r})" for n, r in extra.items())
+        logger.warning("fastfreeze: %s", msg)
+        notes.append(msg)
 
     n_frozen = sum(p.numel() for p in _unique_params(model) if not p.requires_grad)
     n_train = sum(p.numel() for p in _unique_params(model) if p.requires_grad)
     if n_train == 0:
         raise FreezeConfigError(
             f"Freezing the embedding and {num_frozen_layers} of {parts.num_layers} layers leaves nothing to "
-            "train (the head is tied and there is no trainable final norm). Lower num_frozen_layers or pass "
-            "untie_embeddings=True."
+            "train (the head is tied or frozen and no module above the frozen blocks has trainable "
+            "parameters). Lower num_frozen_layers or pass untie_embeddings=True."
         )
-    trainable = [parts.layer_path(i) for i in range(num_frozen_layers, parts.num_layers)]
-    if parts.final_norm_path:
-        trainable.append(parts.final_norm_path)
     head_trainable = any(p.requires_grad for p in parts.head.parameters())
-    if head_trainable:
-        trainable.append(parts.head_path)
-    if not freeze_embeddings:
-        trainable = [p for p, _ in parts.embedding_side] + trainable
-    if not make_rest_trainable:
-        # Someone else (e.g. PEFT) decides what trains: report the modules that own trainable params.
-        trainable = sorted({n.rsplit(".", 1)[0] for n, p in model.named_parameters() if p.requires_grad})
     report = FreezeReport(
         family=parts.family, num_layers=parts.num_layers, num_frozen_layers=num_frozen_layers,
-        frozen_modules=frozen_names, trainable_modules=trainable, frozen_params=n_frozen,
+        frozen_modules=frozen_names, trainable_modules=_trainable_modules(model), frozen_params=n_frozen,
         trainable_params=n_train, head_tied_to_embedding=tied, head_trainable=head_trainable, notes=notes,
+        extra_frozen=extra,
     )
     logger.info("%s", report)
     return report

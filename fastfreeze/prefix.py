@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .arch import ModelParts, UnsupportedModelError
+from .arch import ModelParts, UnsupportedModelError, probe_inputs, run_model
 
 
 @dataclass
@@ -57,10 +57,15 @@ class _State:
         self.timings: list = []
         self.seconds = 0.0
         self.tokens = 0
+        # Probe controls (fastfreeze.probe): run the model's own forward, fill placeholders with NaN,
+        # or skip only some modules under injection.
+        self.bypass = False
+        self.fill = 0.0
+        self.skip_only: set | None = None
 
 
-def _clock(t: torch.Tensor):
-    if t.is_cuda:
+def _clock(t):
+    if isinstance(t, torch.Tensor) and t.is_cuda:
         ev = torch.cuda.Event(enable_timing=True)
         ev.record()
         return ev
@@ -79,30 +84,73 @@ def _call_original(module: nn.Module, args, kwargs):
     return type(module).forward(module, *args, **kwargs)
 
 
-def _skipped_output(module: nn.Module, args, kwargs):
-    """What a prefix module returns when an injected boundary makes its work useless: a cheap
-    placeholder of the right shape (embeddings) or its input passed through (blocks, dropouts)."""
-    first = args[0] if args else next(iter(kwargs.values()))
-    if isinstance(module, nn.Embedding):
-        return torch.zeros(*first.shape, module.embedding_dim, dtype=module.weight.dtype, device=first.device)
-    if module.__dict__.get("_ff_returns_tuple"):
-        return (first,)
-    return first
+def _first_arg(args, kwargs):
+    return args[0] if args else next(iter(kwargs.values()), None)
 
 
+def _output_spec(first, out) -> tuple | None:
+    """How to stand in for this module's output when an injected boundary makes its work useless:
+    ("pass", n) returns the input itself, ("fill", tail, dtype, n) a tensor of the input's leading
+    shape + tail; n is the tuple length (0: a bare tensor). None: the output has another structure
+    (extra non-None tuple items, a shape not derived from the input), so the module just runs."""
+    n = len(out) if isinstance(out, tuple) else 0
+    tensor = out[0] if n else out
+    if n and any(o is not None for o in out[1:]):
+        return None
+    if not (isinstance(first, torch.Tensor) and isinstance(tensor, torch.Tensor)):
+        return None
+    if tensor.shape == first.shape and tensor.dtype == first.dtype:
+        return ("pass", n)
+    if tuple(tensor.shape[:first.dim()]) != tuple(first.shape):
+        return None
+    return ("fill", tuple(tensor.shape[first.dim():]), tensor.dtype, n)
+
+
+def _as_output(tensor: torch.Tensor, n: int):
+    return tensor if n == 0 else (tensor, *([None] * (n - 1)))
+
+
+def _skipped_output(module: nn.Module, args, kwargs, fill: float):
+    """The cheap stand-in for a prefix module's output under injection (see `_output_spec`); None
+    when the module has to run after all."""
+    spec = module.__dict__.get("_ff_spec")
+    first = _first_arg(args, kwargs)
+    if spec is None or not isinstance(first, torch.Tensor):
+        return None
+    if spec[0] == "pass":
+        return _as_output(first, spec[1])
+    _, tail, dtype, n = spec
+    value = fill if dtype.is_floating_point else 0
+    return _as_output(torch.full((*first.shape, *tail), value, dtype=dtype, device=first.device), n)
+
+
+def _injected_output(module: nn.Module, state: "_State"):
+    spec = module.__dict__.get("_ff_spec")
+    return _as_output(state.injected, spec[-1] if spec else 0)
+
+
+@torch.compiler.disable
 def _prefix_forward(self: nn.Module, *args, **kwargs):
+    # Kept out of torch.compile on purpose: the prefix runs eagerly under no_grad (per-instance flags
+    # would make Dynamo recompile once per module), and only the trainable suffix is compiled.
     state: _State = self._ff_state
-    if state.injected is not None and not self._ff_is_boundary_source:
-        return _skipped_output(self, args, kwargs)
-    if state.injected is not None:
-        return (state.injected,) if self.__dict__.get("_ff_returns_tuple") else state.injected
-    if self._ff_is_first:
-        first = args[0] if args else next(iter(kwargs.values()))
+    if state.bypass:  # the probe's reference: the model's own forward, autograd as the caller has it
+        return _call_original(self, args, kwargs)
+    if state.injected is not None and self._ff_is_boundary_source:
+        return _injected_output(self, state)
+    if state.injected is not None and (state.skip_only is None or self in state.skip_only):
+        out = _skipped_output(self, args, kwargs, state.fill)
+        if out is not None:
+            return out
+    first = _first_arg(args, kwargs)
+    if self._ff_is_first and state.injected is None:
         state.t0 = _clock(first)
     with torch.no_grad():
         out = _call_original(self, args, kwargs)
-    if isinstance(out, tuple):
-        self.__dict__["_ff_returns_tuple"] = True
+    if state.injected is not None:
+        return out  # a module that could not be skipped ran on placeholder inputs; nothing to record
+    if "_ff_spec" not in self.__dict__:
+        self.__dict__["_ff_spec"] = _output_spec(first, out)
     if self._ff_is_boundary_source:
         hidden = out[0] if isinstance(out, tuple) else out
         state.prefix_calls += 1
@@ -173,7 +221,7 @@ class FrozenPrefix:
     def remove(self) -> None:
         """Restore the model's own forwards and train() (the model stays frozen)."""
         for m in self.modules:
-            for attr in ("forward", "train", "_ff_state", "_ff_is_boundary_source", "_ff_is_first", "_ff_returns_tuple"):
+            for attr in ("forward", "train", "_ff_state", "_ff_is_boundary_source", "_ff_is_first", "_ff_spec"):
                 m.__dict__.pop(attr, None)
             previous = m.__dict__.pop("_ff_previous_forward", None)
             if previous is not None:
@@ -191,12 +239,10 @@ class FrozenPrefix:
         h2 = self.boundary_sink.register_forward_pre_hook(
             lambda m, a, kw: seen.__setitem__("sink", a[0] if a else kw.get("hidden_states")), with_kwargs=True)
         try:
-            device = next(self.model.parameters()).device
-            ids = torch.zeros(1, 4, dtype=torch.long, device=device)
             was_training = self.model.training
             self.model.eval()
             with torch.no_grad():
-                self.model(input_ids=ids, use_cache=False)
+                run_model(self.model, probe_inputs(self.model))
             self.model.train(was_training)
         finally:
             h1.remove()

@@ -5,11 +5,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .arch import ModelParts, is_peft_model, resolve
+from .arch import ModelParts, UnsupportedModelError, is_peft_model, resolve
 from .config import FreezeConfig
 from .freezing import FreezeReport, freeze_bottom_layers
 from .kernels import install_kernels, resolve_kernel_set
 from .prefix import FrozenPrefix
+from .probe import ProbeReport, probe_fast_path
 
 
 @dataclass
@@ -21,6 +22,12 @@ class FreezeRuntime:
     report: FreezeReport
     prefix: FrozenPrefix | None  # None when the frozen blocks are not a prefix (freeze_embeddings=False)
     kernel_set: str = "torch"  # which implementation the modules run: "torch" or "triton"
+    probe: ProbeReport | None = None  # the install-time check (None with FreezeConfig(probe=False))
+
+    @property
+    def cache_refusal(self) -> str | None:
+        """Why the prefix cache cannot serve this model (None: it can, or it was not probed)."""
+        return self.probe.cache_refusal if self.probe else None
 
 
 def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
@@ -41,14 +48,28 @@ def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     parts = resolve(target)
     config.validate_for(parts.num_layers)
     report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
-                                  config.untie_embeddings, parts=parts, make_rest_trainable=not peft)
+                                  config.untie_embeddings, parts=parts)
     kernel_set = resolve_kernel_set(config.kernels, target)
     if kernel_set == "triton":
         report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss)))
-    prefix = None
+    prefix, probe = None, None
     if config.is_prefix:
         prefix = FrozenPrefix(target, parts, config.num_frozen_layers).install()
+        if config.probe:
+            try:
+                probe = probe_fast_path(target, prefix)
+            except UnsupportedModelError:
+                prefix.remove()
+                raise
+            report.notes.append(str(probe))
+            if config.cache and probe.cache_refusal:
+                prefix.remove()
+                raise UnsupportedModelError(
+                    f"{type(target).__name__}: prefix cache refused: {probe.cache_refusal}. The fast path without a "
+                    "cache is exact for this model: use FreezeConfig(cache=None)."
+                )
     else:
         report.notes.append("freeze_embeddings=False: frozen blocks sit above a trainable embedding, "
                             "so they run with autograd (no prefix fast path, no cache)")
-    return FreezeRuntime(config=config, parts=parts, report=report, prefix=prefix, kernel_set=kernel_set)
+    return FreezeRuntime(config=config, parts=parts, report=report, prefix=prefix, kernel_set=kernel_set,
+                         probe=probe)

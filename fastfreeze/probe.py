@@ -1,0 +1,168 @@
+"""The install-time safety net: the fast path must compute what the model computes, or be refused.
+
+On a tiny probe batch, `probe_fast_path` runs three things and compares logits and the gradient of
+every trainable parameter:
+
+1. the *reference*: the model's own forward + backward with the plain freeze (prefix patches
+   bypassed, autograd as the caller has it);
+2. the *computed* fast path: the prefix under no_grad, eval mode, boundary handed on;
+3. the *injected* fast path, as on a cache hit: the boundary of batch A injected after batch B ran
+   (so stale side effects show), every other prefix module replaced by a NaN-filled stand-in (so a
+   suffix that reads anything made in the prefix besides the boundary shows as NaN or a mismatch).
+
+(2) differing from (1) refuses the fast path; (3) differing, or a boundary that is not one
+[batch, seq, hidden] tensor, refuses only the cache, with the reason. Nothing here depends on the
+model's architecture: it cannot be fooled by a family the table does not know.
+
+Usage (apply_freeze does this unless FreezeConfig(probe=False)):
+    report = probe_fast_path(model, prefix); report.cache_refusal   # None: the cache may serve it
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .arch import UnsupportedModelError, probe_inputs, run_model
+from .prefix import FrozenPrefix
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Largest max-relative difference accepted as rounding. The fast path runs the same kernels in
+    the same order, so on CPU it is bitwise equal; on GPUs, atomics in backward kernels move the last
+    bits (a few ulp of the dtype). The faults this guards against (a wrong tensor, zeros, a missing
+    gradient) are O(1) relative errors, far above either bound."""
+    return 1e-5 if dtype in (torch.float32, torch.float64) else 2e-2
+
+
+@dataclass
+class ProbeReport:
+    """What the probe checked and found; `cache_refusal` is why the cache cannot serve this model."""
+
+    seconds: float
+    trainable_tensors: int
+    max_rel_diff: float
+    cache_refusal: str | None
+
+    def __str__(self) -> str:
+        cache = "cache can serve it" if self.cache_refusal is None else f"cache refused: {self.cache_refusal}"
+        return (f"probe: fast path == the model's own forward+backward on a probe batch (logits and "
+                f"{self.trainable_tensors} trainable gradients, max rel diff {self.max_rel_diff:.1e}); {cache}; "
+                f"{self.seconds:.2f} s (skip with FreezeConfig(probe=False))")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    if not torch.isfinite(a).all() and torch.isfinite(b).all():
+        return float("inf")
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() if b.numel() else 0.0
+
+
+def _logits(out) -> torch.Tensor:
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, (tuple, list)):
+        logits = out[0]
+    if not isinstance(logits, torch.Tensor):
+        raise UnsupportedModelError(f"the model's forward returned no logits tensor ({type(out).__name__})")
+    return logits
+
+
+def _forward_backward(model: nn.Module, inputs: dict, params: list[nn.Parameter]) -> list[torch.Tensor]:
+    """Logits and d(sum(w * logits))/dp for every trainable p, w a fixed random weight on real tokens."""
+    logits = _logits(run_model(model, inputs))
+    w = torch.randn(logits.shape, generator=torch.Generator().manual_seed(3)).to(logits.device)
+    mask = inputs.get("attention_mask")
+    if mask is not None and logits.dim() == 3 and tuple(mask.shape) == tuple(logits.shape[:2]):
+        w = w * mask[..., None].to(w.dtype)
+    loss = (logits.float() * w).sum()
+    grads = [None] * len(params)
+    if loss.requires_grad and params:
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [logits.detach()] + [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+def _max_diff(got: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+    return max((_rel(a, b) for a, b in zip(got, ref)), default=0.0)
+
+
+@contextlib.contextmanager
+def _state(prefix: FrozenPrefix, **values):
+    old = {k: getattr(prefix.state, k) for k in values}
+    for k, v in values.items():
+        setattr(prefix.state, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(prefix.state, k, v)
+
+
+def probe_fast_path(model: nn.Module, prefix: FrozenPrefix) -> ProbeReport:
+    """Prove on a probe batch that the fast path equals the model's own forward+backward; raise
+    UnsupportedModelError (with the reason) if it does not. See the module docstring."""
+    t0 = time.perf_counter()
+    params = [p for p in model.parameters() if p.requires_grad]
+    dtype = next(prefix.parameters()).dtype
+    a = probe_inputs(model, batch=2, seq=8, pad=3, seed=1)
+    b = probe_inputs(model, batch=2, seq=8, pad=3, seed=2)
+    was_training = model.training
+    devices = [torch.cuda.current_device()] if a["input_ids"].is_cuda else []
+    # The probe's own prefix runs must not show in the run's counters and timings.
+    counters = dict(prefix_calls=prefix.state.prefix_calls, timings=[], t0=None)
+    with torch.random.fork_rng(devices=devices), _state(prefix, **counters):
+        model.eval()
+        try:
+            with _state(prefix, bypass=True):
+                ref = _forward_backward(model, a, params)
+            with prefix.capture() as cap:
+                got = _forward_backward(model, a, params)
+            diff = _max_diff(got, ref)
+            if not diff <= tolerance(dtype):
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}: the no-grad prefix changes the result (max rel diff {diff:.2e} in "
+                    f"logits or gradients vs the model's own forward with the same freeze), so fastfreeze "
+                    "cannot run this model's frozen layers as a prefix. Freeze with "
+                    "`fastfreeze.freeze_bottom_layers` and a plain Trainer instead."
+                )
+            refusal = _cache_refusal(model, prefix, cap.boundary, a, b, params, ref, dtype)
+        finally:
+            model.train(was_training)
+    return ProbeReport(time.perf_counter() - t0, len(params), diff, refusal)
+
+
+def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, params, ref, dtype) -> str | None:
+    """Why a cached boundary cannot stand in for the prefix on this model (None: it can)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    want = (*a["input_ids"].shape, getattr(cfg, "hidden_size", None))
+    if not isinstance(boundary, torch.Tensor) or tuple(boundary.shape) != want:
+        shape = tuple(boundary.shape) if isinstance(boundary, torch.Tensor) else type(boundary).__name__
+        return (f"the boundary ({prefix.names[-1]}'s output) is {shape}, not one [batch, seq, hidden] = {list(want)} "
+                "tensor (multi-stream or sequence-first residual); the cache stores [batch, seq, hidden] rows")
+    if prefix.boundary_source.__dict__.get("_ff_spec") is None:
+        return (f"{prefix.names[-1]} returns extra outputs besides the hidden state, which the suffix may read; "
+                "the cache stores only the hidden state")
+    boundary = boundary.detach().clone()
+    others = [m for m in prefix.modules if m is not prefix.boundary_source]
+
+    def injected_diff(skip_only) -> float:
+        with torch.no_grad():
+            run_model(model, b)  # leave batch B's side effects behind, if the model keeps any
+        try:
+            with _state(prefix, fill=float("nan"), skip_only=skip_only), prefix.inject(boundary):
+                return _max_diff(_forward_backward(model, a, params), ref)
+        except Exception:  # a stand-in the suffix cannot digest: a refusal, not a crash
+            return float("inf")
+
+    diff = injected_diff(None)
+    if diff <= tolerance(dtype):
+        return None
+    culprits = [name for name, m in zip(prefix.names, prefix.modules)
+                if m in others and not injected_diff({m}) <= tolerance(dtype)]
+    if culprits:
+        return (f"the suffix reads tensors made inside the prefix besides the boundary (outputs of {culprits}); "
+                "a cached boundary cannot stand in for them")
+    return (f"injecting a cached boundary changes the result (max rel diff {diff:.2e}): the model keeps state "
+            "from the prefix beyond the boundary")
