@@ -91,12 +91,11 @@ def _first_arg(args, kwargs):
 def _output_spec(first, out) -> tuple | None:
     """How to stand in for this module's output when an injected boundary makes its work useless:
     ("pass", n) returns the input itself, ("fill", tail, dtype, n) a tensor of the input's leading
-    shape + tail; n is the tuple length (0: a bare tensor). None: the output has another structure
-    (extra non-None tuple items, a shape not derived from the input), so the module just runs."""
+    shape + tail; n is the tuple length (0: a bare tensor), and extra tuple items become None (the
+    install probe proves the suffix does not read them, or refuses the cache). None: the output's
+    shape is not derived from the input (the module then simply runs)."""
     n = len(out) if isinstance(out, tuple) else 0
     tensor = out[0] if n else out
-    if n and any(o is not None for o in out[1:]):
-        return None
     if not (isinstance(first, torch.Tensor) and isinstance(tensor, torch.Tensor)):
         return None
     if tensor.shape == first.shape and tensor.dtype == first.dtype:

@@ -141,9 +141,6 @@ def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, para
         shape = tuple(boundary.shape) if isinstance(boundary, torch.Tensor) else type(boundary).__name__
         return (f"the boundary ({prefix.names[-1]}'s output) is {shape}, not one [batch, seq, hidden] = {list(want)} "
                 "tensor (multi-stream or sequence-first residual); the cache stores [batch, seq, hidden] rows")
-    if prefix.boundary_source.__dict__.get("_ff_spec") is None:
-        return (f"{prefix.names[-1]} returns extra outputs besides the hidden state, which the suffix may read; "
-                "the cache stores only the hidden state")
     boundary = boundary.detach().clone()
     others = [m for m in prefix.modules if m is not prefix.boundary_source]
 
@@ -164,5 +161,8 @@ def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, para
     if culprits:
         return (f"the suffix reads tensors made inside the prefix besides the boundary (outputs of {culprits}); "
                 "a cached boundary cannot stand in for them")
+    if (prefix.boundary_source.__dict__.get("_ff_spec") or ("", 0))[-1] > 1:
+        return (f"the suffix reads the extra outputs of {prefix.names[-1]} besides its hidden state; the cache "
+                "stores only the hidden state")
     return (f"injecting a cached boundary changes the result (max rel diff {diff:.2e}): the model keeps state "
             "from the prefix beyond the boundary")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 
 import torch
 from torch import nn
@@ -40,6 +41,34 @@ def _uses_reentrant_checkpointing(module: nn.Module | None) -> bool:
     return bool(keywords.get("use_reentrant", True))
 
 
+def _compile_events() -> int:
+    """How many frames torch.compile (Dynamo) has compiled so far in this process; 0 when it never ran.
+    A forward that moves this number compiled part of the model while it ran."""
+    dynamo = sys.modules.get("torch._dynamo")
+    try:
+        return int(dynamo.utils.counters["frames"]["total"]) if dynamo is not None else 0
+    except (AttributeError, KeyError, TypeError):
+        return 0
+
+
+_level_set_by_fastfreeze: int | None = None
+
+
+def _follow_run_log_level(args) -> None:
+    """Let the `fastfreeze` logger show what the run's log level shows (args.log_level, or transformers'
+    verbosity, as Trainer applies to transformers' logger): e.g. `--log_level info` in an HF example
+    script prints the freeze report next to Trainer's own INFO lines. A level the user set on the
+    `fastfreeze` logger is kept, and the logger is never made quieter than it already is."""
+    global _level_set_by_fastfreeze
+    ff_logger = logging.getLogger("fastfreeze")
+    if ff_logger.level not in (logging.NOTSET, _level_set_by_fastfreeze):
+        return
+    level = args.get_process_log_level()
+    if level < ff_logger.getEffectiveLevel():
+        ff_logger.setLevel(level)
+        _level_set_by_fastfreeze = level
+
+
 def _atomic_write_text(path: str, text: str) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
@@ -55,6 +84,7 @@ class FreezeMixin:
     def __init__(self, *args, freeze_config: FreezeConfig | None = None, **kwargs):
         model = kwargs.get("model", args[0] if args else None)
         self.freeze_config = freeze_config
+        self._ff_eval_depth = 0  # > 0 inside evaluate(): its metrics get no fastfreeze counters
         self.freeze_runtime: FreezeRuntime | None = None
         if freeze_config is not None:
             if not isinstance(freeze_config, FreezeConfig):
@@ -97,8 +127,14 @@ class FreezeMixin:
             self._hit_tokens += boundary.shape[:-1].numel()
         elif prefix.offloaded:
             prefix.restore()  # an uncached example: the prefix weights must come back
+        timings, compiles = prefix.state.timings, _compile_events()
+        timed_before = len(timings)
         with prefix.inject(boundary), prefix.capture() as cap:
             result = fn(inputs)
+        if _compile_events() != compiles:
+            # torch.compile compiled (part of) the model during this forward: its prefix run time
+            # includes compilation, so it does not enter the time-saved estimate.
+            del timings[timed_before:]
         if boundary is None and cap.boundary is not None:
             self._on_boundary_computed(inputs, cap.boundary)
         return result
@@ -152,23 +188,49 @@ class FreezeMixin:
         """Entries, bytes, hits and misses of the prefix cache (None without a cache)."""
         return self.prefix_cache.cache.summary() if self.prefix_cache else None
 
+    def fastfreeze_metrics(self) -> dict:
+        """The `fastfreeze/*` counters that go into training logs (not into evaluation metrics).
+
+        The key set is fixed for a run, so every training row has the same columns:
+        `prefix_seconds_saved_est` is present whenever there is a cache (0.0 until a cache hit has
+        been served and the prefix has been timed; forwards during which torch.compile compiled are
+        not timed).
+
+        Usage: trainer.fastfreeze_metrics()["fastfreeze/cache_hits"]
+        """
+        if self.freeze_runtime is None:
+            return {}
+        report = self.freeze_runtime.report
+        out = {"fastfreeze/frozen_params": report.frozen_params,
+               "fastfreeze/trainable_params": report.trainable_params}
+        if self.prefix is not None:
+            out["fastfreeze/prefix_calls"] = self.prefix.prefix_calls
+        if self.prefix_cache is not None:
+            per_token = self.prefix.seconds_per_token() if self.prefix is not None else None
+            # An estimate: cache-hit tokens x the prefix's measured seconds per token.
+            saved = self._hit_tokens * per_token if per_token is not None else 0.0
+            out["fastfreeze/prefix_seconds_saved_est"] = round(saved, 4)
+            summary = self.prefix_cache.cache.summary()
+            out["fastfreeze/cache_hits"] = summary.hits
+            out["fastfreeze/cache_misses"] = summary.misses
+            out["fastfreeze/cache_entries"] = summary.entries
+        return out
+
     def log(self, logs: dict, *args, **kwargs):
-        if self.freeze_runtime is not None:
-            report = self.freeze_runtime.report
-            logs.setdefault("fastfreeze/frozen_params", report.frozen_params)
-            logs.setdefault("fastfreeze/trainable_params", report.trainable_params)
-            if self.prefix is not None:
-                logs.setdefault("fastfreeze/prefix_calls", self.prefix.prefix_calls)
-                per_token = self.prefix.seconds_per_token()
-                if per_token is not None and self._hit_tokens:
-                    # An estimate: cache-hit tokens x the prefix's measured seconds per token.
-                    logs.setdefault("fastfreeze/prefix_seconds_saved_est", round(self._hit_tokens * per_token, 4))
-            if self.prefix_cache is not None:
-                summary = self.prefix_cache.cache.summary()
-                logs.setdefault("fastfreeze/cache_hits", summary.hits)
-                logs.setdefault("fastfreeze/cache_misses", summary.misses)
-                logs.setdefault("fastfreeze/cache_entries", summary.entries)
+        # Training rows only: evaluation metrics (evaluate()'s result, eval rows of log_history,
+        # eval_results.json, the model card's results table) keep exactly the keys the evaluation
+        # produced; counters there would also make the model card's table rows disagree on columns.
+        if self.freeze_runtime is not None and not self._ff_eval_depth:
+            for key, value in self.fastfreeze_metrics().items():
+                logs.setdefault(key, value)
         return super().log(logs, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        self._ff_eval_depth += 1
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._ff_eval_depth -= 1
 
     def _prepare_inputs(self, inputs):
         # Keep the cached boundary out of Trainer's blocking device copy: it is the largest tensor
@@ -209,7 +271,16 @@ class FreezeMixin:
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if resume_from_checkpoint:
             self._check_resume(resume_from_checkpoint)
+        self._log_freeze_report()
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _log_freeze_report(self) -> None:
+        """Log what is frozen and trainable, once per train() call, on the main process (INFO on the
+        `fastfreeze` logger, which follows the run's log level like transformers' logger)."""
+        if self.freeze_runtime is None or not self.is_world_process_zero():
+            return
+        _follow_run_log_level(self.args)
+        logger.info("fastfreeze: training with a frozen prefix\n%s", self.freeze_report)
 
     def _check_resume(self, resume_from_checkpoint) -> None:
         path = resume_from_checkpoint

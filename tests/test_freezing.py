@@ -144,3 +144,72 @@ def test_freeze_embeddings_false_is_plain_freeze():
     rt = apply_freeze(model, FreezeConfig(num_frozen_layers=2, freeze_embeddings=False))
     assert rt.prefix is None and model.model.embed_tokens.weight.requires_grad
     assert not any(p.requires_grad for p in model.model.layers[1].parameters())
+
+
+# ------------------------------------------------------------------ discovery by execution order
+from benchmarks.compat_models import build_model, tiny_config  # noqa: E402
+
+
+@pytest.mark.parametrize("model_type, final_norm", [
+    ("ctrl", "transformer.layernorm"), ("biogpt", "biogpt.layer_norm"), ("xglm", "model.layer_norm"),
+    ("lfm2", "model.embedding_norm"), ("rwkv", "rwkv.ln_out"), ("xlstm", "backbone.out_norm"),
+])
+def test_modules_after_the_blocks_are_never_embedding_side(model_type, final_norm):
+    """Norms named like embeddings, or outside the usual names, run after the blocks: they must train."""
+    model = build_model(tiny_config(model_type))
+    rt = apply_freeze(model, FreezeConfig(num_frozen_layers=2))
+    assert rt.parts.final_norm_path == final_norm
+    assert all(p.requires_grad for p in model.get_submodule(final_norm).parameters())
+    assert not any(n == final_norm or n.startswith(final_norm + ".") for n, _ in rt.parts.embedding_side)
+
+
+def test_input_embedding_outside_the_blocks_parent_is_frozen():
+    """megatron-bert keeps its embeddings in bert.embeddings, not in the block list's parent."""
+    model = build_model(tiny_config("megatron-bert"))
+    rt = apply_freeze(model, FreezeConfig(num_frozen_layers=2))
+    assert not model.get_input_embeddings().weight.requires_grad
+    assert "bert.embeddings.position_embeddings.weight" in rt.report.extra_frozen
+
+
+def test_bare_parameters_feeding_the_boundary_are_frozen_and_reported():
+    """Zaya's input_hidden_states_scale/bias live on the base model itself and act before block 0."""
+    model = build_model(tiny_config("zaya"))
+    report = apply_freeze(model, FreezeConfig(num_frozen_layers=2)).report
+    for name in ("model.input_hidden_states_scale", "model.input_hidden_states_bias"):
+        assert not model.get_parameter(name).requires_grad
+        assert "feeds the boundary" in report.extra_frozen[name]
+        assert f"ALSO FROZEN {name}" in str(report)
+
+
+def test_modules_between_embedding_and_block0_are_stated(caplog):
+    model = build_model(tiny_config("bloom"))
+    with caplog.at_level("WARNING", logger="fastfreeze.freezing"):
+        report = apply_freeze(model, FreezeConfig(num_frozen_layers=2)).report
+    assert "runs before block 0" in report.extra_frozen["transformer.word_embeddings_layernorm"]
+    assert "transformer.word_embeddings_layernorm" in caplog.text
+
+
+@pytest.mark.parametrize("model_type", ["ernie4_5_moe", "afmoe"])
+def test_freezing_never_unfreezes_what_the_model_keeps_frozen(model_type):
+    model = build_model(tiny_config(model_type))
+    kept = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert kept  # router statistics the model keeps frozen on purpose
+    apply_freeze(model, FreezeConfig(num_frozen_layers=1))
+    assert all(not model.get_parameter(n).requires_grad for n in kept)
+
+
+def test_user_frozen_suffix_parameter_stays_frozen():
+    model = make_model("llama")
+    model.model.norm.weight.requires_grad_(False)
+    report = freeze_bottom_layers(model, 2)
+    assert not model.model.norm.weight.requires_grad and "model.norm" not in report.trainable_modules
+
+
+def test_looped_blocks_are_refused():
+    """A forward that runs every block twice (an invalid Dory-style config) has no frozen prefix."""
+    model = make_model("llama")
+    layers = model.model.layers
+    model.model.layers = torch.nn.ModuleList([*layers, *layers])
+    model.config.num_hidden_layers = 8
+    with pytest.raises(UnsupportedModelError, match="do not each run once"):
+        resolve(model)
