@@ -268,7 +268,7 @@ def freeze_bottom_layers(
         trainable_params=n_train, head_tied_to_embedding=tied, head_trainable=head_trainable, notes=notes,
         extra_frozen=extra,
     )
-    logger.info("%s", report)
+    logger.debug("%s", report)  # the trainer logs it at INFO once per train()
     return report
 
 

@@ -315,6 +315,14 @@ class FrozenPrefix:
     def prefix_calls(self) -> int:
         return self.state.prefix_calls
 
+    def timing_mark(self) -> int:
+        """A position in the prefix run-time record (see `discard_timings`)."""
+        return len(self.state.timings)
+
+    def discard_timings(self, mark: int) -> None:
+        """Forget the prefix runs timed since `mark` (e.g. a forward that included compilation)."""
+        del self.state.timings[mark:]
+
     def seconds_per_token(self) -> float | None:
         """Measured wall time of the prefix per (padded) token, over every run so far; None before any."""
         st = self.state

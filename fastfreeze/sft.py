@@ -32,12 +32,16 @@ except ImportError as err:  # an optional extra: say how to get it
         "fastfreeze.sft needs TRL, which is not installed: `pip install fastfreeze[trl]` (or `pip install trl`)."
     ) from err
 
+import logging
+
 from transformers.trainer_utils import set_seed
 
 from .config import FreezeConfig, FreezeConfigError
 from .trainer import FreezeMixin
 
 __all__ = ["FastFreezeSFTTrainer"]
+
+logger = logging.getLogger(__name__)
 
 
 def _load_model(name: str, args) -> object:
@@ -55,8 +59,11 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
     """`trl.SFTTrainer` with the embedding + bottom k blocks frozen and run as a no-grad (cacheable) prefix.
 
     Accepts everything SFTTrainer accepts, plus `freeze_config` (None: a plain SFTTrainer). With
-    `peft_config=`, the adapter is applied before the freeze, so adapters on prefix modules are refused
-    (put them on the suffix: `fastfreeze.peft_support.suffix_lora_kwargs`).
+    `peft_config=`, the adapter is applied before the freeze. A config whose target modules also sit in
+    the frozen blocks (TRL's `--use_peft --lora_target_modules q_proj v_proj` targets every block) is
+    narrowed to blocks k..L-1 with `layers_to_transform`, with a logged warning saying so
+    (`fastfreeze.peft_support.restrict_to_suffix`); a `layers_to_transform` that includes frozen
+    blocks, targets on the embedding, and a PeftModel with adapters in the prefix are refused.
 
     Usage:
         FastFreezeSFTTrainer(model=model, args=SFTConfig(output_dir="out"), train_dataset=ds,
@@ -78,6 +85,14 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
                 # validated against the prefix. Seeding first gives the adapter init SFTTrainer would give.
                 from peft import get_peft_model
 
+                from .peft_support import restrict_to_suffix
+
+                if freeze_config.is_prefix:
+                    # TRL's --use_peft --lora_target_modules ... targets every block: keep the adapters on the
+                    # trainable blocks (the prefix runs without autograd), and say so.
+                    peft_config, note = restrict_to_suffix(peft_config, model, freeze_config.num_frozen_layers)
+                    if note:
+                        logger.warning(note)
                 set_seed(args.seed if args is not None else 42)
                 model = get_peft_model(model, peft_config)
                 peft_config = None

@@ -127,14 +127,13 @@ class FreezeMixin:
             self._hit_tokens += boundary.shape[:-1].numel()
         elif prefix.offloaded:
             prefix.restore()  # an uncached example: the prefix weights must come back
-        timings, compiles = prefix.state.timings, _compile_events()
-        timed_before = len(timings)
+        mark, compiles = prefix.timing_mark(), _compile_events()
         with prefix.inject(boundary), prefix.capture() as cap:
             result = fn(inputs)
         if _compile_events() != compiles:
             # torch.compile compiled (part of) the model during this forward: its prefix run time
             # includes compilation, so it does not enter the time-saved estimate.
-            del timings[timed_before:]
+            prefix.discard_timings(mark)
         if boundary is None and cap.boundary is not None:
             self._on_boundary_computed(inputs, cap.boundary)
         return result
@@ -280,7 +279,7 @@ class FreezeMixin:
         if self.freeze_runtime is None or not self.is_world_process_zero():
             return
         _follow_run_log_level(self.args)
-        logger.info("fastfreeze: training with a frozen prefix\n%s", self.freeze_report)
+        logger.info("fastfreeze: freeze in effect for this training run\n%s", self.freeze_report)
 
     def _check_resume(self, resume_from_checkpoint) -> None:
         path = resume_from_checkpoint

@@ -7,6 +7,7 @@ Usage:
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import statistics
@@ -24,6 +25,7 @@ from .config import FreezeConfig
 IGNORE_INDEX = -100
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+_FILE_TYPES = ".txt (one example per line), .json, .jsonl, .csv or .parquet"
 
 
 class VerifyError(ValueError):
@@ -81,16 +83,16 @@ def rows_needed(steps: int, batch_size: int, grad_accum: int, cache: bool) -> in
     return per_step * (math.ceil(steps / 2) if cache else steps)
 
 
-def _open(path: str, split: str) -> datasets.Dataset:
+def _open(path: str, split: str, limit: int | None = None) -> datasets.Dataset:
     if not os.path.exists(path):
         raise VerifyError(f"--data {path!r} does not exist; pass a directory saved with Dataset.save_to_disk, "
-                          "or a .json/.jsonl/.csv/.parquet file.")
+                          f"or a {_FILE_TYPES} file.")
     if os.path.isdir(path):
         try:
             data = datasets.load_from_disk(path)
         except FileNotFoundError as e:
             raise VerifyError(f"--data {path!r} is a directory but not one written by save_to_disk ({e}); "
-                              "pass such a directory or a .json/.jsonl/.csv/.parquet file.") from e
+                              f"pass such a directory or a {_FILE_TYPES} file.") from e
         if isinstance(data, datasets.DatasetDict):
             if split in data:
                 return data[split]
@@ -98,26 +100,54 @@ def _open(path: str, split: str) -> datasets.Dataset:
                 return next(iter(data.values()))
             raise VerifyError(f"--data {path!r} has splits {list(data)}, none named {split!r}; pass --split NAME.")
         return data
+    if _is_txt(path):
+        lines = itertools.islice(_txt_lines(path, keep_linebreaks=False), limit)
+        return datasets.Dataset.from_dict({"text": list(lines)}, features=datasets.Features({"text": datasets.Value("string")}))
     builder = _FILE_BUILDERS.get(os.path.splitext(path)[1].lower())
     if builder is None:
-        raise VerifyError(f"--data {path!r}: unknown file type; use .json, .jsonl, .csv or .parquet, "
+        raise VerifyError(f"--data {path!r}: unknown file type; use {_FILE_TYPES}, "
                           "or a directory saved with Dataset.save_to_disk.")
     return datasets.load_dataset(builder, data_files=path, split="train")
 
 
+def _is_txt(path: str | None) -> bool:
+    return path is not None and os.path.isfile(path) and os.path.splitext(path)[1].lower() == ".txt"
+
+
+def _txt_lines(path: str, keep_linebreaks: bool):
+    """The lines of a UTF-8 text file, lazily. Per-line examples skip blank lines; for block grouping
+    every line is kept with its line break (as run_clm's `keep_linebreaks=True` default does)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if keep_linebreaks:
+                    yield line
+                elif line.strip():
+                    yield line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise VerifyError(f"--data {path!r} is not UTF-8 text ({e}).") from e
+
+
 def load_rows(path: str | None, tokenizer, max_length: int = 256, limit: int | None = None, split: str = "train",
               text_column: str | None = None, prompt_column: str | None = None,
-              completion_column: str | None = None) -> datasets.Dataset:
+              completion_column: str | None = None, block_size: int | None = None) -> datasets.Dataset:
     """Load (the first `limit` rows of) a local dataset as input_ids / attention_mask / labels.
 
     Pre-tokenized data (an ``input_ids`` column, optional ``labels``) is used as is, cut to
     `max_length`. Text data: a text column (loss on every token), or prompt + completion columns
     (loss on the completion + EOS only). Columns are auto-detected ("text", or "prompt" and
-    "completion") unless named. `path=None` uses a small built-in English corpus (Biography bios).
+    "completion") unless named. A .txt file is a text column with one example per non-blank line.
+    `path=None` uses a small built-in English corpus (Biography bios).
+
+    With `block_size=N` the text is instead tokenized, concatenated and cut into rows of exactly N
+    tokens (loss on every token), as HF's run_clm.py trains (`max_length` does not apply then).
 
     Usage: rows = load_rows("train.jsonl", tok, prompt_column="question", completion_column="answer")
+           rows = load_rows("corpus.txt", tok, block_size=128, limit=16)
     """
-    data = _default_corpus(limit or 64) if path is None else _open(path, split)
+    if block_size is not None:
+        return _load_blocks(path, tokenizer, block_size, limit, split, text_column, prompt_column, completion_column)
+    data = _default_corpus(limit or 64) if path is None else _open(path, split, limit)
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     if len(data) == 0:
@@ -140,6 +170,68 @@ def load_rows(path: str | None, tokenizer, max_length: int = 256, limit: int | N
                               "Name yours with --text-column, or --prompt-column and --completion-column.")
         return _tokenize_pairs(data, tokenizer, prompt_column, completion_column, max_length)
     return _tokenize_text(data, tokenizer, text_column or "text", max_length)
+
+
+def _load_blocks(path, tokenizer, block_size, limit, split, text_column, prompt_column, completion_column):
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
+        raise VerifyError(f"--block-size {block_size!r} must be an int >= 2 (a row needs a next token to predict).")
+    if prompt_column or completion_column:
+        raise VerifyError("--block-size concatenates plain text into fixed-size blocks; it does not apply to "
+                          "prompt/completion rows. Drop --block-size, or pass a text file or --text-column.")
+    if tokenizer is None:
+        raise VerifyError("--block-size needs a tokenizer: save one next to the model (tokenizer.save_pretrained(dir)).")
+    if _is_txt(path):
+        if text_column not in (None, "text"):
+            raise VerifyError(f"--text-column {text_column!r}: a .txt file has one column, 'text'.")
+        texts = _txt_lines(path, keep_linebreaks=True)
+    else:
+        data = _default_corpus(max(64, limit or 64)) if path is None else _open(path, split)
+        column = text_column or "text"
+        if column not in data.column_names:
+            raise VerifyError(f"--block-size needs a text column: {path!r} has no column {column!r} (its columns are "
+                              f"{data.column_names}); name one with --text-column.")
+        texts = (str(t) for batch in data.iter(batch_size=1000) for t in batch[column])
+    blocks, total = group_texts(texts, tokenizer, block_size, limit)
+    if not blocks:
+        raise VerifyError(f"--data {path!r} has {total} tokens, fewer than one block of --block-size {block_size}; "
+                          "pass more text or a smaller --block-size.")
+    return _rows(blocks, blocks)
+
+
+def group_texts(texts, tokenizer, block_size: int, limit: int | None = None, batch: int = 1000):
+    """Tokenize `texts` (each with the tokenizer's special tokens, as run_clm.py does), concatenate them
+    and cut the stream into blocks of `block_size` tokens, dropping the incomplete last block. Stops
+    reading once `limit` blocks are full. Returns (blocks, tokens read).
+
+    Unlike run_clm.py, which groups each `map` batch of 1000 examples separately (dropping a remainder
+    per batch), the whole stream is grouped, so no tokens are lost between batches.
+
+    Usage: blocks, n = group_texts(["a b c", "d e"], tok, block_size=4)
+    """
+    stream: list[int] = []
+    blocks: list[list[int]] = []
+    total = 0
+    pending: list[str] = []
+
+    def consume(chunk):
+        nonlocal total
+        for ids in tokenizer(chunk)["input_ids"]:
+            stream.extend(ids)
+            total += len(ids)
+        while len(stream) >= block_size and (limit is None or len(blocks) < limit):
+            blocks.append(stream[:block_size])
+            del stream[:block_size]
+
+    for text in texts:
+        pending.append(text)
+        if len(pending) == batch:
+            consume(pending)
+            pending = []
+            if limit is not None and len(blocks) >= limit:
+                return blocks, total
+    if pending:
+        consume(pending)
+    return blocks, total
 
 
 def _rows(ids_list, labels_list) -> datasets.Dataset:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
@@ -112,3 +113,79 @@ def test_prefix_time_saved_estimate_is_logged(tmp_path):
     # Epoch 1 (steps 1-4) runs the prefix and times it; epoch 2 reads the cache, so the estimate grows.
     assert saved and saved[-1] > 0 and saved == sorted(saved)
     assert t.prefix.seconds_per_token() > 0
+
+
+def test_model_card_and_eval_metrics_without_counters(tmp_path):
+    """run_clm with the cache and evaluation during training: the model card builds (it makes one table
+    from the eval rows, so their keys must agree), evaluation metrics carry no fastfreeze counters, and
+    every training row has the same keys, the time-saved estimate included from the first row on."""
+    out = str(tmp_path / "o")
+    # 32 rows / (4 x 2) = 4 steps per epoch: epoch 2 (and every evaluation after the first) hits the cache.
+    t = _trainer(out, steps=8, cfg=FreezeConfig(num_frozen_layers=2, cache="memory"), logging_steps=1,
+                 eval_strategy="epoch", eval_on_start=True)
+    t.train()
+    metrics = t.evaluate()
+    assert "eval_loss" in metrics and not [k for k in metrics if k.startswith("fastfreeze/")], metrics
+    eval_rows = [r for r in t.state.log_history if "eval_loss" in r]
+    train_rows = [r for r in t.state.log_history if "loss" in r]
+    assert len(eval_rows) == 4 and len(train_rows) == 8
+    assert not [k for r in eval_rows for k in r if k.startswith("fastfreeze/")]
+    assert all(set(r) == set(train_rows[0]) for r in train_rows), [sorted(r) for r in train_rows]
+    saved = [r["fastfreeze/prefix_seconds_saved_est"] for r in train_rows]
+    assert saved[0] == 0.0 and saved[-1] > 0 and saved == sorted(saved)  # grows once epoch 2 reads the cache
+    assert train_rows[-1]["fastfreeze/cache_hits"] > 0
+    t.create_model_card()  # raised KeyError: 'Seconds Saved Est'
+    with open(os.path.join(out, "README.md")) as f:
+        card = f.read()
+    assert "Validation Loss" in card and "fastfreeze" not in card.lower()
+
+
+@pytest.fixture
+def fastfreeze_log_level(monkeypatch):
+    """Restore the `fastfreeze` logger and transformers' verbosity after a test that changes them."""
+    import fastfreeze.trainer as ff_trainer
+
+    ff_logger = logging.getLogger("fastfreeze")
+    level, verbosity = ff_logger.level, transformers.logging.get_verbosity()
+    ff_logger.setLevel(logging.NOTSET)
+    monkeypatch.setattr(ff_trainer, "_level_set_by_fastfreeze", None, raising=False)
+    yield
+    ff_logger.setLevel(level)
+    transformers.logging.set_verbosity(verbosity)
+
+
+def _report_records(caplog, trainer):
+    """The train-start records (fastfreeze.freezing may also log the report when the freeze is applied)."""
+    return [r for r in caplog.records if r.name == "fastfreeze.trainer" and str(trainer.freeze_report) in r.getMessage()]
+
+
+def test_freeze_report_logged_once_at_train_start_and_on_resume(tmp_path, caplog, fastfreeze_log_level):
+    caplog.set_level(logging.INFO, logger="fastfreeze")
+    out = str(tmp_path / "run")
+    first = _trainer(out, steps=6, save_strategy="steps", save_steps=3, logging_steps=1)
+
+    class StopAt3(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                control.should_training_stop = True
+
+    first.add_callback(StopAt3())
+    assert not _report_records(caplog, first)  # not at construction: at train start
+    first.train()
+    assert len(_report_records(caplog, first)) == 1  # once, not per step or per log row
+    assert "bottom 2 frozen" in str(first.freeze_report)
+    caplog.clear()
+    resumed = _trainer(out, steps=6, save_strategy="steps", save_steps=3, logging_steps=1)
+    resumed.train(resume_from_checkpoint=os.path.join(out, "checkpoint-3"))
+    assert len(_report_records(caplog, resumed)) == 1 and resumed.state.global_step == 6
+
+
+def test_freeze_report_follows_the_run_log_level(tmp_path, caplog, fastfreeze_log_level):
+    """No logging set-up for `fastfreeze` (as in HF's example scripts): `log_level="info"` shows the
+    report, as it shows Trainer's own INFO lines; the default (warning) does not."""
+    quiet = _trainer(str(tmp_path / "a"), steps=1)
+    quiet.train()
+    assert not _report_records(caplog, quiet)
+    loud = _trainer(str(tmp_path / "b"), steps=1, log_level="info")
+    loud.train()
+    assert len(_report_records(caplog, loud)) == 1

@@ -12,7 +12,7 @@ from datasets import Dataset  # noqa: E402
 from peft import LoraConfig, PeftModel, PromptTuningConfig, get_peft_model  # noqa: E402
 
 from fastfreeze import FreezeConfig, FreezeConfigError  # noqa: E402
-from fastfreeze.peft_support import prefix_adapter_modules, suffix_lora_kwargs  # noqa: E402
+from fastfreeze.peft_support import prefix_adapter_modules, restrict_to_suffix, suffix_lora_kwargs  # noqa: E402
 from tests.conftest import PadCollator, make_model, make_rows, seed_snippet_freeze  # noqa: E402
 from tests.parity.harness import FFTrainer, RefTrainer, max_rel_diff, training_args  # noqa: E402
 
@@ -113,9 +113,15 @@ def test_sft_trainer_peft_config_validated_and_matches(tmp_path):
     pytest.importorskip("trl")
     from tests.integrations.test_sft import assert_parity, run_sft
 
-    bad = LoraConfig(r=4, target_modules=["q_proj"])
-    with pytest.raises(FreezeConfigError, match="frozen prefix"):
-        run_sft("ff", str(tmp_path / "bad"), peft_config=bad)
+    # A placement that cannot be narrowed by itself is refused with the fix: an explicit
+    # layers_to_transform over frozen blocks, a regular expression that matches them, the embedding.
+    with pytest.raises(FreezeConfigError, match=r"includes frozen blocks \[0, 1\].*layers_to_transform=\[2, 3\]"):
+        run_sft("ff", str(tmp_path / "bad"), peft_config=LoraConfig(r=4, target_modules=["q_proj"],
+                                                                    layers_to_transform=[0, 1, 2, 3]))
+    with pytest.raises(FreezeConfigError, match="frozen prefix.*regular expression"):
+        run_sft("ff", str(tmp_path / "bad"), peft_config=LoraConfig(r=4, target_modules=r".*\.q_proj"))
+    with pytest.raises(FreezeConfigError, match=r"embedding side: \['model.embed_tokens'\]"):
+        run_sft("ff", str(tmp_path / "bad"), peft_config=LoraConfig(r=4, target_modules=["q_proj", "embed_tokens"]))
     good = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
                 **suffix_lora_kwargs(make_model("llama"), K))
     ref = run_sft("ref", str(tmp_path / "ref"), peft_config=LoraConfig(**good), steps=4)
@@ -136,3 +142,107 @@ def test_report_lists_adapter_modules_as_trainable():
     report = apply_freeze(wrapped, FreezeConfig(num_frozen_layers=2)).report
     assert report.trainable_modules and all("lora_" in name for name in report.trainable_modules)
     assert not any(".layers.0." in n or ".layers.1." in n for n in report.trainable_modules)
+
+
+def _trl_cli_lora():
+    """What TRL's CLI builds for `--use_peft --lora_target_modules q_proj v_proj` (lora_dropout 0: the
+    prefix runs in eval mode by design, so parity is defined without dropout)."""
+    pytest.importorskip("trl")
+    from trl import ModelConfig, get_peft_config
+
+    return get_peft_config(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "v_proj"], lora_r=4,
+                                       lora_alpha=8, lora_dropout=0.0))
+
+
+def _adapter_modules(model):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return sorted(n.split("model.layers.", 1)[1] for n, m in model.named_modules() if isinstance(m, BaseTunerLayer))
+
+
+def test_restrict_to_suffix_narrows_cli_targets():
+    model = make_model("llama")
+    cli = _trl_cli_lora()
+    narrowed, note = restrict_to_suffix(cli, model, K)
+    assert narrowed.layers_to_transform == [2, 3] and narrowed.layers_pattern == "layers"
+    assert set(narrowed.target_modules) == {"q_proj", "v_proj"} and cli.layers_to_transform is None  # a copy
+    assert "blocks 0-1 are frozen" in note and "blocks 2-3 only" in note
+    # PEFT's default targets (no --lora_target_modules) and "all-linear" are narrowed the same way.
+    assert restrict_to_suffix(LoraConfig(r=4), model, K)[0].target_modules == {"q_proj", "v_proj"}
+    all_linear = restrict_to_suffix(LoraConfig(r=4, target_modules="all-linear"), model, K)[0]
+    assert all_linear.target_modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    # Nothing to do: already on the suffix, only outside the blocks (the head), or k = 0.
+    suffix = LoraConfig(r=4, target_modules=["q_proj"], **suffix_lora_kwargs(model, K))
+    assert restrict_to_suffix(suffix, model, K) == (suffix, None)
+    head = LoraConfig(r=4, target_modules=["lm_head"])
+    assert restrict_to_suffix(head, model, 4) == (head, None)
+    assert restrict_to_suffix(cli, model, 0) == (cli, None)
+    with pytest.raises(FreezeConfigError, match="no suffix block"):
+        restrict_to_suffix(cli, model, 4)
+
+
+def test_sft_cli_lora_goes_on_the_suffix_and_matches_the_seed_recipe(tmp_path, caplog):
+    """TRL CLI LoRA (every block) + FreezeConfig(k=2): adapters only on blocks 2-3, a warning says so, and
+    training matches (a) plain SFTTrainer with the same LoRA on blocks 2-3, (b) the recipe a TRL user
+    would write by hand: LoRA on every block + the seed snippet freezing blocks 0-1 (adapters included)."""
+    pytest.importorskip("trl")
+    import logging
+
+    from tests.integrations.test_sft import FFSFT, RefSFT, _tokenizer, assert_parity, run_sft, sft_args, sft_dataset
+
+    caplog.set_level(logging.WARNING, logger="fastfreeze")
+    cli = _trl_cli_lora()
+    ff = run_sft("ff", str(tmp_path / "ff"), peft_config=cli, steps=4)
+    notes = [r.getMessage() for r in caplog.records if r.name == "fastfreeze.sft"]
+    assert len(notes) == 1 and "layers_to_transform=[2, 3]" in notes[0]
+    assert cli.layers_to_transform is None  # the caller's config is left as it was
+    model = ff["trainer"].model
+    assert _adapter_modules(model) == ["2.self_attn.q_proj", "2.self_attn.v_proj", "3.self_attn.q_proj",
+                                       "3.self_attn.v_proj"]
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n and (".layers.2." in n or ".layers.3." in n) for n in trained)
+
+    # (a) the same LoRA written by hand for the suffix, plain SFTTrainer: same adapter init, same run.
+    suffix = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                        **suffix_lora_kwargs(make_model("llama"), K))
+    ref = run_sft("ref", str(tmp_path / "ref"), peft_config=suffix, steps=4)
+    assert_parity(ff, ref)
+
+    # (b) LoRA on every block, then the seed snippet on the wrapped model (blocks 0-1 and their
+    # adapters frozen; a zero-initialised lora_B there adds exactly 0). The adapter inits differ from
+    # the narrowed run (more modules draw from the RNG), so the fastfreeze arm starts from the
+    # reference's initial suffix adapters.
+    args = sft_args(str(tmp_path / "seed"), steps=4)
+    torch.manual_seed(args.seed)
+    everywhere = get_peft_model(make_model("llama"), _trl_cli_lora())
+    seed_snippet_freeze(everywhere.get_base_model(), "llama", K)
+    start = {n: p.detach().clone() for n, p in everywhere.named_parameters() if "lora_" in n}
+    data = dict(train_dataset=sft_dataset(), eval_dataset=sft_dataset(8, seed=9), processing_class=_tokenizer())
+    seed_ref = RefSFT(model=everywhere, args=args, **data)
+    ff_b = FFSFT(model=make_model("llama"), args=sft_args(str(tmp_path / "ffb"), steps=4), peft_config=_trl_cli_lora(),
+                 freeze_config=FreezeConfig(num_frozen_layers=K), **data)
+    with torch.no_grad():
+        for n, p in ff_b.model.named_parameters():
+            if "lora_" in n:
+                p.copy_(start[n])
+    arms = {}
+    for name, trainer in (("ref", seed_ref), ("ff", ff_b)):
+        trainer.recorded = []
+        trainer.train()
+        # Base weights under an adapter are called "...q_proj.base_layer.weight": compare by plain name.
+        arms[name] = {"trainer": trainer, "losses": list(trainer.recorded),
+                      "params": {n.replace(".base_layer", ""): p.detach().clone()
+                                 for n, p in trainer.model.named_parameters()}}
+    assert len(arms["ff"]["losses"]) == len(arms["ref"]["losses"]) == 8
+    for a, b in zip(arms["ff"]["losses"], arms["ref"]["losses"]):
+        assert abs(a - b) <= RTOL * abs(b)
+    for n, p in arms["ff"]["params"].items():
+        p_ref = arms["ref"]["params"][n]
+        if "lora_" in n:
+            assert max_rel_diff(p, p_ref) <= RTOL, n
+            if "lora_B" in n:
+                assert not torch.equal(p, start[n]), f"{n} did not train"
+        else:
+            assert torch.equal(p, p_ref), n
+    prefix_adapters = [n for n in arms["ref"]["params"] if "lora_" in n and (".layers.0." in n or ".layers.1." in n)]
+    assert prefix_adapters and all(torch.equal(arms["ref"]["params"][n], start[n]) for n in prefix_adapters)

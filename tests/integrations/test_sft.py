@@ -83,7 +83,8 @@ def run_sft(arm: str, out: str, freeze_config=None, model=None, peft_config=None
     out = {"trainer": trainer, "losses": list(trainer.recorded),
            "params": {n: p.detach().clone() for n, p in trainer.model.named_parameters()}}
     if evaluate:
-        out["eval_loss"] = trainer.evaluate()["eval_loss"]
+        out["eval_metrics"] = trainer.evaluate()
+        out["eval_loss"] = out["eval_metrics"]["eval_loss"]
     return out
 
 
@@ -111,6 +112,8 @@ def test_sft_parity_with_defaults(tmp_path):
     assert trainer.completion_only_loss, "prompt-completion data: completion-only loss by default"
     assert_parity(ff, ref, initial=make_model("llama").state_dict())
     assert abs(ff["eval_loss"] - ref["eval_loss"]) <= RTOL * abs(ref["eval_loss"])
+    # SFTTrainer's own eval metrics are there, fastfreeze's training counters are not (same keys as the reference).
+    assert "eval_mean_token_accuracy" in ff["eval_metrics"] and set(ff["eval_metrics"]) == set(ref["eval_metrics"])
 
 
 def test_sft_memory_cache_two_epochs(tmp_path):
