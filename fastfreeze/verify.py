@@ -29,6 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from .arch import UnsupportedModelError, resolve
 from .config import FreezeConfig, FreezeConfigError
+from .freezing import boundary_dependencies
 from .trainer import FastFreezeTrainer
 from .verify_data import (PadCollator, PeakMemory, StepTimer, VerifyError, WeightStore, as_dataset, check_fits_twice,
                           rows_needed)
@@ -173,11 +174,11 @@ def _loss_ok(a: float, b: float, rtol: float) -> bool:
 
 # ---------------------------------------------------------------------------------------- the two arms
 def reference_freeze(model: nn.Module, config: FreezeConfig) -> None:
-    """The seed recipe, generically: requires_grad=False on the embedding-side modules and blocks[:k];
-    the head gets its own copy of a tied embedding matrix first when `untie_embeddings` asks for it."""
+    """The seed recipe, generically: requires_grad=False on the embedding-side modules and blocks[:k]
+    (never True on anything: what the model keeps frozen stays frozen); plus the parameters the boundary
+    depends on, which the README's rule freezes and FreezeReport states (e.g. bare scales on the base
+    model). The head gets its own copy of a tied embedding matrix first when `untie_embeddings` asks."""
     parts = resolve(model)
-    for p in model.parameters():
-        p.requires_grad = True
     if config.freeze_embeddings and config.untie_embeddings:
         emb_w = getattr(parts.embedding_side[0][1], "weight", None)
         if emb_w is not None and getattr(parts.head, "weight", None) is emb_w:
@@ -186,6 +187,9 @@ def reference_freeze(model: nn.Module, config: FreezeConfig) -> None:
     for module in modules + list(parts.layers[: config.num_frozen_layers]):
         for p in module.parameters():
             p.requires_grad = False
+    if config.freeze_embeddings:
+        for name in boundary_dependencies(model, parts, config.num_frozen_layers):
+            model.get_parameter(name).requires_grad = False
 
 
 class _RecordLoss:
