@@ -47,6 +47,10 @@ class FreezeConfig:
             model's own forward with the same freeze; refuse the fast path or the cache otherwise
             (`fastfreeze.probe`). Costs a few forward/backward passes of 16 tokens; turn off only for
             a model you have already verified, since nothing else checks an unknown architecture.
+        allow_eval_prefix: the prefix always runs in eval mode (deterministic, so it can be cached). If
+            the frozen layers are stochastic in training (dropout, router jitter), plain freezing would
+            keep that noise, so the probe refuses; True accepts the eval-mode prefix knowingly (noted in
+            the report).
     """
 
     num_frozen_layers: int
@@ -59,6 +63,7 @@ class FreezeConfig:
     offload_prefix: bool = True
     fused_loss: bool = True
     probe: bool = True
+    allow_eval_prefix: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

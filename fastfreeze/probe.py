@@ -46,12 +46,15 @@ class ProbeReport:
     trainable_tensors: int
     max_rel_diff: float
     cache_refusal: str | None
+    eval_prefix_differs: bool = False  # stochastic in training, run in eval mode (allow_eval_prefix=True)
 
     def __str__(self) -> str:
         cache = "cache can serve it" if self.cache_refusal is None else f"cache refused: {self.cache_refusal}"
+        noise = ("; the frozen layers are stochastic in training but run in eval mode (allow_eval_prefix=True), "
+                 "so the run differs from plain freezing by that noise" if self.eval_prefix_differs else "")
         return (f"probe: fast path == the model's own forward+backward on a probe batch (logits and "
                 f"{self.trainable_tensors} trainable gradients, max rel diff {self.max_rel_diff:.1e}); {cache}; "
-                f"{self.seconds:.2f} s (skip with FreezeConfig(probe=False))")
+                f"{self.seconds:.2f} s (skip with FreezeConfig(probe=False)){noise}")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -100,7 +103,44 @@ def _state(prefix: FrozenPrefix, **values):
             setattr(prefix.state, k, v)
 
 
-def probe_fast_path(model: nn.Module, prefix: FrozenPrefix) -> ProbeReport:
+class _SinkReached(Exception):
+    pass
+
+
+def _rng_states(cuda: bool) -> list[torch.Tensor]:
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if cuda else [])
+
+
+def _draws_in_training(model: nn.Module, prefix: FrozenPrefix, inputs: dict) -> bool:
+    """True if the frozen prefix, run in training mode as the plain recipe runs it, draws random numbers
+    (dropout, router jitter, random hash rotations) before the boundary reaches its sink."""
+    cuda = inputs["input_ids"].is_cuda
+    seen: dict = {}
+
+    def at_sink(_m, _a, _k):
+        seen["after"] = _rng_states(cuda)
+        raise _SinkReached
+
+    handle = prefix.boundary_sink.register_forward_pre_hook(at_sink, with_kwargs=True)
+    modules = [sub for m in prefix.modules for sub in m.modules()]
+    try:
+        for sub in modules:
+            sub.training = True  # past the prefix's always-eval train(): the recipe trains in train mode
+        before = _rng_states(cuda)
+        with torch.no_grad(), _state(prefix, bypass=True):
+            try:
+                run_model(model, inputs)
+            except _SinkReached:
+                pass
+    finally:
+        handle.remove()
+        for sub in modules:
+            sub.training = False
+    after = seen.get("after", before)
+    return any(not torch.equal(x, y) for x, y in zip(before, after))
+
+
+def probe_fast_path(model: nn.Module, prefix: FrozenPrefix, allow_eval_prefix: bool = False) -> ProbeReport:
     """Prove on a probe batch that the fast path equals the model's own forward+backward; raise
     UnsupportedModelError (with the reason) if it does not. See the module docstring."""
     t0 = time.perf_counter()
@@ -115,6 +155,15 @@ def probe_fast_path(model: nn.Module, prefix: FrozenPrefix) -> ProbeReport:
     with torch.random.fork_rng(devices=devices), _state(prefix, **counters):
         model.eval()
         try:
+            stochastic = _draws_in_training(model, prefix, a)
+            if stochastic and not allow_eval_prefix:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}: the frozen layers draw random numbers in training (dropout, router "
+                    "jitter or random hashing in the embedding side or layers[:k]); fastfreeze runs them in eval "
+                    "mode, so this run would differ from plain freezing. Set those probabilities to 0 in the model "
+                    "config (e.g. hidden_dropout / embd_pdrop / router_jitter_noise = 0) for an exact run, or pass "
+                    "FreezeConfig(allow_eval_prefix=True) to accept a deterministic (eval-mode) prefix knowingly."
+                )
             with _state(prefix, bypass=True):
                 ref = _forward_backward(model, a, params)
             with prefix.capture() as cap:
@@ -130,7 +179,7 @@ def probe_fast_path(model: nn.Module, prefix: FrozenPrefix) -> ProbeReport:
             refusal = _cache_refusal(model, prefix, cap.boundary, a, b, params, ref, dtype)
         finally:
             model.train(was_training)
-    return ProbeReport(time.perf_counter() - t0, len(params), diff, refusal)
+    return ProbeReport(time.perf_counter() - t0, len(params), diff, refusal, stochastic)
 
 
 def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, params, ref, dtype) -> str | None:

@@ -57,7 +57,7 @@ def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
         prefix = FrozenPrefix(target, parts, config.num_frozen_layers).install()
         if config.probe:
             try:
-                probe = probe_fast_path(target, prefix)
+                probe = probe_fast_path(target, prefix, config.allow_eval_prefix)
             except UnsupportedModelError:
                 prefix.remove()
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
 from tests.conftest import FAMILIES, make_model
 from tests.parity.harness import max_rel_diff, run_arm
 
@@ -72,13 +73,29 @@ def test_no_backward_through_prefix(tmp_path):
         assert opt_params == {id(p) for p in model.parameters() if p.requires_grad}
 
 
-def test_prefix_stays_in_eval_mode_and_skips_dropout(tmp_path):
-    """With dropout on, the prefix output is deterministic across training steps (eval mode)."""
+def _with_dropout(p: float):
     model = make_model("gpt2")
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
-            m.p = 0.5
-    res = run_arm("gpt2", 2, "ff", str(tmp_path / "ff"), steps=1, model=model, evaluate=False)
+            m.p = p
+    return model
+
+
+def test_stochastic_prefix_is_refused_unless_accepted():
+    """Plain freezing keeps dropout active in frozen layers; the eval-mode prefix would silently differ."""
+    with pytest.raises(UnsupportedModelError, match="draw random numbers in training"):
+        apply_freeze(_with_dropout(0.5), FreezeConfig(num_frozen_layers=2))
+    rt = apply_freeze(_with_dropout(0.5), FreezeConfig(num_frozen_layers=2, allow_eval_prefix=True))
+    assert rt.probe.eval_prefix_differs and "run in eval mode" in str(rt.probe)
+    rt = apply_freeze(_with_dropout(0.0), FreezeConfig(num_frozen_layers=2))
+    assert not rt.probe.eval_prefix_differs
+
+
+def test_prefix_stays_in_eval_mode_and_skips_dropout(tmp_path):
+    """With dropout on (accepted knowingly), the prefix output is deterministic across training steps."""
+    model = _with_dropout(0.5)
+    res = run_arm("gpt2", 2, "ff", str(tmp_path / "ff"), steps=1, model=model, evaluate=False,
+                  freeze_config=FreezeConfig(num_frozen_layers=2, allow_eval_prefix=True))
     trainer = res["trainer"]
     model.train()
     prefix = trainer.prefix
