@@ -22,15 +22,15 @@ EXPERTS, EXPERTS_PER_TOKEN = 4, 2
 # default usually means "derive it from the others", which the config then does from our values).
 _SET = {
     **dict.fromkeys(("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "hidden_dim", "model_dim",
-                     "dim", "word_embed_proj_dim", "embedding_size", "lru_width", "attention_hidden_size",
-                     "cross_attention_hidden_size", "backbone_hidden_size", "emb_dim", "input_embedding_size"),
+                     "dim", "word_embed_proj_dim", "embedding_size", "lru_width", "cross_attention_hidden_size",
+                     "backbone_hidden_size", "emb_dim", "input_embedding_size"),
                     HIDDEN),
     **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers"), LAYERS),
     **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads",
                      "swa_num_attention_heads", "index_n_heads", "indexer_n_heads"), HEADS),
     **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num",
                      "swa_num_key_value_heads", "indexer_kv_heads"), KV_HEADS),
-    **dict.fromkeys(("head_dim", "kv_channels", "d_head", "dim_head", "attention_head_dim", "swa_head_dim",
+    **dict.fromkeys(("head_dim", "kv_channels", "d_head", "dim_head", "swa_head_dim",
                      "index_head_dim", "indexer_head_dim", "v_head_dim", "qk_head_dim"), HEAD_DIM),
     **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size", "decoder_ffn_dim",
                      "dim_ff", "dff", "d_inner", "intermediate_size_mlp", "dense_intermediate_size",
@@ -75,6 +75,11 @@ _CAP = {
 _TYPE_OVERRIDES: dict[str, dict] = {
     "mamba2": {"num_heads": 8, "head_dim": 16},  # num_heads * head_dim must equal expand * hidden_size
     "gpt_neo": {"attention_types": [[["global", "local"], LAYERS // 2]]},
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"] * (LAYERS // 2)},  # no default in the config
+    # axial position shape must multiply to the (fixed, 12-token) training length
+    "reformer": {"axial_pos_embds_dim": [16, 48], "axial_pos_shape": [3, 4], "max_position_embeddings": 12,
+                 "attn_layers": ["local", "lsh"] * 2, "local_attn_chunk_length": 4, "lsh_attn_chunk_length": 4,
+                 "num_hashes": 1},
 }
 _TOKEN_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 _SUBCONFIG_FIELDS = ("text_config", "attn_config", "ffn_config", "decoder_config", "global_config",
@@ -117,8 +122,9 @@ def _values(cls) -> dict:
     return {name: inst.get(name, d) for name, d in fields.items()}
 
 
-_FILL_IF_NONE = {"head_dim": HEAD_DIM, "num_experts_per_tok": EXPERTS_PER_TOKEN, "n_routed_experts": EXPERTS,
-                 "moe_intermediate_size": EXPERT_INTERMEDIATE}
+# None defaults some model code cannot handle (it reads them unconditionally).
+_FILL_IF_NONE = {"head_dim": HEAD_DIM, "num_key_value_heads": KV_HEADS, "num_experts_per_tok": EXPERTS_PER_TOKEN,
+                 "n_routed_experts": EXPERTS, "moe_intermediate_size": EXPERT_INTERMEDIATE, "n_shared_experts": 1}
 _EXPERT_FIELDS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 
 
@@ -144,14 +150,14 @@ def shrink_fields(cls, overrides: dict | None = None) -> dict:
                 kwargs[name] = _SET[name]
         elif name in _CAP and isinstance(d, int) and not isinstance(d, bool) and d > _CAP[name]:
             kwargs[name] = _CAP[name]
-        elif name in _FILL_IF_NONE and d is None and (name == "head_dim" or has_experts):
+        elif name in _FILL_IF_NONE and d is None and (name in ("head_dim", "num_key_value_heads") or has_experts):
             kwargs[name] = _FILL_IF_NONE[name]
         elif _is_dropout(name) and isinstance(d, float) and not isinstance(d, bool):
             kwargs[name] = 0.0
         elif name in _TOKEN_IDS and d is not None:
             kwargs[name] = [_TOKEN_IDS[name]] if isinstance(d, list) else _TOKEN_IDS[name]
         elif name in _SUBCONFIG_FIELDS and d is not None and hasattr(d, "to_dict"):
-            kwargs[name] = {**d.to_dict(), **shrink_fields(type(d))}
+            kwargs[name] = shrink_fields(type(d))
         elif n_default and n_default != LAYERS and isinstance(d, (list, tuple)) and len(d) == n_default:
             kwargs[name] = _shrink_layer_list(list(d), LAYERS)
     if "qk_rope_head_dim" in values and "head_dim" in values:
@@ -164,6 +170,8 @@ def shrink_fields(cls, overrides: dict | None = None) -> dict:
     for name in ("mamba_d_head", "mamba_head_dim", "mamba_headdim"):
         if name in values and n_heads:
             kwargs[name] = int(expand * HIDDEN) // n_heads
+    if values.get("mamba_d_ssm") is not None:
+        kwargs["mamba_d_ssm"] = int(expand * HIDDEN)
     kwargs.update(overrides or {})
     return kwargs
 
@@ -183,7 +191,7 @@ def tiny_config(model_type: str):
     for name in _SUBCONFIG_FIELDS:
         sub = getattr(cfg, name, None) if name in getattr(cfg, "sub_configs", {}) else None
         if sub is not None and name not in kwargs and hasattr(sub, "to_dict"):
-            kwargs[name] = {**sub.to_dict(), **shrink_fields(type(sub))}
+            kwargs[name] = shrink_fields(type(sub))
             cfg = cls(**kwargs)
     if hasattr(cfg, "is_decoder") and not getattr(cfg, "is_encoder_decoder", False):
         cfg.is_decoder = True  # encoder architectures registered as causal LMs run as decoders
@@ -201,11 +209,17 @@ def text_config(cfg):
         return cfg
 
 
-def not_applicable_reason(model_type: str, cfg) -> str | None:
-    """Why `model_type` is outside fastfreeze's scope (encoder-decoder, multimodal), or None."""
-    if getattr(cfg, "is_encoder_decoder", False):
+def not_applicable_reason(model_type: str, cfg=None) -> str | None:
+    """Why `model_type` is outside fastfreeze's scope (encoder-decoder, multimodal), or None. Without
+    `cfg` it judges from the config class alone (before a tiny config is even built)."""
+    cls = config_class(model_type)
+    if cfg is not None and getattr(cfg, "is_encoder_decoder", False):
         return "encoder-decoder"
-    subs = set(getattr(cfg, "sub_configs", {}) or {})
+    if cfg is None and dataclasses.is_dataclass(cls):
+        field = {f.name: f for f in dataclasses.fields(cls)}.get("is_encoder_decoder")
+        if field is not None and _default(field) is True:
+            return "encoder-decoder"
+    subs = set(getattr(cfg if cfg is not None else cls, "sub_configs", {}) or {})
     mm = sorted(subs & set(MULTIMODAL_SUBCONFIGS))
     if mm:
         return f"multimodal ({', '.join(mm)})"
@@ -227,4 +241,9 @@ def build_model(cfg, seed: int = 0):
         model = AutoModelForCausalLM.from_config(cfg)
     model = model.float()
     model.config._attn_implementation = "eager"
+    if hasattr(model, "set_default_language"):  # X-MOD: the language adapter to run
+        cfg_ = model.config
+        lang = getattr(cfg_, "default_language", None) or next(iter(getattr(cfg_, "languages", None) or []), None)
+        if lang:
+            model.set_default_language(lang)
     return model

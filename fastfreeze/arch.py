@@ -224,14 +224,29 @@ def probe_inputs(model: nn.Module, batch: int = 1, seq: int = 8, pad: int = 0, s
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
+class ProbeStop(Exception):
+    """Raised by a probe's hook to end a probe forward early (e.g. once block k's input is seen)."""
+
+
 def run_model(model: nn.Module, inputs: dict):
-    """The model's own forward on probe inputs, without a KV cache where the model takes `use_cache`."""
+    """The model's own forward on probe inputs, without a KV cache where the model takes `use_cache`.
+    A model that cannot run the probe batch is refused with its own error, not crashed on."""
     try:
-        return model(**inputs, use_cache=False)
-    except TypeError as err:
-        if "use_cache" not in str(err):
-            raise
-        return model(**inputs)
+        try:
+            return model(**inputs, use_cache=False)
+        except TypeError as err:
+            if "use_cache" not in str(err):
+                raise
+            return model(**inputs)
+    except (ProbeStop, UnsupportedModelError):
+        raise
+    except Exception as err:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: fastfreeze's probe forward (a {tuple(inputs['input_ids'].shape)} batch of "
+            f"token ids) fails in the model's own code: {type(err).__name__}: {str(err).splitlines()[0][:300]}. "
+            "fastfreeze proves its split on such a batch before training; a model that needs other inputs "
+            "cannot be checked, so it is refused."
+        ) from err
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .arch import ModelParts, probe_inputs, resolve, run_model
+from .arch import ModelParts, ProbeStop, probe_inputs, resolve, run_model
 from .config import FreezeConfig, FreezeConfigError
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ REASON_FEEDS_BOUNDARY = ("feeds the boundary (its gradient reaches block k's inp
                          "frozen prefix")
 
 
-class _SinkReached(Exception):
+class _SinkReached(ProbeStop):
     pass
 
 

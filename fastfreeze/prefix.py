@@ -90,12 +90,13 @@ def _first_arg(args, kwargs):
 
 def _output_spec(first, out) -> tuple | None:
     """How to stand in for this module's output when an injected boundary makes its work useless:
-    ("pass", n) returns the input itself, ("fill", tail, dtype, n) a tensor of the input's leading
-    shape + tail; n is the tuple length (0: a bare tensor), and extra tuple items become None (the
+    ("pass", c) returns the input itself, ("fill", tail, dtype, c) a tensor of the input's leading
+    shape + tail; c is the container (type, length): (None, 0) for a bare tensor, else a tuple or list
+    whose first item is the hidden state, and whose extra items become None (the
     install probe proves the suffix does not read them, or refuses the cache). None: the output's
     shape is not derived from the input (the module then simply runs)."""
-    n = len(out) if isinstance(out, tuple) else 0
-    tensor = out[0] if n else out
+    n = _container(out)
+    tensor = out[0] if n[1] else out
     if not (isinstance(first, torch.Tensor) and isinstance(tensor, torch.Tensor)):
         return None
     if tensor.shape == first.shape and tensor.dtype == first.dtype:
@@ -105,8 +106,18 @@ def _output_spec(first, out) -> tuple | None:
     return ("fill", tuple(tensor.shape[first.dim():]), tensor.dtype, n)
 
 
-def _as_output(tensor: torch.Tensor, n: int):
-    return tensor if n == 0 else (tensor, *([None] * (n - 1)))
+def _container(out) -> tuple:
+    return (type(out), len(out)) if isinstance(out, (tuple, list)) and len(out) else (None, 0)
+
+
+def _hidden(out):
+    """The hidden state of a module output (a bare tensor, or the first item of a tuple / list)."""
+    return out[0] if _container(out)[1] else out
+
+
+def _as_output(tensor: torch.Tensor, container: tuple):
+    kind, n = container
+    return tensor if kind is None else kind([tensor, *([None] * (n - 1))])
 
 
 def _skipped_output(module: nn.Module, args, kwargs, fill: float):
@@ -125,7 +136,7 @@ def _skipped_output(module: nn.Module, args, kwargs, fill: float):
 
 def _injected_output(module: nn.Module, state: "_State"):
     spec = module.__dict__.get("_ff_spec")
-    return _as_output(state.injected, spec[-1] if spec else 0)
+    return _as_output(state.injected, spec[-1] if spec else (None, 0))
 
 
 @torch.compiler.disable
@@ -151,7 +162,7 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
     if "_ff_spec" not in self.__dict__:
         self.__dict__["_ff_spec"] = _output_spec(first, out)
     if self._ff_is_boundary_source:
-        hidden = out[0] if isinstance(out, tuple) else out
+        hidden = _hidden(out)
         state.prefix_calls += 1
         if state.t0 is not None:
             state.timings.append((state.t0, _clock(hidden), hidden.shape[:-1].numel()))
@@ -163,7 +174,7 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
         if state.boundary_requires_grad and torch.is_grad_enabled():
             # Reentrant checkpointing drops parameter grads of a segment whose inputs need no grad.
             hidden = hidden.detach().requires_grad_(True)
-            out = (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+            out = type(out)([hidden, *out[1:]]) if _container(out)[1] else hidden
     return out
 
 
@@ -234,7 +245,7 @@ class FrozenPrefix:
         boundary would be wrong, so refuse with the reason."""
         seen: dict[str, object] = {}
         h1 = self.boundary_source.register_forward_hook(
-            lambda m, a, out: seen.__setitem__("source", out[0] if isinstance(out, tuple) else out))
+            lambda m, a, out: seen.__setitem__("source", _hidden(out)))
         h2 = self.boundary_sink.register_forward_pre_hook(
             lambda m, a, kw: seen.__setitem__("sink", a[0] if a else kw.get("hidden_states")), with_kwargs=True)
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .arch import UnsupportedModelError, probe_inputs, run_model
+from .arch import ProbeStop, UnsupportedModelError, probe_inputs, run_model
 from .prefix import FrozenPrefix
 
 
@@ -103,7 +103,7 @@ def _state(prefix: FrozenPrefix, **values):
             setattr(prefix.state, k, v)
 
 
-class _SinkReached(Exception):
+class _SinkReached(ProbeStop):
     pass
 
 
@@ -210,7 +210,7 @@ def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, para
     if culprits:
         return (f"the suffix reads tensors made inside the prefix besides the boundary (outputs of {culprits}); "
                 "a cached boundary cannot stand in for them")
-    if (prefix.boundary_source.__dict__.get("_ff_spec") or ("", 0))[-1] > 1:
+    if (prefix.boundary_source.__dict__.get("_ff_spec") or ("", (None, 0)))[-1][1] > 1:
         return (f"the suffix reads the extra outputs of {prefix.names[-1]} besides its hidden state; the cache "
                 "stores only the hidden state")
     return (f"injecting a cached boundary changes the result (max rel diff {diff:.2e}): the model keeps state "

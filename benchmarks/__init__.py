@@ -1,0 +1,1 @@
+"""Benchmarks and the compatibility sweep (`python -m benchmarks.compat`)."""
