@@ -10,6 +10,12 @@ import torch
 # weight is frozen"). Production: plain torch.empty.
 ALLOC_LOG: list[str] | None = None  # tests set a list here to record allocation tags
 
+# Every kernel launch goes through `launch`, so tools can see the exact arguments a launcher passes:
+# benchmarks/aot.py records them (on meta tensors, nothing runs) and asks Triton's own binder which
+# specialization a GPU would compile; the memory tracker pauses its counting while a kernel runs.
+# LAUNCH_HOOK(kernel, grid, args, kwargs) replaces the launch when set. Production: None.
+LAUNCH_HOOK = None
+
 
 def alloc(shape, dtype: torch.dtype, device, tag: str) -> torch.Tensor:
     """Uninitialised buffer for a kernel to fill; `tag` names it for tests (e.g. "rms_norm.dw_partial")."""
@@ -18,13 +24,24 @@ def alloc(shape, dtype: torch.dtype, device, tag: str) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+def launch(kernel, grid, *args, **kwargs) -> None:
+    """``kernel[grid](*args, **kwargs)``, or LAUNCH_HOOK(kernel, grid, args, kwargs) when a tool set one."""
+    if LAUNCH_HOOK is not None:
+        LAUNCH_HOOK(kernel, grid, args, kwargs)
+        return
+    kernel[grid](*args, **kwargs)
+
+
 def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def row_warps(block_elems: int) -> int:
-    """num_warps for a program that streams `block_elems` elements: ~512 elements per warp, 2..16."""
-    return int(min(16, max(2, block_elems // 512)))
+    """num_warps for a program that streams `block_elems` elements: ~512 elements per warp, a power of 2 in 2..16.
+
+    (Triton rejects other warp counts at launch; the interpreter ignores num_warps, so only the AOT check sees it.)"""
+    w = int(min(16, max(2, block_elems // 512)))
+    return 1 << (w.bit_length() - 1)
 
 
 def as_rows(x: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -49,7 +66,12 @@ def check_float(name: str, t: torch.Tensor) -> None:
 
 
 def check_device(name: str, t: torch.Tensor) -> None:
-    """Compiled Triton kernels need CUDA tensors; CPU tensors only work under the interpreter."""
+    """Compiled Triton kernels need CUDA tensors; CPU tensors only work under the interpreter.
+
+    Meta tensors pass only while a LAUNCH_HOOK records launches (benchmarks/aot.py plans real
+    shapes without memory): nothing is launched on them then."""
+    if t.device.type == "meta" and LAUNCH_HOOK is not None:
+        return
     if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(
             f"csrc_triton kernels run on CUDA tensors, but {name} is on {t.device}. On CPU use torch ops "

@@ -98,7 +98,8 @@ def _run(hidden, weight, bias, labels, ignore_index, softcap, scale, need_dx, ne
             torch.addmm(bias, h, weight.t(), out=logits)
         else:
             torch.mm(h, weight.t(), out=logits)
-        _ce_rows_kernel[(end - start,)](
+        _common.launch(
+            _ce_rows_kernel, (end - start,),
             logits, labels[start:end], loss_rows[start:end], scale_t, logits.stride(0), n_vocab,
             int(ignore_index), float(softcap or 0.0),
             HAS_SOFTCAP=softcap is not None, COMPUTE_GRAD=compute_grad, BLOCK_V=block_v,

@@ -44,7 +44,7 @@ def _rms_fwd_kernel(
         y = xn.to(X.dtype.element_ty).to(tl.float32) * w[None, :]
     tl.store(Y + rows64 * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
     if STORE_RSTD:
-        tl.store(RSTD + rows, rstd, mask=rmask)
+        tl.store(RSTD + rows, rstd, mask=rmask)  # aot: narrow (one value per row)
 
 
 @triton.jit
@@ -71,7 +71,7 @@ def _rms_bwd_kernel(
         rows64 = rows.to(tl.int64)[:, None]
         x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
+        rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)  # aot: narrow (one value per row)
         xn = x * rstd[:, None]
         if COMPUTE_DX:
             g = dy * w[None, :]
@@ -124,7 +124,8 @@ def _forward(x, weight, residual, eps, offset, gemma, store_rstd):
     grid = (triton.cdiv(n_rows, block_m),)
     if n_rows == 0:
         return y, (s if residual is not None else None), (rstd if store_rstd else None), x2
-    _rms_fwd_kernel[grid](
+    _common.launch(
+        _rms_fwd_kernel, grid,
         x2, r2, s, weight, y, rstd,
         x2.stride(0), r2.stride(0), s.stride(0), y.stride(0),
         n_rows, n_cols, float(eps), float(offset),
@@ -147,7 +148,8 @@ def _backward(dy, ds, x2, weight, rstd, offset, need_dx, need_dw):
     dw_part = (
         _common.alloc((nprog, n_cols), torch.float32, x2.device, "rms_norm.dw_partial") if need_dw else dy2
     )
-    _rms_bwd_kernel[(nprog,)](
+    _common.launch(
+        _rms_bwd_kernel, (nprog,),
         dy2, x2, weight, rstd, ds2, dx, dw_part,
         dy2.stride(0), x2.stride(0), ds2.stride(0), dx.stride(0),
         n_rows, n_cols, float(offset),

@@ -22,10 +22,14 @@ def _rope_kernel(
     t = (pid % seq_len).to(tl.int64)
     d = tl.arange(0, BLOCK_HALF)
     dmask = d < half
-    c1 = tl.load(COS + b * scb + t * sct + d, mask=dmask, other=0.0).to(tl.float32)
-    c2 = tl.load(COS + b * scb + t * sct + half + d, mask=dmask, other=0.0).to(tl.float32)
-    s1 = tl.load(SIN + b * ssb + t * sst + d, mask=dmask, other=0.0).to(tl.float32)
-    s2 = tl.load(SIN + b * ssb + t * sst + half + d, mask=dmask, other=0.0).to(tl.float32)
+    # One cos/sin row per program, reused by every head: with few heads (k under GQA) the compiler may
+    # spread it one element per thread; that is 4 * half elements against n_heads * head_dim of q/k.
+    crow = COS + b * scb + t * sct
+    srow = SIN + b * ssb + t * sst
+    c1 = tl.load(crow + d, mask=dmask, other=0.0).to(tl.float32)  # aot: narrow
+    c2 = tl.load(crow + half + d, mask=dmask, other=0.0).to(tl.float32)  # aot: narrow
+    s1 = tl.load(srow + d, mask=dmask, other=0.0).to(tl.float32)  # aot: narrow
+    s2 = tl.load(srow + half + d, mask=dmask, other=0.0).to(tl.float32)  # aot: narrow
     for h0 in range(0, n_heads, BLOCK_H):
         h = (h0 + tl.arange(0, BLOCK_H)).to(tl.int64)
         hmask = (h < n_heads)[:, None]
@@ -63,7 +67,8 @@ def _launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: i
     n_pass = head_dim - rotary_dim
     block_p = _common.next_pow2(n_pass) if n_pass else 0
     block_h = max(1, min(_common.next_pow2(n_heads), 2048 // block_half))
-    _rope_kernel[(bsz * seq_len,)](
+    _common.launch(
+        _rope_kernel, (bsz * seq_len,),
         x, y, cos, sin,
         x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1), y.stride(2),
         cos.stride(0), cos.stride(1), sin.stride(0), sin.stride(1),

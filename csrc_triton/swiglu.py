@@ -57,9 +57,25 @@ def _forward(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     y = _common.alloc((n_rows, n_cols), gate.dtype, gate.device, "swiglu.y")
     if n_rows:
         block_m, block_n, grid = _grid(n_rows, n_cols)
-        _swiglu_fwd_kernel[grid](g2, u2, y, g2.stride(0), u2.stride(0), y.stride(0), n_rows, n_cols,
-                                 BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n))
+        _common.launch(_swiglu_fwd_kernel, grid, g2, u2, y, g2.stride(0), u2.stride(0), y.stride(0), n_rows, n_cols,
+                       BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n))
     return y.view(gate.shape)
+
+
+def _backward(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, need_dg: bool, need_du: bool):
+    """Launch the backward kernel; returns (d_gate or None, d_up or None) shaped like gate / up."""
+    n_cols = gate.shape[-1]
+    g2, u2, dy2 = (_common.as_rows(t, n_cols) for t in (gate, up, dy))
+    n_rows = g2.shape[0]
+    dg = _common.alloc((n_rows, n_cols), gate.dtype, gate.device, "swiglu.dgate") if need_dg else dy2
+    du = _common.alloc((n_rows, n_cols), up.dtype, up.device, "swiglu.dup") if need_du else dy2
+    if n_rows:
+        block_m, block_n, grid = _grid(n_rows, n_cols)
+        _common.launch(_swiglu_bwd_kernel, grid, dy2, g2, u2, dg, du, dy2.stride(0), g2.stride(0), u2.stride(0),
+                       dg.stride(0), du.stride(0), n_rows, n_cols,
+                       COMPUTE_DG=need_dg, COMPUTE_DU=need_du, BLOCK_M=block_m, BLOCK_N=block_n,
+                       num_warps=_common.row_warps(block_m * block_n))
+    return (dg.view(gate.shape) if need_dg else None), (du.view(up.shape) if need_du else None)
 
 
 class SwiGLUFunction(torch.autograd.Function):
@@ -74,18 +90,7 @@ class SwiGLUFunction(torch.autograd.Function):
     def backward(ctx, dy):
         gate, up = ctx.saved_tensors
         need_dg, need_du = ctx.needs_input_grad
-        n_cols = gate.shape[-1]
-        g2, u2, dy2 = (_common.as_rows(t, n_cols) for t in (gate, up, dy))
-        n_rows = g2.shape[0]
-        dg = _common.alloc((n_rows, n_cols), gate.dtype, gate.device, "swiglu.dgate") if need_dg else dy2
-        du = _common.alloc((n_rows, n_cols), up.dtype, up.device, "swiglu.dup") if need_du else dy2
-        if n_rows:
-            block_m, block_n, grid = _grid(n_rows, n_cols)
-            _swiglu_bwd_kernel[grid](dy2, g2, u2, dg, du, dy2.stride(0), g2.stride(0), u2.stride(0),
-                                     dg.stride(0), du.stride(0), n_rows, n_cols,
-                                     COMPUTE_DG=need_dg, COMPUTE_DU=need_du, BLOCK_M=block_m, BLOCK_N=block_n,
-                                     num_warps=_common.row_warps(block_m * block_n))
-        return (dg.view(gate.shape) if need_dg else None), (du.view(up.shape) if need_du else None)
+        return _backward(dy, gate, up, need_dg, need_du)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
