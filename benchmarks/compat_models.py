@@ -80,6 +80,11 @@ _TYPE_OVERRIDES: dict[str, dict] = {
     "reformer": {"axial_pos_embds_dim": [16, 48], "axial_pos_shape": [3, 4], "max_position_embeddings": 12,
                  "attn_layers": ["local", "lsh"] * 2, "local_attn_chunk_length": 4, "lsh_attn_chunk_length": 4,
                  "num_hashes": 1},
+    # the default leaves the sparse indexer unsized although its layer_types use it
+    "qwen4_exp_text": {"indexer_budget": 8, "indexer_compress_ratio": 2, "indexer_n_heads": HEADS,
+                       "indexer_kv_heads": 1, "indexer_head_dim": HEAD_DIM},
+    # the default config carries no RoPE parameters for the layer type its attention looks up
+    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
 }
 _TOKEN_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 _SUBCONFIG_FIELDS = ("text_config", "attn_config", "ffn_config", "decoder_config", "global_config",
