@@ -11,8 +11,7 @@ from .freezing import FreezeReport, freeze_bottom_layers
 from .prefix import FrozenPrefix
 from .runtime import FreezeRuntime, apply_freeze
 from .trainer import FastFreezeTrainer, FreezeMixin
-
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401 (the package version)
 
 
 def __getattr__(name):

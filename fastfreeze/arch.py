@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._hf_compat import text_config
+
 
 class UnsupportedModelError(ValueError):
     """The model's structure is not one fastfreeze can split into a frozen prefix and a trainable suffix."""
@@ -23,17 +25,25 @@ class UnsupportedModelError(ValueError):
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """Where one family's parts live. `embedding_side` lists, in call order, the modules the base
-    model runs before block 0 (embeddings, position embeddings, embedding dropout)."""
+    """Where one family's parts live, and what its kernels are (the one family table).
+
+    Parts: attribute paths relative to the `*ForCausalLM` object; `embedding_side` lists, in call
+    order, the modules the base model runs before block 0 (embeddings, position embeddings,
+    embedding dropout). Kernel facts (`fastfreeze.kernels`): `rms_norm` is the RMSNorm cast order,
+    "llama" (``w * x.to(dtype)``) or "gemma" (``(x * (1 + w)).to(dtype)``), None for no RMSNorm
+    kernel (LayerNorm families); `swiglu` the MLP projection layout, "split" (gate_proj, up_proj) or
+    "fused" (Phi-3's gate_up_proj), None when the MLP is not SwiGLU (GELU, GeGLU); `fused_loss`: the
+    CausalLM forward is head -> optional soft-cap -> ForCausalLMLoss, so the fused linear
+    cross-entropy can replace it."""
 
     base: str
     layers: str
     final_norm: str
     head: str
     embedding_side: tuple[str, ...]
-    norm: str = "rms"  # "rms" | "rms_offset" (Gemma's 1 + w) | "layer"
-    mlp: str = "swiglu"  # "swiglu" | "gelu" | "geglu"
-    logit_softcap_attr: str | None = None  # config attribute holding the final logit soft-cap
+    rms_norm: str | None = None
+    swiglu: str | None = None
+    fused_loss: bool = True
     notes: str = ""
 
 
@@ -43,21 +53,22 @@ _LLAMA_LIKE = dict(
 )
 
 FAMILIES: dict[str, FamilySpec] = {
-    "llama": FamilySpec(**_LLAMA_LIKE),
-    "mistral": FamilySpec(**_LLAMA_LIKE),
-    "qwen2": FamilySpec(**_LLAMA_LIKE, notes="per-layer sliding/full attention from config.layer_types"),
-    "qwen3": FamilySpec(**_LLAMA_LIKE, notes="q/k RMSNorm inside attention"),
-    "phi3": FamilySpec(**_LLAMA_LIKE, notes="fused qkv and gate_up projections; partial rotary"),
-    "gemma2": FamilySpec(**_LLAMA_LIKE, norm="rms_offset", mlp="geglu", logit_softcap_attr="final_logit_softcapping",
-                         notes="scaled embedding module; tied head by default"),
-    "gemma3_text": FamilySpec(**_LLAMA_LIKE, norm="rms_offset", mlp="geglu",
-                              logit_softcap_attr="final_logit_softcapping", notes="scaled embedding module"),
+    "llama": FamilySpec(**_LLAMA_LIKE, rms_norm="llama", swiglu="split"),
+    "mistral": FamilySpec(**_LLAMA_LIKE, rms_norm="llama", swiglu="split"),
+    "qwen2": FamilySpec(**_LLAMA_LIKE, rms_norm="llama", swiglu="split",
+                        notes="per-layer sliding/full attention from config.layer_types"),
+    "qwen3": FamilySpec(**_LLAMA_LIKE, rms_norm="llama", swiglu="split", notes="q/k RMSNorm inside attention"),
+    "phi3": FamilySpec(**_LLAMA_LIKE, rms_norm="llama", swiglu="fused",
+                       notes="fused qkv and gate_up projections; partial rotary"),
+    "gemma2": FamilySpec(**_LLAMA_LIKE, rms_norm="gemma", notes="GeGLU MLP; scaled embedding module; tied head by "
+                         "default; final logit soft-cap"),
+    "gemma3_text": FamilySpec(**_LLAMA_LIKE, rms_norm="gemma", notes="GeGLU MLP; scaled embedding module"),
     "gpt_neox": FamilySpec(base="gpt_neox", layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm",
                            head="lm_head", embedding_side=("gpt_neox.embed_in", "gpt_neox.emb_dropout"),
-                           norm="layer", mlp="gelu", notes="parallel residual; partial rotary"),
+                           notes="LayerNorm, GELU MLP; parallel residual; partial rotary"),
     "gpt2": FamilySpec(base="transformer", layers="transformer.h", final_norm="transformer.ln_f", head="lm_head",
                        embedding_side=("transformer.wte", "transformer.wpe", "transformer.drop"),
-                       norm="layer", mlp="gelu", notes="absolute position embeddings; tied head"),
+                       notes="LayerNorm, GELU MLP; absolute position embeddings; tied head"),
 }
 
 
@@ -167,7 +178,7 @@ def _head(model: nn.Module) -> tuple[nn.Module, str]:
 
 
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    n_layers = getattr(_text_config(model.config), "num_hidden_layers", None)
+    n_layers = getattr(text_config(model.config), "num_hidden_layers", None)
     candidates = [
         (name, mod) for name, mod in model.named_modules()
         if isinstance(mod, nn.ModuleList) and len(mod) > 0 and (n_layers is None or len(mod) == n_layers)
@@ -196,8 +207,7 @@ def discover(model: nn.Module) -> ModelParts:
     head, head_path = _head(model)
     order = trace_order(model, layers_path, head_path)
     spec = FamilySpec(base=base_path, layers=layers_path, final_norm=order.final_norm or "", head=head_path,
-                      embedding_side=tuple(order.embedding_side), norm="unknown", mlp="unknown",
-                      notes="discovered generically")
+                      embedding_side=tuple(order.embedding_side), notes="discovered generically")
     return ModelParts(
         family=_model_type(model) or "generic", spec=spec, base=base, layers=layers, layers_path=layers_path,
         final_norm=_get(model, order.final_norm) if order.final_norm else None, final_norm_path=order.final_norm,
@@ -205,15 +215,10 @@ def discover(model: nn.Module) -> ModelParts:
     )
 
 
-def _text_config(config):
-    get = getattr(config, "get_text_config", None)
-    return get() if callable(get) else config
-
-
 def probe_inputs(model: nn.Module, batch: int = 1, seq: int = 8, pad: int = 0, seed: int = 0) -> dict:
     """A tiny deterministic batch for probe forwards: ids in [1, vocab), the last `pad` positions of
     the last row right-padded (mask 0, id 0)."""
-    vocab = int(getattr(_text_config(model.config), "vocab_size", None) or 100)
+    vocab = int(getattr(text_config(model.config), "vocab_size", None) or 100)
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, max(2, min(vocab, 30000)), (batch, seq), generator=g)

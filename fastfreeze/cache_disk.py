@@ -7,14 +7,16 @@ Layout under ``cache_dir/<fingerprint>/``::
                               crc32 of the data, entries {key: [byte_offset, n_rows, hidden]}
     quarantine/               shards found corrupt, renamed aside (never read again)
 
-A shard exists only once its manifest exists: data and manifest are each written to a ``.tmp-``
-name in the same directory, fsynced and published with ``os.replace``, the manifest last, so a
-reader never sees a half-written shard. Writers use unique names (pid + uuid), so concurrent
-processes (DDP ranks, a later task's run) never collide; a key stored twice is harmless.
+A shard exists only once its manifest exists: data and manifest are each written atomically
+(`fastfreeze._io`: a hidden temporary name in the same directory, fsynced, published with
+``os.replace``), the manifest last, so a reader never sees a half-written shard. Writers use
+unique names (pid + uuid), so concurrent processes (DDP ranks, a later task's run) never collide;
+a key stored twice is harmless.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mmap
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fastfreeze import _io
 from fastfreeze.cache import CacheWarning, CacheWriteError, PrefixCache, _resolve_dtype
 
 __all__ = ["CacheCorruptError", "DiskCache"]
@@ -346,10 +349,9 @@ class DiskCache(PrefixCache):
         dtype, hidden = rows[0][1].dtype, rows[0][1].shape[1]
         name = f"shard-{os.getpid()}-{uuid.uuid4().hex[:16]}"
         final = os.path.join(self.path, name)
-        tmp = os.path.join(self.path, f".tmp-{name}")
         entries, off, crc = {}, 0, 0
         try:
-            with open(tmp + ".bin", "wb") as f:
+            with _io.atomic_file(final + ".bin", "wb") as f:
                 for key, row in rows:
                     if row.dtype != dtype or row.shape[1] != hidden:
                         raise ValueError("pending rows mix dtypes or hidden sizes")  # bug guard
@@ -358,8 +360,6 @@ class DiskCache(PrefixCache):
                     crc = zlib.crc32(raw, crc)
                     entries[key] = [off, int(row.shape[0]), int(hidden)]
                     off += raw.nbytes
-                f.flush()
-                os.fsync(f.fileno())
             manifest = {
                 "format": FORMAT,
                 "version": FORMAT_VERSION,
@@ -370,18 +370,10 @@ class DiskCache(PrefixCache):
                 "crc32": crc,
                 "entries": entries,
             }
-            with open(tmp + ".json", "w", encoding="utf-8") as f:
-                json.dump(manifest, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp + ".bin", final + ".bin")
-            os.replace(tmp + ".json", final + ".json")  # publish: the shard exists from here on
+            _io.write_json(final + ".json", manifest, separators=(",", ":"))  # publish: the shard exists now
         except OSError as e:
-            for leftover in (tmp + ".bin", tmp + ".json", final + ".bin"):
-                try:
-                    os.remove(leftover)
-                except OSError:
-                    pass
+            with contextlib.suppress(OSError):
+                os.remove(final + ".bin")  # data without a manifest is never read; don't leave it
             self._disable_writes(e)
             return
         shard = _Shard(name, dtype, int(hidden), off, crc, {k: (o, n) for k, (o, n, _) in entries.items()})

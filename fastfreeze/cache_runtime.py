@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._hf_compat import attn_implementation, text_config
+from ._version import __version__
 from .cache import CacheWriteError, PrefixCache, batch_keys, library_versions, open_cache, prefix_fingerprint
 from .cache_collator import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows
 from .config import FreezeConfig
@@ -28,16 +30,9 @@ logger = logging.getLogger(__name__)
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
-def _text_config(model: nn.Module):
-    cfg = model.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-
-
 def compute_fingerprint(model: nn.Module, prefix: FrozenPrefix, config: FreezeConfig, kernel_set: str) -> str:
     """Everything the boundary depends on: frozen tensors, model config, dtype, attention kernel,
     the kernel set, k and library versions. Any change gives a different cache."""
-    from . import __version__
-
     cfg = model.config.to_dict()
     for volatile in ("_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype"):
         cfg.pop(volatile, None)
@@ -45,7 +40,7 @@ def compute_fingerprint(model: nn.Module, prefix: FrozenPrefix, config: FreezeCo
         prefix.named_tensors(),
         model_config=cfg,
         dtype=str(next(prefix.parameters()).dtype),
-        attn_implementation=str(getattr(model.config, "_attn_implementation", None)),
+        attn_implementation=attn_implementation(model.config),
         kernels=kernel_set,
         num_frozen_layers=config.num_frozen_layers,
         fastfreeze=__version__,
@@ -73,7 +68,7 @@ class PrefixCacheRuntime:
         except CacheWriteError as err:
             warnings.warn(f"fastfreeze: prefix cache disabled, training goes on without it: {err}", stacklevel=2)
             return None
-        return cls(prefix, cache, int(_text_config(model).hidden_size), dtype)
+        return cls(prefix, cache, int(text_config(model.config).hidden_size), dtype)
 
     def wrap_collator(self, collator) -> CachedBoundaryCollator:
         if isinstance(collator, CachedBoundaryCollator):

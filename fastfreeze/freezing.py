@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._hf_compat import text_config
 from .arch import ModelParts, ProbeStop, probe_inputs, resolve, run_model
 from .config import FreezeConfig, FreezeConfigError
 
@@ -103,13 +104,8 @@ def untie_head(model: nn.Module, parts: ModelParts) -> None:
     a saved model loads untied (without fastfreeze)."""
     head = parts.head
     head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=True)
-    for cfg in {id(c): c for c in (model.config, _text_config(model.config))}.values():
+    for cfg in {id(c): c for c in (model.config, text_config(model.config))}.values():
         cfg.tie_word_embeddings = False
-
-
-def _text_config(config):
-    get = getattr(config, "get_text_config", None)
-    return get() if callable(get) else config
 
 
 def frozen_module_names(parts: ModelParts, num_frozen_layers: int, freeze_embeddings: bool) -> list[str]:

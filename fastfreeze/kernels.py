@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import inspect
 import os
-import types
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .arch import ModelParts
+from . import _patch
+from ._hf_compat import causal_lm_loss
+from .arch import FAMILIES, FamilySpec, ModelParts
 
 # Tests force a choice with this environment variable ("torch" or "triton"); it overrides "auto" only.
 ENV_SWITCH = "FASTFREEZE_KERNELS"
@@ -65,33 +66,8 @@ def resolve_kernel_set(choice: str, model: nn.Module) -> str:
     return choice
 
 
-# ----------------------------------------------------------------------------- family data
-@dataclass(frozen=True)
-class KernelSpec:
-    """Which kernels fit one family. norm: csrc_triton cast mode of its RMSNorm ("llama" | "gemma")
-    or None (LayerNorm stays torch); mlp: "split" (gate_proj/up_proj/down_proj), "fused"
-    (gate_up_proj/down_proj, [gate | up]) or None (GELU / GeGLU stay torch); fused_loss: the
-    CausalLM forward is head -> optional soft-cap -> ForCausalLMLoss, so FLCE can replace it."""
-
-    norm: str | None
-    mlp: str | None
-    fused_loss: bool = True
-
-
-KERNEL_SPECS: dict[str, KernelSpec] = {
-    "llama": KernelSpec("llama", "split"),
-    "mistral": KernelSpec("llama", "split"),
-    "qwen2": KernelSpec("llama", "split"),
-    "qwen3": KernelSpec("llama", "split"),
-    "phi3": KernelSpec("llama", "fused"),
-    "gemma2": KernelSpec("gemma", None),
-    "gemma3_text": KernelSpec("gemma", None),
-    "gpt_neox": KernelSpec(None, None),
-    "gpt2": KernelSpec(None, None),
-}
-
 _SILU_CLASSES = ("SiLU", "SiLUActivation")  # nn.SiLU and transformers' own class (name differs by version)
-_MARK = "_ff_kernel"  # instance attribute naming the kernel installed on a module
+OWNER = "kernels"  # the owner of this module's per-instance patches (fastfreeze._patch)
 
 
 @dataclass
@@ -181,20 +157,16 @@ class _FusedLossForward:
                 or not isinstance(keep, int) or keep != 0 or type(head) is not nn.Linear):
             return self.original(*args, **kwargs)
         captured: list[torch.Tensor] = []
-        previous = head.__dict__.get("forward")
 
         def capture(x: torch.Tensor) -> torch.Tensor:
             captured.append(x)
             return x.new_empty(*x.shape[:-1], 0)  # any soft-cap arithmetic on it costs nothing
 
-        head.forward = capture
+        _patch.patch(head, "forward", capture, owner="fused-loss")
         try:
             out = self.original(*args, **{**kwargs, "labels": None})
         finally:
-            if previous is None:
-                head.__dict__.pop("forward", None)
-            else:
-                head.forward = previous
+            _patch.unpatch(head, "forward", owner="fused-loss")
         if len(captured) != 1:
             raise RuntimeError(f"fastfreeze fused loss: the LM head ran {len(captured)} times in one forward; "
                                "install kernels with fused_loss=False for this model.")
@@ -266,20 +238,20 @@ def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
     return bool(((got.float() - ref.float()).abs().max() <= _PROBE_RTOL.get(ref.dtype, 1e-4) * scale).item())
 
 
-def _kind(module: nn.Module, spec: KernelSpec) -> tuple[str, int] | None:
+def _kind(module: nn.Module, spec: FamilySpec) -> tuple[str, int] | None:
     """(kernel name, probe width) when `module` is one this family's kernels replace."""
     name = type(module).__name__
     weight = getattr(module, "weight", None)
-    if spec.norm and name.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and weight.dim() == 1 \
+    if spec.rms_norm and name.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and weight.dim() == 1 \
             and len(list(module.parameters())) == 1:
         return "rms_norm", weight.shape[0]
-    if spec.mlp and name.endswith("MLP"):
+    if spec.swiglu and name.endswith("MLP"):
         act = getattr(module, "act_fn", getattr(module, "activation_fn", None))
         if type(act).__name__ not in _SILU_CLASSES:
             return None
-        if spec.mlp == "split" and all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj")):
+        if spec.swiglu == "split" and all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj")):
             return "swiglu", module.gate_proj.in_features
-        if spec.mlp == "fused" and all(hasattr(module, a) for a in ("gate_up_proj", "down_proj")):
+        if spec.swiglu == "fused" and all(hasattr(module, a) for a in ("gate_up_proj", "down_proj")):
             return "swiglu(gate_up)", module.gate_up_proj.in_features
     return None
 
@@ -304,19 +276,19 @@ def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int,
     prefix runtime is installed. Modules whose forward is already overridden on the instance
     (e.g. accelerate hooks) are left alone and listed in the report.
     """
-    if any(_MARK in m.__dict__ for m in model.modules()):
+    if any(OWNER in _patch.owners(m) for m in model.modules()):
         raise RuntimeError("csrc_triton kernels are already installed on this model; call remove_kernels(model) first.")
     _check_runnable(model)
-    spec = KERNEL_SPECS.get(parts.family)
+    spec = FAMILIES.get(parts.family)  # a family found by discovery has no kernel facts: torch everywhere
     report = KernelReport(family=parts.family)
     report.left_on_torch.append("RoPE (HF calls the module-level apply_rotary_pos_emb; never patched)")
     if spec is None:
         report.left_on_torch.append(f"all modules: no kernel table for family {parts.family!r} "
-                                    "(add a KernelSpec to fastfreeze/kernels.py:KERNEL_SPECS)")
+                                    "(add a FamilySpec with its kernel facts to fastfreeze/arch.py:FAMILIES)")
         return report
-    if spec.norm is None:
+    if spec.rms_norm is None:
         report.left_on_torch.append("LayerNorm/GELU (torch's fused ops)")
-    elif spec.mlp is None:
+    elif spec.swiglu is None:
         report.left_on_torch.append("GeGLU MLP (no csrc_triton op)")
     prefix_ids = _prefix_modules(parts, num_frozen_layers)
     verified: dict[tuple[type, str], bool] = {}
@@ -325,32 +297,30 @@ def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int,
         if found is None:
             continue
         kind, width = found
-        if "forward" in module.__dict__:
+        if _patch.overridden(module, "forward"):
             report.left_on_torch.append(f"{path}: forward already overridden on the instance")
             continue
         if kind == "rms_norm":
-            module._ff_cast = spec.norm
+            _patch.patch(module, "_ff_cast", spec.rms_norm, OWNER)
         key = (type(module), kind)
         if key not in verified:
             verified[key] = _matches_on_probe(module, _FORWARDS[kind], width)
             if not verified[key]:
                 report.left_on_torch.append(f"{type(module).__name__}: its forward no longer matches the {kind} kernel")
         if not verified[key]:
-            module.__dict__.pop("_ff_cast", None)
+            _patch.unpatch_all(module, OWNER)
             continue
         forward_only = id(module) in prefix_ids
         table = _FORWARD_ONLY if forward_only else _FORWARDS
-        module.forward = types.MethodType(table[kind], module)
-        module.__dict__[_MARK] = kind
+        _patch.bind(module, "forward", table[kind], OWNER)
         report.swapped[path] = f"{kind.split('(')[0]}/{'forward-only' if forward_only else 'train'}"
     _install_fused_loss(model, parts, spec, fused_loss, report)
     return report
 
 
-def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: KernelSpec, enabled: bool,
+def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: FamilySpec, enabled: bool,
                         report: KernelReport) -> None:
-    from transformers.loss.loss_utils import ForCausalLMLoss
-
+    hf_loss = causal_lm_loss()
     reason = None
     if not enabled:
         reason = "disabled (fused_loss=False)"
@@ -358,36 +328,28 @@ def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: KernelSpec, e
         reason = f"family {parts.family!r} has a custom loss path"
     elif type(parts.head) is not nn.Linear:
         reason = f"the head is a {type(parts.head).__name__}, not a plain nn.Linear (e.g. wrapped by an adapter)"
-    elif getattr(model, "loss_function", None) is not ForCausalLMLoss:
+    elif hf_loss is None or getattr(model, "loss_function", None) is not hf_loss:
         reason = "the model's loss_function is not HF's ForCausalLMLoss"
-    elif "forward" in model.__dict__:
+    elif _patch.overridden(model, "forward"):
         reason = "the model's forward is already overridden on the instance"
     if reason is not None:
         report.left_on_torch.append(f"LM head loss: {reason}")
         return
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    model.forward = _FusedLossForward(model, softcap)
-    model.__dict__[_MARK] = "linear_cross_entropy"
+    _patch.patch(model, "forward", _FusedLossForward(model, softcap), OWNER)
     report.swapped[parts.head_path] = "linear_cross_entropy/train" + (f" (softcap {softcap})" if softcap else "")
 
 
 def remove_kernels(model: nn.Module) -> int:
     """Restore the model's own forwards wherever `install_kernels` swapped them; returns how many.
+    Raises RuntimeError when a forward was replaced again after the install (e.g. by accelerate).
 
     Usage:
         remove_kernels(model)
     """
     restored = 0
     for module in model.modules():
-        if module.__dict__.pop(_MARK, None) is None:
-            continue
-        forward = module.__dict__.get("forward")
-        ours = isinstance(forward, _FusedLossForward) or (
-            isinstance(forward, types.MethodType) and forward.__func__ in (*_FORWARDS.values(), *_FORWARD_ONLY.values()))
-        if not ours:
-            raise RuntimeError(f"{type(module).__name__}.forward was overridden again after install_kernels (e.g. by "
-                               "accelerate); remove that wrapper first, then call remove_kernels.")
-        del module.__dict__["forward"]
-        module.__dict__.pop("_ff_cast", None)
-        restored += 1
+        swapped = _patch.patched(module, "forward", OWNER)
+        if _patch.unpatch_all(module, OWNER):
+            restored += swapped
     return restored

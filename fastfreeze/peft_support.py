@@ -22,6 +22,7 @@ import copy
 
 from torch import nn
 
+from ._hf_compat import linear_types, peft_adapter_types, peft_default_targets
 from .arch import resolve
 from .config import FreezeConfig, FreezeConfigError
 
@@ -30,17 +31,8 @@ __all__ = ["base_model_for_freeze", "prefix_adapter_modules", "restrict_to_suffi
 
 def _is_adapter_module(module: nn.Module) -> bool:
     """True for PEFT's injected layers (LoRA, IA3, ...) and its trainable-copy wrappers."""
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # no peft: a PEFT model cannot exist either
-        return False
-    if isinstance(module, BaseTunerLayer):
-        return True
-    try:
-        from peft.utils.other import AuxiliaryTrainingWrapper  # modules_to_save, trainable tokens (peft >= 0.15)
-    except ImportError:
-        from peft.utils.other import ModulesToSaveWrapper as AuxiliaryTrainingWrapper
-    return isinstance(module, AuxiliaryTrainingWrapper)
+    types = peft_adapter_types()
+    return bool(types) and isinstance(module, types)
 
 
 def prefix_adapter_modules(base_model: nn.Module, num_frozen_layers: int) -> list[str]:
@@ -125,18 +117,12 @@ def _target_names(peft_config, model: nn.Module):
     layers of a block for "all-linear"); None when they are a regular expression."""
     targets = getattr(peft_config, "target_modules", None)
     if targets is None:
-        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
-
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        targets = defaults.get(model_type)
-        return sorted(targets) if targets else None
+        return peft_default_targets(getattr(getattr(model, "config", None), "model_type", None))
     if isinstance(targets, str):
         if targets.lower() != "all-linear":
             return None
-        from transformers.pytorch_utils import Conv1D
-
         block = resolve(model).layers[0]
-        return sorted({n.rsplit(".", 1)[-1] for n, m in block.named_modules() if n and isinstance(m, (nn.Linear, Conv1D))})
+        return sorted({n.rsplit(".", 1)[-1] for n, m in block.named_modules() if n and isinstance(m, linear_types())})
     return sorted(targets)
 
 

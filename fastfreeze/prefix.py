@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-import types
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import _patch
 from .arch import ModelParts, UnsupportedModelError, probe_inputs, run_model
+
+OWNER = "prefix"  # the owner of this module's per-instance patches (fastfreeze._patch)
 
 
 @dataclass
@@ -78,7 +80,7 @@ def _always_eval(self: nn.Module, mode: bool = True) -> nn.Module:
 
 
 def _call_original(module: nn.Module, args, kwargs):
-    previous = module.__dict__.get("_ff_previous_forward")
+    previous = _patch.replaced(module, "forward", OWNER)  # e.g. an accelerate hook or a kernel swap
     if previous is not None:
         return previous(*args, **kwargs)
     return type(module).forward(module, *args, **kwargs)
@@ -159,8 +161,8 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
         out = _call_original(self, args, kwargs)
     if state.injected is not None:
         return out  # a module that could not be skipped ran on placeholder inputs; nothing to record
-    if "_ff_spec" not in self.__dict__:
-        self.__dict__["_ff_spec"] = _output_spec(first, out)
+    if not _patch.overridden(self, "_ff_spec"):
+        _patch.patch(self, "_ff_spec", _output_spec(first, out), OWNER)
     if self._ff_is_boundary_source:
         hidden = _hidden(out)
         state.prefix_calls += 1
@@ -210,19 +212,18 @@ class FrozenPrefix:
         if self.installed:
             return self
         for m in self.modules:
-            if "_ff_state" in m.__dict__:
+            if _patch.patched(m, "_ff_state", OWNER):
                 raise RuntimeError("This model already has a fastfreeze prefix installed; call .remove() first.")
         self._check_boundary_flow()
         for m in self.modules:
-            if "forward" in m.__dict__:  # someone (e.g. accelerate hooks) already overrides forward
-                m.__dict__["_ff_previous_forward"] = m.__dict__["forward"]
-            m._ff_state = self.state
-            m._ff_is_boundary_source = m is self.boundary_source
-            m._ff_is_first = m is self.modules[0]
-            m.forward = types.MethodType(_prefix_forward, m)
-            m.train = types.MethodType(_always_eval, m)
+            # A forward already overridden on the instance (accelerate hooks) is what _call_original runs.
+            _patch.patch(m, "_ff_state", self.state, OWNER)
+            _patch.patch(m, "_ff_is_boundary_source", m is self.boundary_source, OWNER)
+            _patch.patch(m, "_ff_is_first", m is self.modules[0], OWNER)
+            _patch.bind(m, "forward", _prefix_forward, OWNER)
+            _patch.bind(m, "train", _always_eval, OWNER)
             m.eval()
-        self.model.enable_input_require_grads = types.MethodType(_no_input_require_grads, self.model)
+        _patch.bind(self.model, "enable_input_require_grads", _no_input_require_grads, OWNER)
         if hasattr(self.model, "disable_input_require_grads"):
             self.model.disable_input_require_grads()
         self.installed = True
@@ -230,13 +231,8 @@ class FrozenPrefix:
 
     def remove(self) -> None:
         """Restore the model's own forwards and train() (the model stays frozen)."""
-        for m in self.modules:
-            for attr in ("forward", "train", "_ff_state", "_ff_is_boundary_source", "_ff_is_first", "_ff_spec"):
-                m.__dict__.pop(attr, None)
-            previous = m.__dict__.pop("_ff_previous_forward", None)
-            if previous is not None:
-                m.forward = previous
-        self.model.__dict__.pop("enable_input_require_grads", None)
+        for m in [*self.modules, self.model]:
+            _patch.unpatch_all(m, OWNER)
         self.installed = False
 
     def _check_boundary_flow(self) -> None:

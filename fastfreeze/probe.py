@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._hf_compat import text_config
 from .arch import ProbeStop, UnsupportedModelError, probe_inputs, run_model
 from .prefix import FrozenPrefix
 
@@ -184,7 +185,7 @@ def probe_fast_path(model: nn.Module, prefix: FrozenPrefix, allow_eval_prefix: b
 
 def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, params, ref, dtype) -> str | None:
     """Why a cached boundary cannot stand in for the prefix on this model (None: it can)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cfg = text_config(model.config)
     want = (*a["input_ids"].shape, getattr(cfg, "hidden_size", None))
     if not isinstance(boundary, torch.Tensor) or tuple(boundary.shape) != want:
         shape = tuple(boundary.shape) if isinstance(boundary, torch.Tensor) else type(boundary).__name__

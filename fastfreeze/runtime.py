@@ -9,6 +9,7 @@ from .arch import ModelParts, UnsupportedModelError, is_peft_model, resolve
 from .config import FreezeConfig
 from .freezing import FreezeReport, freeze_bottom_layers
 from .kernels import install_kernels, resolve_kernel_set
+from .peft_support import base_model_for_freeze
 from .prefix import FrozenPrefix
 from .probe import ProbeReport, probe_fast_path
 
@@ -40,8 +41,6 @@ def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     if peft:
         # A PEFT wrapper: the split is made on the wrapped transformers model; adapters must sit in
         # the trainable suffix, and the base weights stay frozen (PEFT decides what trains).
-        from .peft_support import base_model_for_freeze
-
         target = base_model_for_freeze(model, config)
     else:
         target = model

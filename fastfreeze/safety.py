@@ -14,15 +14,14 @@ Usage:
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
+from fastfreeze import _io
 from fastfreeze.safety_keywords import DEFAULT_PRESET, REFUSAL_KEYWORDS
 
 __all__ = [
@@ -148,19 +147,10 @@ class RefusalReport:
         return asdict(self)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the report as JSON atomically (temp file + os.replace); return the path."""
+        """Write the report as JSON atomically (`fastfreeze._io`); return the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, indent=2, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return _io.write_json(path, self.to_dict(), indent=2, ensure_ascii=False)
 
     def __str__(self) -> str:
         labeller = f"judge {self.judge}" if self.judge else f"keywords {self.keyword_preset}"

@@ -36,23 +36,14 @@ import logging
 
 from transformers.trainer_utils import set_seed
 
+from ._hf_compat import sft_padding_free, trl_load_model
 from .config import FreezeConfig, FreezeConfigError
+from .peft_support import restrict_to_suffix
 from .trainer import FreezeMixin
 
 __all__ = ["FastFreezeSFTTrainer"]
 
 logger = logging.getLogger(__name__)
-
-
-def _load_model(name: str, args) -> object:
-    """SFTTrainer accepts a model id; the freeze needs the instance first, so load it the way TRL does."""
-    from trl.trainer.utils import create_model_from_path
-
-    kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
-    if args is not None and args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
-        kwargs["device_map"] = None  # as SFTTrainer does: device_map="auto" fails under distributed training
-    kwargs.setdefault("trust_remote_code", getattr(args, "trust_remote_code", False))
-    return create_model_from_path(name, **kwargs)
 
 
 class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
@@ -79,13 +70,12 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
                 if args is None:
                     raise FreezeConfigError(
                         "FastFreezeSFTTrainer(model=<id>) with a freeze needs `args=SFTConfig(...)` to load the model.")
-                model = _load_model(model, args)
+                # SFTTrainer accepts a model id; the freeze needs the instance first: load it as TRL does.
+                model = trl_load_model(model, args)
             if peft_config is not None:
                 # SFTTrainer would wrap the model after our freeze; wrap first so the adapter placement is
                 # validated against the prefix. Seeding first gives the adapter init SFTTrainer would give.
                 from peft import get_peft_model
-
-                from .peft_support import restrict_to_suffix
 
                 if freeze_config.is_prefix:
                     # TRL's --use_peft --lora_target_modules ... targets every block: keep the adapters on the
@@ -98,12 +88,6 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
                 peft_config = None
         super().__init__(model=model, args=args, freeze_config=freeze_config, peft_config=peft_config, **kwargs)
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        # SFTTrainer.prediction_step calls self.compute_loss, which FreezeMixin already runs with the
-        # prefix (boundary injected or captured); going through FreezeMixin.prediction_step as well
-        # would nest that twice, so enter the prefix scope once, in compute_loss.
-        return SFTTrainer.prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-
     def build_prefix_cache(self, dataset=None, batch_size: int | None = None) -> dict:
         """See `FreezeMixin.build_prefix_cache`. Under padding-free / BFD packing a cache entry is one
         flattened batch, so precompute only works with one example per batch.
@@ -111,7 +95,7 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
         Usage:
             trainer.build_prefix_cache(); trainer.train()
         """
-        if getattr(self, "padding_free", False):
+        if sft_padding_free(self):
             if self.args.per_device_train_batch_size != 1 or (batch_size or 1) != 1:
                 raise FreezeConfigError(
                     "build_prefix_cache with padding-free / packed batches: the cache keys one flattened batch, so "

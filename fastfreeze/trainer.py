@@ -1,8 +1,10 @@
 """FastFreezeTrainer: a drop-in `transformers.Trainer` that trains only the suffix above a frozen, no-grad prefix.
 
 The freeze logic lives in `FreezeMixin`, which touches only model set-up, the per-step forward
-(boundary injection from the cache), saving and resuming; so the same mixin serves `Trainer` and
-TRL's `SFTTrainer`.
+(batch -> cached boundary injected, or the prefix computed and its rows stored -> suffix -> loss),
+saving and resuming; so the same mixin serves `Trainer` and TRL's `SFTTrainer`. It overrides
+Trainer's public hooks; the two private ones it needs are reached through
+`fastfreeze._hf_compat.TrainerHooks`.
 
 Usage:
     trainer = FastFreezeTrainer(model=model, args=TrainingArguments(...), train_dataset=ds,
@@ -14,41 +16,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 
 import torch
-from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from . import _io
+from ._hf_compat import TrainerHooks, compile_events, remove_unused_columns, uses_reentrant_checkpointing
+from .cache_collator import BOUNDARY_KEY
+from .cache_runtime import PrefixCacheRuntime
 from .config import FreezeConfig, FreezeConfigError
+from .distributed import drop_empty_param_groups
 from .freezing import FreezeReport
 from .prefix import FrozenPrefix
-from .cache_runtime import PrefixCacheRuntime
 from .runtime import FreezeRuntime, apply_freeze
 
 logger = logging.getLogger(__name__)
 
 FREEZE_CONFIG_NAME = "fastfreeze_config.json"
-BOUNDARY_KEY = "prefix_boundary"
-
-
-def _uses_reentrant_checkpointing(module: nn.Module | None) -> bool:
-    if module is None or not getattr(module, "gradient_checkpointing", False):
-        return False
-    fn = getattr(module, "_gradient_checkpointing_func", None)
-    keywords = getattr(fn, "keywords", None) or {}
-    return bool(keywords.get("use_reentrant", True))
-
-
-def _compile_events() -> int:
-    """How many frames torch.compile (Dynamo) has compiled so far in this process; 0 when it never ran.
-    A forward that moves this number compiled part of the model while it ran."""
-    dynamo = sys.modules.get("torch._dynamo")
-    try:
-        return int(dynamo.utils.counters["frames"]["total"]) if dynamo is not None else 0
-    except (AttributeError, KeyError, TypeError):
-        return 0
 
 
 _level_set_by_fastfreeze: int | None = None
@@ -69,22 +54,14 @@ def _follow_run_log_level(args) -> None:
         _level_set_by_fastfreeze = level
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class FreezeMixin:
+class FreezeMixin(TrainerHooks):
     """Adds `freeze_config=` to a Trainer class. See `FastFreezeTrainer`."""
 
     def __init__(self, *args, freeze_config: FreezeConfig | None = None, **kwargs):
         model = kwargs.get("model", args[0] if args else None)
         self.freeze_config = freeze_config
         self._ff_eval_depth = 0  # > 0 inside evaluate(): its metrics get no fastfreeze counters
+        self._ff_scope_depth = 0  # > 0 inside a prefix scope (see _run_with_prefix)
         self.freeze_runtime: FreezeRuntime | None = None
         if freeze_config is not None:
             if not isinstance(freeze_config, FreezeConfig):
@@ -116,21 +93,32 @@ class FreezeMixin:
 
     # ------------------------------------------------------------------ per-step forward
     def _run_with_prefix(self, inputs: dict, fn):
-        """Run `fn(inputs)` with the boundary from the batch injected (cache hit) or computed."""
+        """Run `fn(inputs)` in a prefix scope: the batch's cached boundary injected (a hit; moved to the
+        device here, once per step), or the prefix computed and its rows stored (a miss).
+
+        Scopes nest (Trainer's and SFTTrainer's prediction_step call compute_loss): only the outermost
+        one acts, so nothing is injected, timed or stored twice, whatever the trainer class."""
         boundary = inputs.pop(BOUNDARY_KEY, None) if isinstance(inputs, dict) else None
         prefix = self.prefix
-        if prefix is None:
+        if prefix is None or self._ff_scope_depth:
             return fn(inputs)
-        prefix.set_reentrant_checkpointing(_uses_reentrant_checkpointing(prefix.boundary_sink))
+        self._ff_scope_depth += 1
+        try:
+            return self._prefix_scope(prefix, inputs, boundary, fn)
+        finally:
+            self._ff_scope_depth -= 1
+
+    def _prefix_scope(self, prefix: FrozenPrefix, inputs: dict, boundary: torch.Tensor | None, fn):
+        prefix.set_reentrant_checkpointing(uses_reentrant_checkpointing(prefix.boundary_sink))
         if boundary is not None:
             boundary = boundary.to(self.args.device, non_blocking=True)
             self._hit_tokens += boundary.shape[:-1].numel()
         elif prefix.offloaded:
             prefix.restore()  # an uncached example: the prefix weights must come back
-        mark, compiles = prefix.timing_mark(), _compile_events()
+        mark, compiles = prefix.timing_mark(), compile_events()
         with prefix.inject(boundary), prefix.capture() as cap:
             result = fn(inputs)
-        if _compile_events() != compiles:
+        if compile_events() != compiles:
             # torch.compile compiled (part of) the model during this forward: its prefix run time
             # includes compilation, so it does not enter the time-saved estimate.
             prefix.discard_timings(mark)
@@ -165,7 +153,7 @@ class FreezeMixin:
         totals = {"examples": 0, "tokens": 0, "seconds": 0.0}
         for ds in targets:
             if hasattr(ds, "column_names"):
-                ds = self._remove_unused_columns(ds, description="prefix cache")
+                ds = remove_unused_columns(self, ds, "prefix cache")
             stats = self.prefix_cache.build(ds, self.data_collator, batch_size, self.args.device)
             for key in totals:
                 totals[key] += stats[key]
@@ -179,7 +167,7 @@ class FreezeMixin:
             return
         train = self.train_dataset
         if hasattr(train, "column_names"):
-            train = self._remove_unused_columns(train, description="prefix cache")
+            train = remove_unused_columns(self, train, "prefix cache")
         if self.prefix_cache.all_cached(train, self.data_collator):
             self.prefix.offload("cpu")
 
@@ -231,13 +219,14 @@ class FreezeMixin:
         finally:
             self._ff_eval_depth -= 1
 
-    def _prepare_inputs(self, inputs):
-        # Keep the cached boundary out of Trainer's blocking device copy: it is the largest tensor
-        # of the batch, pinned by the collator / DataLoader, so copy it asynchronously instead.
+    def prepare_batch(self, inputs, prepare):
+        """Trainer's device copy of a batch (`prepare`), with the cached boundary kept out of it: it is
+        the largest tensor of the batch, pinned by the collator / DataLoader, and must keep its dtype
+        (DeepSpeed casts float inputs), so `_run_with_prefix` moves it, asynchronously."""
         boundary = inputs.pop(BOUNDARY_KEY, None) if isinstance(inputs, dict) else None
-        inputs = super()._prepare_inputs(inputs)
+        inputs = prepare(inputs)
         if boundary is not None:
-            inputs[BOUNDARY_KEY] = boundary.to(self.args.device, non_blocking=True)
+            inputs[BOUNDARY_KEY] = boundary
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -247,25 +236,22 @@ class FreezeMixin:
                                                   num_items_in_batch=num_items_in_batch))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        # Trainer's prediction_step may call compute_loss, which enters _run_with_prefix again with no
-        # boundary in the batch: the outer injection stays in force and the inner capture stores rows,
-        # so nothing runs or is stored twice.
+        # Trainer's prediction_step may call compute_loss, which enters _run_with_prefix again: a nested
+        # scope, which just runs (the outer one injects, or captures and stores).
         parent = super()
         return self._run_with_prefix(
             inputs, lambda x: parent.prediction_step(model, x, prediction_loss_only, ignore_keys=ignore_keys))
 
     def create_optimizer(self, *args, **kwargs):
         # HF keeps empty decay/no-decay groups (e.g. when only LoRA matrices train); DeepSpeed rejects them.
-        from .distributed import drop_empty_param_groups
-
         return drop_empty_param_groups(super().create_optimizer(*args, **kwargs))
 
     # ------------------------------------------------------------------ save / resume
-    def _save(self, output_dir: str | None = None, state_dict=None):
-        super()._save(output_dir, state_dict=state_dict)
+    def save_freeze_config(self, output_dir: str) -> None:
+        """Write the freeze config next to a model Trainer just saved (checkpoints, save_model), so a
+        resume can check it; a hook of `_hf_compat.TrainerHooks`."""
         if self.freeze_config is not None and self.args.should_save:
-            output_dir = output_dir if output_dir is not None else self.args.output_dir
-            _atomic_write_text(os.path.join(output_dir, FREEZE_CONFIG_NAME), self.freeze_config.to_json())
+            _io.write_text(os.path.join(output_dir, FREEZE_CONFIG_NAME), self.freeze_config.to_json())
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if resume_from_checkpoint:

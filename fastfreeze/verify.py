@@ -27,11 +27,13 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from . import _io
 from .arch import UnsupportedModelError, resolve
 from .config import FreezeConfig, FreezeConfigError
 from .freezing import boundary_dependencies
 from .trainer import FastFreezeTrainer
-from .verify_data import (PadCollator, PeakMemory, StepTimer, VerifyError, WeightStore, as_dataset, check_fits_twice,
+from .data.collate import PaddingCollator
+from .verify_data import (PeakMemory, StepTimer, VerifyError, WeightStore, as_dataset, check_fits_twice,
                           rows_needed)
 
 # Unit roundoff u of the compute dtype (half the spacing of numbers in [1, 2)).
@@ -337,7 +339,7 @@ def verify(model: nn.Module, dataset, freeze_config: FreezeConfig, steps: int = 
             # (computed in an epoch-1 batch) match what the reference computes in epoch 2.
             pad_to = max(len(r) for r in rows["input_ids"])
             notes.append(f"cache on: rows padded to one width ({pad_to}) so cached rows are bit-comparable")
-        data_collator = PadCollator(pad_token_id, pad_to=pad_to)
+        data_collator = PaddingCollator(pad_token_id, pad_to=pad_to, labels_from_input_ids=True)
     if freeze_config.cache:
         notes.append(f"{len(rows)} rows over {steps} steps: steps beyond the first epoch read the cache")
 
@@ -461,7 +463,6 @@ def main(argv: list[str] | None = None) -> int:
 
     Usage: fastfreeze verify --model runs/base --data train.jsonl --num-frozen-layers 4
     """
-    import json
 
     from transformers import HfArgumentParser
 
@@ -510,8 +511,5 @@ def main(argv: list[str] | None = None) -> int:
         report.notes.append(f"disk cache in a temporary directory ({temp_cache}), removed at the end")
     print(report)
     if a.report_json:
-        tmp = f"{a.report_json}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-        os.replace(tmp, a.report_json)
+        _io.write_json(a.report_json, report.to_dict(), indent=2)
     return 0 if report.passed else 1

@@ -3,7 +3,7 @@
 Usage:
     model, tok = load_model_and_tokenizer("path/to/model", dtype="fp32")
     rows = load_rows("data.jsonl", tok, max_length=256, limit=32)   # input_ids / attention_mask / labels
-    collate = PadCollator(pad_token_id(tok))
+    collate = PaddingCollator(pad_token_id(tok), labels_from_input_ids=True)
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from transformers import TrainerCallback
 
 from .arch import resolve
 from .config import FreezeConfig
+from .data.collate import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 _FILE_TYPES = ".txt (one example per line), .json, .jsonl, .csv or .parquet"
@@ -273,29 +273,6 @@ def _default_corpus(n: int) -> datasets.Dataset:
     people = max(1, math.ceil(n / 2))
     cfg = BiographyConfig(num_people_task0_train=people, num_people_task0_test=1, num_tasks=0, bios_per_person=2)
     return make_biography(cfg)["bios"].select_columns(["text"])
-
-
-class PadCollator:
-    """Right-pads input_ids (with `pad_id`), attention_mask (0) and labels (-100) to the longest row,
-    or to `pad_to` when set (a fixed width makes a row's prefix output the same bits in every batch,
-    which the cache comparison needs).
-
-    Usage: PadCollator(tok.pad_token_id)(features) -> dict of [B, T] tensors
-    """
-
-    def __init__(self, pad_id: int = 0, pad_to: int | None = None):
-        self.pad_id, self.pad_to = pad_id, pad_to
-
-    def __call__(self, features):
-        width = max(max(len(f["input_ids"]) for f in features), self.pad_to or 0)
-        ids, mask, labels = [], [], []
-        for f in features:
-            n = len(f["input_ids"])
-            pad = width - n
-            ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
-            mask.append([1] * n + [0] * pad)
-            labels.append(list(f.get("labels", f["input_ids"])) + [IGNORE_INDEX] * pad)
-        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
 
 
 # ------------------------------------------------------------------ measurement and weight snapshots

@@ -11,7 +11,7 @@ import torch
 from datasets import Dataset
 
 from fastfreeze import FreezeConfig
-from tests.conftest import PadCollator, make_model, make_rows, seed_snippet_freeze
+from tests._helpers import make_model, make_rows, pad_collator, seed_snippet_freeze
 from tests.parity.harness import FFTrainer, RefTrainer, max_rel_diff, training_args
 
 K = 2
@@ -49,7 +49,7 @@ def _run(arm: str, out: str, backend: str, cache=None):
     model = make_model("llama")
     args = training_args(out, steps=4, torch_compile=True, torch_compile_backend=backend, logging_steps=1)
     data = dict(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
-                data_collator=PadCollator(pad_to=WIDTH))
+                data_collator=pad_collator(pad_to=WIDTH))
     records = _DynamoRecords()
     dynamo_logger = logging.getLogger("torch._dynamo")
     dynamo_logger.addHandler(records)

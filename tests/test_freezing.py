@@ -6,7 +6,7 @@ import torch
 import transformers
 
 from fastfreeze import FreezeConfig, FreezeConfigError, UnsupportedModelError, apply_freeze, freeze_bottom_layers, resolve
-from tests.conftest import FAMILIES, make_model
+from tests._helpers import FAMILIES, make_model
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -8,7 +8,7 @@ import torch
 from benchmarks.compat_models import build_model, tiny_config
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
 from fastfreeze import prefix as prefix_mod
-from tests.conftest import make_model
+from tests._helpers import make_model
 
 
 def _tiny(model_type: str):

@@ -12,7 +12,7 @@ from datasets import Dataset
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig, FreezeConfigError
 from fastfreeze.trainer import FREEZE_CONFIG_NAME
-from tests.conftest import PadCollator, make_model, make_rows
+from tests._helpers import make_model, make_rows, pad_collator
 from tests.parity.harness import max_rel_diff, run_arm, training_args
 
 
@@ -20,7 +20,7 @@ def _trainer(out, model=None, k=2, steps=6, cfg=None, **extra):
     model = model or make_model("llama")
     return FastFreezeTrainer(
         model=model, args=training_args(out, steps=steps, **extra), train_dataset=Dataset.from_list(make_rows(32)),
-        eval_dataset=Dataset.from_list(make_rows(8, seed=7)), data_collator=PadCollator(),
+        eval_dataset=Dataset.from_list(make_rows(8, seed=7)), data_collator=pad_collator(),
         freeze_config=cfg or FreezeConfig(num_frozen_layers=k))
 
 
@@ -94,7 +94,7 @@ def test_callbacks_see_fastfreeze_metrics(tmp_path):
 def test_plain_trainer_when_no_freeze_config(tmp_path):
     model = make_model("llama")
     t = FastFreezeTrainer(model=model, args=training_args(str(tmp_path / "o"), steps=2),
-                          train_dataset=Dataset.from_list(make_rows(16)), data_collator=PadCollator())
+                          train_dataset=Dataset.from_list(make_rows(16)), data_collator=pad_collator())
     t.train()
     assert t.prefix is None and all(p.requires_grad for p in model.parameters())
 
@@ -189,3 +189,49 @@ def test_freeze_report_follows_the_run_log_level(tmp_path, caplog, fastfreeze_lo
     loud = _trainer(str(tmp_path / "b"), steps=1, log_level="info")
     loud.train()
     assert len(_report_records(caplog, loud)) == 1
+
+
+class _CountsTo(torch.Tensor):
+    """A boundary that counts how often it is moved to a device (`.to(device)`; dtype casts in the
+    suffix's norms do not count)."""
+
+    moves = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.to and ("device" in kwargs or any(isinstance(a, (torch.device, str)) for a in args[1:])):
+            _CountsTo.moves += 1
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def test_cached_boundary_is_moved_to_the_device_once_per_step(tmp_path):
+    from fastfreeze.cache_collator import BOUNDARY_KEY
+
+    t = _trainer(str(tmp_path / "o"), steps=1, cfg=FreezeConfig(num_frozen_layers=2, cache="memory"))
+    t.build_prefix_cache()
+    batch = t.data_collator([t.train_dataset[i] for i in range(4)])
+    assert BOUNDARY_KEY in batch  # every row cached: a hit
+    boundary = batch[BOUNDARY_KEY] = batch[BOUNDARY_KEY].as_subclass(_CountsTo)
+    _CountsTo.moves = 0
+    inputs = t._prepare_inputs(batch)  # Trainer's device copy leaves the boundary alone ...
+    assert inputs[BOUNDARY_KEY] is boundary and _CountsTo.moves == 0
+    calls = t.prefix.prefix_calls
+    loss = t.compute_loss(t.model, inputs)  # ... and the prefix scope moves it, once
+    assert _CountsTo.moves == 1 and t.prefix.prefix_calls == calls and torch.isfinite(loss)
+
+
+def test_nested_prefix_scopes_act_once(tmp_path):
+    """evaluate(): prediction_step enters the prefix scope and calls compute_loss, which enters it again.
+    Only the outer scope acts: each eval batch runs the prefix once and stores its rows once, then hits."""
+    t = _trainer(str(tmp_path / "o"), steps=1, cfg=FreezeConfig(num_frozen_layers=2, cache="memory"))
+    batches = -(-len(t.eval_dataset) // t.args.per_device_eval_batch_size)
+    calls = t.prefix.prefix_calls
+    t.evaluate()
+    assert t.prefix.prefix_calls == calls + batches and t.prefix_cache.stored == len(t.eval_dataset)
+    t.evaluate()
+    assert t.prefix.prefix_calls == calls + batches and t.prefix_cache.stored == len(t.eval_dataset)
+    assert t.cache_summary().hits == len(t.eval_dataset)
+    seen = []
+    assert t._run_with_prefix({}, lambda x: t._run_with_prefix(x, lambda y: seen.append(t._ff_scope_depth))) is None
+    assert seen == [1] and t._ff_scope_depth == 0

@@ -18,7 +18,7 @@ from fastfreeze import FreezeConfig
 from fastfreeze.data.tokenize import build_word_tokenizer
 from fastfreeze.verify import Tolerances, main, verify
 from fastfreeze.verify_data import VerifyError
-from tests.conftest import make_model, make_rows
+from tests._helpers import make_model, make_rows
 
 STEPS = 3
 

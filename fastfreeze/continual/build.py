@@ -1,28 +1,14 @@
 """Builds what a run needs from its config: the task data, the tokenizer, tokenized splits and the model."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import torch
 
+from .. import _io
 from .config import ConfigError, ContinualConfig, DataConfig, ModelConfig
 
 QA_COLUMNS = ("input_ids", "attention_mask", "labels")
-
-
-def atomic_save_dir(save_fn, final: Path) -> None:
-    """Write a directory via `save_fn(tmp)` then rename it into place, so a crash never leaves half a folder."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_fn(str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
 
 
 def required_splits(num_tasks: int, pretrain: bool) -> list[str]:
@@ -52,7 +38,7 @@ def load_task_data(cfg: DataConfig, num_tasks: int, pretrain: bool, seed: int, c
         except (TypeError, ValueError) as e:
             raise ConfigError(f"data: {e}") from None
         dsd = make_biography(bio)
-        atomic_save_dir(dsd.save_to_disk, cache_dir)
+        _io.write_dir(dsd.save_to_disk, cache_dir)
     missing = [s for s in required_splits(num_tasks, pretrain) if s not in dsd]
     if missing:
         raise ConfigError(
@@ -98,7 +84,7 @@ def load_tokenizer(cfg: DataConfig, dsd, cache_dir: Path):
         from fastfreeze.data.tokenize import build_word_tokenizer
 
         tok = build_word_tokenizer(dsd)
-        atomic_save_dir(tok.save_pretrained, cache_dir)
+        _io.write_dir(tok.save_pretrained, cache_dir)
     if tok.eos_token_id is None:
         raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no EOS token; exact match needs one.")
     if tok.pad_token_id is None:
@@ -110,7 +96,7 @@ class TaskData:
     """Tokenized splits of a run. Usage: `td = TaskData(dsd, tok, cfg.data, num_tasks)`; `td.train[i]`, `td.test[i]`."""
 
     def __init__(self, dsd, tokenizer, cfg: DataConfig, num_tasks: int, pretrain: bool):
-        from fastfreeze.data.tokenize import PaddingCollator, tokenize_bios, tokenize_qa
+        from fastfreeze.data import PaddingCollator, tokenize_bios, tokenize_qa
 
         self.raw = dsd
         self.tokenizer = tokenizer

@@ -15,7 +15,6 @@ CLI: `fastfreeze orthogonality W0_DIR W1_DIR W2_DIR [--energy 0.99] [--output-di
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -182,12 +181,12 @@ def main(argv: list[str]) -> int:
     result = {"energy": a.energy, "rows": rows, "per_layer": layer_summary(rows), "checkpoints": a.checkpoints}
     print(markdown_table(result))
     if a.output_dir:
+        from .. import _io
         from .plots import plot_orthogonality
-        from .report import atomic_write_text
 
         out = Path(a.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "orthogonality.json", json.dumps(result, indent=2))
+        _io.write_json(out / "orthogonality.json", result, indent=2)
         plot_orthogonality({"checkpoints": result}, out / "orthogonality.png")
         print(f"wrote {out / 'orthogonality.json'} and {out / 'orthogonality.png'}")
     return 0

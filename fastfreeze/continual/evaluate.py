@@ -13,7 +13,8 @@ from collections import defaultdict
 import torch
 from transformers import TrainerCallback
 
-IGNORE = -100
+from ..data.collate import IGNORE_INDEX as IGNORE
+
 
 
 def score_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,6 @@
 """PNG plots of a run (matplotlib, Agg backend): accuracy matrices, Task-0 accuracy during Task 1, orthogonality."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -9,13 +8,16 @@ import matplotlib
 matplotlib.use("Agg")  # headless: CI machines and servers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .. import _io  # noqa: E402
+
 
 def _save(fig, path: Path) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with _io.atomic_file(path, "wb") as f:
+            fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_accuracy_matrices(arms: dict, path: Path) -> None:

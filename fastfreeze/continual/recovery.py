@@ -10,7 +10,6 @@ CLI: `fastfreeze recover RUN_DIR [--arm seq] [--fraction 0.5] [--num-train-epoch
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -75,9 +74,9 @@ def main(argv: list[str]) -> int:
     rec = results["arms"][arm]["recovery"]
     t = str(rec["task"])
     out = run_dir / f"recovery-{arm}.json"
-    from .report import atomic_write_text
+    from .. import _io
 
-    atomic_write_text(out, json.dumps(rec, indent=2))
+    _io.write_json(out, rec, indent=2)
     print(
         f"{arm}: Task-{t} exact match {rec['before']['exact_match']:.3f} -> {rec['after'][t]['exact_match']:.3f} "
         f"after {rec['steps']} steps on {rec['train_examples']} examples of its training people; wrote {out}"

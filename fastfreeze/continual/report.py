@@ -1,20 +1,11 @@
 """Writes a run's outputs: results.json, report.md (tables, metric definitions) and the PNG plots."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
+from .. import _io
 from .diagnostics import markdown_table
 from .metrics import DEFINITIONS_MD
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file + os.replace (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _pct(v) -> str:
@@ -128,8 +119,8 @@ def write_outputs(results: dict, out: Path) -> dict[str, Path]:
     if plot_orthogonality(results["arms"], out / "orthogonality.png"):
         plots["orthogonality"] = "orthogonality.png"
     results["plots"] = plots
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
-    atomic_write_text(out / "report.md", render_report(results, plots))
+    _io.write_json(out / "results.json", results, indent=2, default=str)
+    _io.write_text(out / "report.md", render_report(results, plots))
     paths = {"results": out / "results.json", "report": out / "report.md"}
     paths.update({k: out / v for k, v in plots.items()})
     return paths

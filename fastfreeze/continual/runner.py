@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
+from .. import _io
 from . import build
 from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint
 from .diagnostics import WindowSnapshots
@@ -34,12 +36,6 @@ FISHER_FILE = "ewc_fisher.pt"
 
 class StopRun(Exception):
     """Raised after the stage named by `stop_after` (used to simulate an interrupted run)."""
-
-
-def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 class Runner:
@@ -72,7 +68,7 @@ class Runner:
         record = fn()
         record["seconds"] = round(time.time() - t0, 2)
         self.state["stages"][key] = {"fingerprint": fp, "record": record}
-        _atomic_json(self.out / STATE_FILE, self.state)
+        _io.write_json(self.out / STATE_FILE, self.state, indent=2, default=str)
         self.ran.append(key)
         self.log(f"[continual] {key}: finished in {record['seconds']:.1f}s")
         if self.stop_after == key:
@@ -86,7 +82,7 @@ class Runner:
         return model.to(self.device)
 
     def _save(self, model, key: str) -> None:
-        build.atomic_save_dir(model.save_pretrained, self._ckpt(key))
+        _io.write_dir(model.save_pretrained, self._ckpt(key))
 
     def _args(self, key: str, kwargs: dict):
         return training_arguments(str(self.out / "trainer" / key), self.cfg.seed, kwargs)
@@ -115,11 +111,7 @@ class Runner:
         self.stop_after = stop_after
         cfg = self.cfg
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        import yaml
-
-        from .report import atomic_write_text
-
-        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _io.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.data = build.prepare(cfg)
         tok = self.data.tokenizer
         self.evalsets = [EvalSet(ds, tok.pad_token_id) for ds in self.data.test]

@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from .. import _io
 from .config import ConfigError, ContinualConfig, SafetyConfig, fingerprint
 
 # --------------------------------------------------------------------------- evaluation in the runner
@@ -73,10 +74,8 @@ class SafetyEvaluator:
                 hits = [answers_match(rec["response"], a) for rec, a in zip(r.records, self.answers)]
                 summary["benign"]["helpful_rate"] = sum(hits) / len(hits)
         if records_path is not None:
-            from .report import atomic_write_text
-
             Path(records_path).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(records_path), json.dumps(reports, indent=2, ensure_ascii=False))
+            _io.write_json(records_path, reports, indent=2, ensure_ascii=False)
             summary["records"] = str(records_path)
         return summary
 
@@ -141,9 +140,7 @@ def _write_jsonl(path: Path, ds) -> None:
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds)
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    from .report import atomic_write_text
-
-    atomic_write_text(path, text)
+    _io.write_text(path, text)
 
 
 def _demo_files(out: Path, seed: int, sizes: dict):
@@ -169,11 +166,10 @@ def align_model(out: Path, data, seed: int, log=print, model: dict | None = None
     `model` / `align` replace `DEMO_MODEL` / `DEMO_ALIGN` (shape, TrainingArguments); tests use tiny ones.
     """
     model_shape, align_args = model or DEMO_MODEL, align or DEMO_ALIGN
-    from fastfreeze.data.tokenize import PaddingCollator, build_word_tokenizer, tokenize_qa
+    from fastfreeze.data import PaddingCollator, build_word_tokenizer, tokenize_qa
 
-    from .build import QA_COLUMNS, atomic_save_dir, build_model
+    from .build import QA_COLUMNS, build_model
     from .config import ModelConfig
-    from .report import atomic_write_text
     from .trainers import make_trainer, training_arguments
 
     target = out / "aligned"
@@ -195,9 +191,9 @@ def align_model(out: Path, data, seed: int, log=print, model: dict | None = None
         tok.save_pretrained(tmp)
         record = {"fingerprint": fp, "train_loss": result.training_loss, "steps": result.global_step,
                   "seconds": round(time.time() - t0, 1)}
-        atomic_write_text(Path(tmp) / "align.json", json.dumps(record, indent=2))
+        _io.write_json(Path(tmp) / "align.json", record, indent=2)
 
-    atomic_save_dir(save, target)
+    _io.write_dir(save, target)
     log(f"[safety demo] aligned model: {result.global_step} steps in {time.time() - t0:.0f}s")
     return target
 

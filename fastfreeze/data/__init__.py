@@ -1,4 +1,4 @@
-"""Datasets for fastfreeze: the synthetic Biography benchmark and its tokenization.
+"""Datasets for fastfreeze: the synthetic Biography benchmark, its tokenization, and the one pad collator.
 
 Usage::
 
@@ -19,12 +19,11 @@ from fastfreeze.data.biography import (
     question,
 )
 from fastfreeze.data.biography_pools import company_city
+from fastfreeze.data.collate import IGNORE_INDEX, PaddingCollator
 from fastfreeze.data.tokenize import (
     EOS_TOKEN,
-    IGNORE_INDEX,
     PAD_TOKEN,
     UNK_TOKEN,
-    PaddingCollator,
     build_word_tokenizer,
     tokenize_bios,
     tokenize_qa,

@@ -1,37 +1,34 @@
-"""Tokenization shared by QA and pretraining: a word-level tokenizer, QA/bio tokenizers, a padding collator.
+"""Tokenization shared by QA and pretraining: a word-level tokenizer and the QA / biography tokenizers.
 
 Usage::
 
-    from fastfreeze.data import make_biography, BiographyConfig, build_word_tokenizer, tokenize_qa, PaddingCollator
+    from fastfreeze.data import make_biography, BiographyConfig, build_word_tokenizer, tokenize_qa
     dd = make_biography(BiographyConfig.preset("quick"))
     tok = build_word_tokenizer(dd)
-    train = tokenize_qa(dd["task0_train"], tok)
-    collate = PaddingCollator(tok.pad_token_id)  # HF Trainer's data_collator
+    train = tokenize_qa(dd["task0_train"], tok)   # batch it with fastfreeze.data.PaddingCollator
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import datasets
-import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from .collate import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",
     "PAD_TOKEN",
     "UNK_TOKEN",
     "EOS_TOKEN",
-    "PaddingCollator",
     "build_word_tokenizer",
     "tokenize_bios",
     "tokenize_qa",
 ]
 
-IGNORE_INDEX = -100  # label value that torch's cross-entropy (and HF models) skip
 PAD_TOKEN, UNK_TOKEN, EOS_TOKEN = "<pad>", "<unk>", "<eos>"
 _SPACE = "\u2581"  # "▁" marks a word that followed a space, as in SentencePiece
 _TEXT_COLUMNS = ("text", "prompt", "answer")
@@ -241,81 +238,3 @@ def tokenize_bios(
         num_proc=num_proc,
         desc="tokenize bios",
     )
-
-
-@dataclass
-class PaddingCollator:
-    """Pads ``input_ids`` / ``attention_mask`` / ``labels`` to the longest row; returns torch tensors.
-
-    Pads input_ids with ``pad_token_id``, attention_mask with 0, labels with -100. Other columns are
-    dropped (strings, ids, prompt_len...) unless named in ``keep_columns`` (int columns, returned as
-    a 1-D tensor). ``padding_side="left"`` is for batched generation. Rows may hold lists or tensors.
-
-    Usage: ``Trainer(..., data_collator=PaddingCollator(tok.pad_token_id))``.
-    """
-
-    pad_token_id: int
-    padding_side: str = "right"
-    pad_to_multiple_of: int | None = None
-    keep_columns: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
-            raise ValueError(
-                f"PaddingCollator.pad_token_id must be a non-negative int, got {self.pad_token_id!r}; "
-                "pass tokenizer.pad_token_id (set tokenizer.pad_token first if it is None)"
-            )
-        if self.padding_side not in ("right", "left"):
-            raise ValueError(f"PaddingCollator.padding_side must be 'right' or 'left', got {self.padding_side!r}")
-        multiple = self.pad_to_multiple_of
-        if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1):
-            raise ValueError(f"PaddingCollator.pad_to_multiple_of must be None or an int >= 1, got {multiple!r}")
-        self.keep_columns = tuple(self.keep_columns)
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if not features:
-            raise ValueError("PaddingCollator got an empty batch")
-        if any("input_ids" not in f for f in features):
-            raise ValueError(
-                "PaddingCollator: every row needs 'input_ids'; tokenize with tokenize_qa / tokenize_bios first"
-            )
-        rows = [_as_list(f["input_ids"]) for f in features]
-        width = max(len(r) for r in rows)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        masks = [
-            _as_list(f["attention_mask"]) if "attention_mask" in f else [1] * len(r) for f, r in zip(features, rows)
-        ]
-        batch = {
-            "input_ids": self._pad(rows, width, self.pad_token_id),
-            "attention_mask": self._pad(masks, width, 0),
-        }
-        has_labels = ["labels" in f for f in features]
-        if any(has_labels):
-            if not all(has_labels):
-                raise ValueError(
-                    "PaddingCollator: some rows have 'labels' and some do not; tokenize all rows the same way"
-                )
-            batch["labels"] = self._pad([_as_list(f["labels"]) for f in features], width, IGNORE_INDEX)
-        for col in self.keep_columns:
-            if any(col not in f for f in features):
-                raise ValueError(f"PaddingCollator: keep_columns names {col!r} but a row lacks it")
-            batch[col] = torch.tensor([int(f[col]) for f in features], dtype=torch.long)
-        return batch
-
-    def _pad(self, rows: list[list[int]], width: int, value: int) -> torch.Tensor:
-        out = torch.full((len(rows), width), value, dtype=torch.long)
-        for i, r in enumerate(rows):
-            if len(r) == 0:
-                continue
-            if self.padding_side == "right":
-                out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            else:
-                out[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        return out
-
-
-def _as_list(x: Any) -> list[int]:
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    return list(x)

@@ -81,7 +81,7 @@ def test_make_trainer_embedding_only_freeze(tmp_path):
     import transformers
 
     from fastfreeze.continual.trainers import make_trainer
-    from tests.conftest import make_model
+    from tests._helpers import make_model
 
     model = make_model("llama")
     args = transformers.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)

@@ -1,4 +1,4 @@
-"""Tests for the word tokenizer, QA/bio tokenization (label masking) and the padding collator."""
+"""Tests for the word tokenizer and QA/bio tokenization (label masking, the loss of a padded batch)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from fastfreeze.data import (
     IGNORE_INDEX,
-    BiographyConfig,
     PaddingCollator,
     build_word_tokenizer,
-    make_biography,
     tokenize_bios,
     tokenize_qa,
 )
@@ -26,21 +24,6 @@ QA_SPLITS = ("task0_train", "task0_test", "task1_train")
 def _col(ds: datasets.Dataset, name: str) -> list:
     """A column as a plain list (newer datasets return a lazy Column object)."""
     return list(ds[name])
-
-
-@pytest.fixture(scope="module")
-def dd() -> datasets.DatasetDict:
-    return make_biography(BiographyConfig.preset("quick"))
-
-
-@pytest.fixture(scope="module")
-def tok(dd):
-    return build_word_tokenizer(dd)
-
-
-@pytest.fixture(scope="module")
-def qa(dd, tok):
-    return tokenize_qa(dd["task0_train"], tok)
 
 
 def _ids(tok, text):
@@ -182,45 +165,6 @@ def test_bpe_tokenizer_answer_tokenized_separately(dd):
         assert row["input_ids"][:pl] == _ids(tok, row["prompt"])
         assert row["labels"][pl:] == _ids(tok, row["answer"]) + [tok.eos_token_id]
         assert tok.decode(row["input_ids"][pl:-1]) == row["answer"]
-
-
-def test_collator_pads_right_and_left_and_drops_other_columns(qa, tok):
-    rows = [qa[i] for i in range(4)]
-    lengths = [len(r["input_ids"]) for r in rows]
-    assert len(set(lengths)) > 1, "pick rows of different lengths"
-    width = max(lengths)
-    right = PaddingCollator(tok.pad_token_id)(rows)
-    assert set(right) == {"input_ids", "attention_mask", "labels"}
-    assert all(v.dtype == torch.long and v.shape == (4, width) for v in right.values())
-    left = PaddingCollator(tok.pad_token_id, padding_side="left")(rows)
-    for i, r in enumerate(rows):
-        n, pad = len(r["input_ids"]), width - len(r["input_ids"])
-        assert right["input_ids"][i, :n].tolist() == r["input_ids"]
-        assert right["input_ids"][i, n:].tolist() == [tok.pad_token_id] * pad
-        assert right["attention_mask"][i].tolist() == [1] * n + [0] * pad
-        assert right["labels"][i].tolist() == r["labels"] + [IGNORE_INDEX] * pad
-        assert left["input_ids"][i].tolist() == [tok.pad_token_id] * pad + r["input_ids"]
-        assert left["attention_mask"][i].tolist() == [0] * pad + [1] * n
-        assert left["labels"][i].tolist() == [IGNORE_INDEX] * pad + r["labels"]
-    kept = PaddingCollator(tok.pad_token_id, pad_to_multiple_of=8, keep_columns=("prompt_len",))(rows)
-    assert kept["input_ids"].shape[1] % 8 == 0 and kept["input_ids"].shape[1] >= width
-    assert kept["prompt_len"].tolist() == [r["prompt_len"] for r in rows]
-    # Tensors in, same result.
-    as_tensors = [{k: torch.tensor(r[k]) for k in ("input_ids", "attention_mask", "labels")} for r in rows]
-    assert torch.equal(PaddingCollator(tok.pad_token_id)(as_tensors)["labels"], right["labels"])
-
-
-def test_collator_errors():
-    with pytest.raises(ValueError, match="padding_side must be 'right' or 'left'"):
-        PaddingCollator(0, padding_side="middle")
-    with pytest.raises(ValueError, match="pass tokenizer.pad_token_id"):
-        PaddingCollator(None)
-    with pytest.raises(ValueError, match="needs 'input_ids'"):
-        PaddingCollator(0)([{"text": "x"}])
-    with pytest.raises(ValueError, match="some rows have 'labels'"):
-        PaddingCollator(0)([{"input_ids": [1, 2], "labels": [1, 2]}, {"input_ids": [3]}])
-    with pytest.raises(ValueError, match="empty batch"):
-        PaddingCollator(0)([])
 
 
 def _tiny_llama(vocab_size: int) -> transformers.PreTrainedModel:

@@ -14,12 +14,16 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+# What tests/conftest.py sets up for the pytest process (this one runs under torchrun, without it).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+torch.set_num_threads(1)
 
 import torch.distributed as dist  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig  # noqa: E402
-from tests.conftest import PadCollator, make_model, make_rows  # noqa: E402
+from tests._helpers import make_model, make_rows, pad_collator  # noqa: E402
 from tests.parity.harness import training_args  # noqa: E402
 
 K = 2
@@ -40,7 +44,7 @@ def ddp_args(out: str, per_device: int):
 def make_trainer(out: str, freeze_config: FreezeConfig, per_device: int) -> FastFreezeTrainer:
     return FastFreezeTrainer(model=make_model("llama"), args=ddp_args(out, per_device),
                              train_dataset=Dataset.from_list(make_rows(ROWS)),
-                             data_collator=PadCollator(pad_to=PAD_TO), freeze_config=freeze_config)
+                             data_collator=pad_collator(pad_to=PAD_TO), freeze_config=freeze_config)
 
 
 def freeze_config(scenario: str, root: str) -> FreezeConfig:

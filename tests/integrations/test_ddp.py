@@ -122,7 +122,7 @@ def test_single_process_logs_fastfreeze_metrics(single_process):
 def test_fsdp_config_and_empty_param_groups():
     from fastfreeze.distributed import drop_empty_param_groups, fsdp_config
     from accelerate.utils.dataclasses import get_module_class_from_name
-    from tests.conftest import make_model
+    from tests._helpers import make_model
 
     model = make_model("gpt2")
     cfg = fsdp_config(model)

@@ -13,7 +13,7 @@ from peft import LoraConfig, PeftModel, PromptTuningConfig, get_peft_model  # no
 
 from fastfreeze import FreezeConfig, FreezeConfigError  # noqa: E402
 from fastfreeze.peft_support import prefix_adapter_modules, restrict_to_suffix, suffix_lora_kwargs  # noqa: E402
-from tests.conftest import PadCollator, make_model, make_rows, seed_snippet_freeze  # noqa: E402
+from tests._helpers import make_model, make_rows, pad_collator, seed_snippet_freeze  # noqa: E402
 from tests.parity.harness import FFTrainer, RefTrainer, max_rel_diff, training_args  # noqa: E402
 
 RTOL = 1e-5  # fp32, same ops both arms (see tests/parity/test_trainer_parity.py)
@@ -31,7 +31,7 @@ def lora_model(seed: int = 0, suffix_only: bool = True, **lora):
 def run(arm: str, out: str, freeze_config=None, steps: int = 8):
     model = lora_model()
     args = training_args(out, steps=steps)
-    data = dict(train_dataset=Dataset.from_list(make_rows(32)), data_collator=PadCollator(pad_to=12))
+    data = dict(train_dataset=Dataset.from_list(make_rows(32)), data_collator=pad_collator(pad_to=12))
     if arm == "ref":
         seed_snippet_freeze(model.get_base_model(), "llama", K)  # a no-op on top of PEFT's own freeze
         trainer = RefTrainer(model=model, args=args, **data)
@@ -80,7 +80,7 @@ def test_prefix_adapters_refused(case, tmp_path):
         match = "prompt-learning"
     with pytest.raises(FreezeConfigError, match=match):
         FFTrainer(model=model, args=training_args(str(tmp_path)), train_dataset=Dataset.from_list(make_rows(4)),
-                  data_collator=PadCollator(), freeze_config=FreezeConfig(num_frozen_layers=K))
+                  data_collator=pad_collator(), freeze_config=FreezeConfig(num_frozen_layers=K))
 
 
 def test_prefix_adapter_modules_lists_only_prefix():
@@ -134,7 +134,7 @@ def test_report_lists_adapter_modules_as_trainable():
     peft = pytest.importorskip("peft")
     from fastfreeze import FreezeConfig, apply_freeze
     from fastfreeze.peft_support import suffix_lora_kwargs
-    from tests.conftest import make_model
+    from tests._helpers import make_model
 
     model = make_model("llama")
     lora = peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], **suffix_lora_kwargs(model, 2))

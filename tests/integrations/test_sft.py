@@ -12,7 +12,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 from fastfreeze import FreezeConfig, FreezeConfigError  # noqa: E402
 from fastfreeze.data.tokenize import build_word_tokenizer  # noqa: E402
 from fastfreeze.sft import FastFreezeSFTTrainer  # noqa: E402
-from tests.conftest import VOCAB, make_model, seed_snippet_freeze  # noqa: E402
+from tests._helpers import VOCAB, make_model, seed_snippet_freeze  # noqa: E402
 from tests.parity.harness import max_rel_diff  # noqa: E402
 
 # fp32 on CPU, same ops and data in both arms; see tests/parity/test_trainer_parity.py.

@@ -11,7 +11,7 @@ import transformers
 
 from fastfreeze.arch import resolve
 from fastfreeze.kernels import KernelReport, install_kernels, remove_kernels
-from tests.conftest import VOCAB, make_model, seed_snippet_freeze
+from tests._helpers import VOCAB, make_model, seed_snippet_freeze
 
 # fp32 everywhere. The kernels compute the same math in a different reduction order (RMSNorm's
 # mean of squares, the online logsumexp over vocab blocks, one [B*T, H] head GEMM): that moves

@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig
-from tests.conftest import PadCollator, make_model, make_rows, seed_snippet_freeze
+from tests._helpers import make_model, make_rows, pad_collator, seed_snippet_freeze
 
 
 class _RecordLoss:
@@ -51,7 +51,7 @@ def run_arm(family: str, k: int, arm: str, out_dir: str, gc: bool = False, steps
     train_ds = Dataset.from_list(rows)
     eval_ds = Dataset.from_list(make_rows(8, seed=7))
     args = training_args(out_dir, steps=steps, gc=gc, **args_extra)
-    collator = PadCollator(padding_side, pad_to=pad_to)
+    collator = pad_collator(padding_side, pad_to=pad_to)
     if arm == "ref":
         seed_snippet_freeze(model, family, k)
         trainer = RefTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator)

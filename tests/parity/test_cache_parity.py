@@ -9,7 +9,7 @@ import torch
 
 from fastfreeze import FreezeConfig
 from fastfreeze.cache_runtime import compute_fingerprint
-from tests.conftest import make_model
+from tests._helpers import make_model, pad_collator
 from tests.parity.harness import max_rel_diff, run_arm
 
 RTOL = 1e-6  # fp32; cached rows are the same bits the prefix produced in an earlier batch layout
@@ -48,12 +48,12 @@ def test_two_epochs_same_with_memory_disk_and_no_cache(family, tmp_path):
 def test_precompute_then_train_never_runs_prefix(tmp_path):
     from tests.parity.harness import FFTrainer, training_args
     from datasets import Dataset
-    from tests.conftest import PadCollator, make_rows
+    from tests._helpers import make_rows
 
     model = make_model("llama")
     trainer = FFTrainer(model=model, args=training_args(str(tmp_path / "o"), steps=8),
                         train_dataset=Dataset.from_list(make_rows(32)), eval_dataset=Dataset.from_list(make_rows(8, seed=7)),
-                        data_collator=PadCollator(), freeze_config=_cfg("memory", tmp_path))
+                        data_collator=pad_collator(), freeze_config=_cfg("memory", tmp_path))
     trainer.recorded = []
     stats = trainer.build_prefix_cache()
     assert stats["examples"] == 40 and stats["tokens"] > 0

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
-from tests.conftest import FAMILIES, make_model
+from tests._helpers import FAMILIES, make_model
 from tests.parity.harness import max_rel_diff, run_arm
 
 # fp32 on CPU; both arms run the same ops on the same data. The only freedom is summation order

@@ -8,7 +8,7 @@ import torch
 
 import csrc_triton
 from fastfreeze import FreezeConfig
-from tests.conftest import make_model
+from tests._helpers import make_model
 from tests.parity.harness import max_rel_diff, run_arm
 
 # Losses: fp32 on both arms; the kernels reduce in a different order than torch (RMSNorm's mean of

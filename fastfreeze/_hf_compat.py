@@ -1,0 +1,162 @@
+"""Every access to private or version-dependent internals of transformers, TRL, PEFT and torch, one shim each.
+
+fastfreeze supports transformers 5.17 and 5.24 (and TRL / PEFT as they come); each name below is
+checked against the installed versions by tests/test_hf_compat.py, so a release that moves one
+fails there, loudly, with the shim's name, instead of somewhere deep in a training run.
+
+Usage:
+    class FreezeMixin(TrainerHooks): ...           # Trainer's private `_save` / `_prepare_inputs`
+    uses_reentrant_checkpointing(block); remove_unused_columns(trainer, ds, "prefix cache")
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from typing import Any, Callable
+
+from torch import nn
+from transformers import TrainingArguments
+
+try:  # internal module paths: a release that moves one breaks only the feature that needs it
+    from transformers.loss.loss_utils import ForCausalLMLoss
+except ImportError:  # pragma: no cover - checked by tests/test_hf_compat.py
+    ForCausalLMLoss = None
+try:
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # pragma: no cover
+    Conv1D = None
+try:
+    from transformers.training_args import OptimizerNames
+except ImportError:  # pragma: no cover
+    OptimizerNames = None
+
+
+# ------------------------------------------------------------------------------ transformers config / model
+def text_config(config: Any) -> Any:
+    """The text part of a (possibly multimodal) config; the config itself before `get_text_config` existed."""
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def attn_implementation(config: Any) -> str:
+    """The attention kernel a model runs (`config._attn_implementation`: "eager", "sdpa", ...)."""
+    return str(getattr(config, "_attn_implementation", None))
+
+
+def causal_lm_loss() -> Callable | None:
+    """transformers' causal-LM loss function (`model.loss_function` of a plain *ForCausalLM); None if
+    this transformers has moved it (the fused loss then stays off)."""
+    return ForCausalLMLoss
+
+
+def linear_types() -> tuple[type, ...]:
+    """The module types PEFT's "all-linear" targets: nn.Linear and GPT-2's `Conv1D`."""
+    return (nn.Linear,) if Conv1D is None else (nn.Linear, Conv1D)
+
+
+def uses_reentrant_checkpointing(module: nn.Module | None) -> bool:
+    """Whether `module` (a decoder block) is activation-checkpointed with reentrant checkpointing.
+    transformers stores the checkpoint function as `module._gradient_checkpointing_func`, a
+    functools.partial whose keywords carry `use_reentrant` (default True)."""
+    if module is None or not getattr(module, "gradient_checkpointing", False):
+        return False
+    fn = getattr(module, "_gradient_checkpointing_func", None)
+    keywords = getattr(fn, "keywords", None) or {}
+    return bool(keywords.get("use_reentrant", True))
+
+
+# ------------------------------------------------------------------------------ transformers Trainer
+class TrainerHooks:
+    """The private `Trainer` methods fastfreeze overrides, here and nowhere else. Subclasses (FreezeMixin)
+    implement two public hooks instead:
+
+    - `save_freeze_config(output_dir)`: after `Trainer._save`, which every save path (checkpoints,
+      `save_model`) goes through to write the model;
+    - `prepare_batch(inputs, prepare)`: around `Trainer._prepare_inputs`, which moves a batch to the
+      device in `training_step` and `prediction_step`; `prepare(inputs)` is Trainer's own.
+    """
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict=state_dict)
+        self.save_freeze_config(output_dir if output_dir is not None else self.args.output_dir)
+
+    def _prepare_inputs(self, inputs):
+        return self.prepare_batch(inputs, super()._prepare_inputs)
+
+
+def remove_unused_columns(trainer: Any, dataset: Any, description: str) -> Any:
+    """`dataset` with only the columns the model's forward takes, as Trainer's DataLoaders see it."""
+    return trainer._remove_unused_columns(dataset, description=description)
+
+
+def training_argument_names() -> set[str]:
+    """Every `TrainingArguments` field name, plus `warmup_ratio` (accepted everywhere, see below)."""
+    return {f.name for f in dataclasses.fields(TrainingArguments)} | {"warmup_ratio"}
+
+
+def adapt_training_kwargs(kwargs: dict) -> dict:
+    """TrainingArguments kwargs for the installed transformers: versions >= 5 folded `warmup_ratio` into
+    `warmup_steps` (a float < 1 is a ratio)."""
+    out = dict(kwargs)
+    if "warmup_ratio" in out and "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        out["warmup_steps"] = float(out.pop("warmup_ratio"))
+    return out
+
+
+def optimizer_names() -> set[str] | None:
+    """The optimizer names Trainer accepts (`--optim`); None when this transformers does not list them."""
+    return None if OptimizerNames is None else {o.value for o in OptimizerNames}
+
+
+# ------------------------------------------------------------------------------ torch
+def compile_events() -> int:
+    """How many frames torch.compile (Dynamo) has compiled so far in this process; 0 when it never ran.
+    A forward that moves this number compiled part of the model while it ran."""
+    dynamo = sys.modules.get("torch._dynamo")
+    try:
+        return int(dynamo.utils.counters["frames"]["total"]) if dynamo is not None else 0
+    except (AttributeError, KeyError, TypeError):
+        return 0
+
+
+# ------------------------------------------------------------------------------ TRL
+def trl_load_model(name: str, args: Any) -> nn.Module:
+    """Load a model id the way SFTTrainer does (`model_init_kwargs`, no device_map under distributed
+    training, `trust_remote_code`), so the freeze can be applied before SFTTrainer sees the model."""
+    from trl.trainer.utils import create_model_from_path
+
+    kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
+    if args is not None and args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+        kwargs["device_map"] = None  # as SFTTrainer does: device_map="auto" fails under distributed training
+    kwargs.setdefault("trust_remote_code", getattr(args, "trust_remote_code", False))
+    return create_model_from_path(name, **kwargs)
+
+
+def sft_padding_free(trainer: Any) -> bool:
+    """Whether an SFTTrainer flattens each batch into one row (padding-free / BFD packing)."""
+    return bool(getattr(trainer, "padding_free", False))
+
+
+# ------------------------------------------------------------------------------ PEFT
+@functools.lru_cache(maxsize=None)
+def peft_adapter_types() -> tuple[type, ...]:
+    """PEFT's injected-layer base class and its trainable-copy wrapper (modules_to_save, trainable
+    tokens); empty without peft (then no PEFT model can exist either)."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return ()
+    try:
+        from peft.utils.other import AuxiliaryTrainingWrapper  # peft >= 0.15
+    except ImportError:
+        from peft.utils.other import ModulesToSaveWrapper as AuxiliaryTrainingWrapper
+    return (BaseTunerLayer, AuxiliaryTrainingWrapper)
+
+
+def peft_default_targets(model_type: str | None) -> list[str] | None:
+    """PEFT's default LoRA target modules for an architecture (what `target_modules=None` means)."""
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+
+    targets = defaults.get(model_type)
+    return sorted(targets) if targets else None

@@ -1,0 +1,124 @@
+"""fastfreeze._hf_compat against the installed transformers / TRL / PEFT / torch: one test per shim, each of
+which fails, naming the shim, when a release moves or changes the internal it stands for."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+import transformers
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+
+from fastfreeze import _hf_compat as hf
+from tests._helpers import make_model, make_rows, pad_collator
+
+
+def test_text_config_of_a_multimodal_config():
+    cfg = transformers.Gemma3Config()
+    assert isinstance(hf.text_config(cfg), transformers.Gemma3TextConfig)
+    plain = make_model("llama").config
+    assert hf.text_config(plain) is plain
+
+
+def test_attn_implementation_is_read_from_the_config():
+    assert hf.attn_implementation(make_model("llama", attn="eager").config) == "eager"
+    assert hf.attn_implementation(make_model("llama", attn="sdpa").config) == "sdpa"
+
+
+def test_causal_lm_loss_is_the_loss_a_causal_lm_uses():
+    loss = hf.causal_lm_loss()
+    assert loss is not None, "transformers.loss.loss_utils.ForCausalLMLoss moved: the fused loss would stay off"
+    assert make_model("llama").loss_function is loss
+
+
+def test_linear_types_cover_gpt2_conv1d():
+    model = make_model("gpt2")
+    assert isinstance(model.transformer.h[0].attn.c_attn, hf.linear_types())
+    assert len(hf.linear_types()) == 2, "transformers.pytorch_utils.Conv1D moved"
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_uses_reentrant_checkpointing_reads_the_block(reentrant):
+    model = make_model("llama")
+    block = model.model.layers[2]
+    assert hf.uses_reentrant_checkpointing(block) is False  # off
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    assert hf.uses_reentrant_checkpointing(block) is reentrant
+    assert hf.uses_reentrant_checkpointing(None) is False
+
+
+def test_trainer_hooks_run_on_save_and_on_every_batch(tmp_path):
+    for name, params in (("_save", ["self", "output_dir", "state_dict"]), ("_prepare_inputs", ["self", "inputs"])):
+        assert list(inspect.signature(getattr(Trainer, name)).parameters) == params, f"Trainer.{name} changed"
+    calls = {"save": [], "prepare": 0}
+
+    class Spy(hf.TrainerHooks, Trainer):
+        def save_freeze_config(self, output_dir):
+            calls["save"].append(output_dir)
+
+        def prepare_batch(self, inputs, prepare):
+            calls["prepare"] += 1
+            return prepare(inputs)
+
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, save_strategy="steps",
+                             save_steps=2, report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = Spy(model=make_model("llama"), args=args, train_dataset=Dataset.from_list(make_rows(8)),
+                  data_collator=pad_collator())
+    trainer.train()
+    assert calls["prepare"] == 2 and calls["save"] == [str(tmp_path / "checkpoint-2")]
+    trainer.save_model(str(tmp_path / "final"))
+    assert calls["save"][-1] == str(tmp_path / "final")
+
+
+def test_remove_unused_columns_drops_what_the_model_does_not_take(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = Trainer(model=make_model("llama"), args=args)
+    ds = Dataset.from_list([{"input_ids": [1, 2], "labels": [1, 2], "junk": "x"}])
+    assert hf.remove_unused_columns(trainer, ds, "test").column_names == ["input_ids", "labels"]
+
+
+def test_training_argument_names_and_warmup_ratio(tmp_path):
+    names = hf.training_argument_names()
+    assert {"learning_rate", "warmup_steps", "warmup_ratio"} <= names
+    args = TrainingArguments(output_dir=str(tmp_path), **hf.adapt_training_kwargs({"warmup_ratio": 0.1}))
+    assert getattr(args, "warmup_ratio", None) == 0.1 or args.warmup_steps == 0.1
+
+
+def test_optimizer_names():
+    names = hf.optimizer_names()
+    assert names is not None and {"adamw_torch", "sgd"} <= names, "transformers.training_args.OptimizerNames moved"
+
+
+def test_compile_events_count_dynamo_frames():
+    before = hf.compile_events()
+    fn = torch.compile(lambda x: x * 2 + 1, backend="eager")
+    fn(torch.ones(3))
+    assert hf.compile_events() > before, "torch._dynamo.utils.counters['frames']['total'] moved"
+
+
+def test_trl_load_model_and_padding_free(tmp_path):
+    pytest.importorskip("trl")
+    from trl import SFTConfig
+
+    make_model("llama").save_pretrained(tmp_path / "m")
+    loaded = hf.trl_load_model(str(tmp_path / "m"), SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True))
+    assert type(loaded).__name__ == "LlamaForCausalLM"
+
+    class Flat:
+        padding_free = True
+
+    assert hf.sft_padding_free(Flat()) and not hf.sft_padding_free(object())
+    # That SFTTrainer still calls the attribute `padding_free` is checked end to end by
+    # tests/integrations/test_trl.py::test_build_prefix_cache_refused_for_multi_example_padding_free.
+
+
+def test_peft_adapter_types_and_default_targets():
+    peft = pytest.importorskip("peft")
+    types = hf.peft_adapter_types()
+    assert len(types) == 2, "peft.tuners.tuners_utils.BaseTunerLayer / peft.utils.other wrappers moved"
+    model = peft.get_peft_model(make_model("llama"), peft.LoraConfig(target_modules=["q_proj"], modules_to_save=["lm_head"]))
+    kinds = {t for t in types for m in model.modules() if isinstance(m, t)}
+    assert kinds == set(types)
+    assert hf.peft_default_targets("llama") == ["q_proj", "v_proj"]
+    assert hf.peft_default_targets("no-such-model") is None
