@@ -1,11 +1,11 @@
-"""The compatibility sweep (benchmarks/compat.py): the CI subset trains exactly like the plain recipe, and
-the checker itself catches a fastfreeze arm that drifts or freezes something without saying so."""
+"""The compatibility sweep (benchmarks/compat.py, benchmarks/compat_check.py): the CI subset trains exactly like
+the plain recipe, and the checker itself catches a fastfreeze arm that drifts or freezes something without saying so."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from benchmarks import compat
+from benchmarks import compat, compat_check
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_ci_subset_is_registered_and_named():
 
 def _perturb_after_construction(monkeypatch, fn):
     """Run `fn(trainer)` right after every FastFreezeTrainer of the sweep is constructed."""
-    cls = compat._ff_trainer_class()
+    cls = compat_check._ff_trainer_class()
     original = cls.__init__
 
     def init(self, *args, **kwargs):
@@ -79,9 +79,9 @@ def test_recipe_finds_the_shallowest_block_list():
     from benchmarks.compat_models import build_model, tiny_config
 
     model = build_model(tiny_config("mixtral"))
-    path, _ = compat.block_list(model)
+    path, _ = compat_check.block_list(model)
     assert path == "model.layers"
-    recipe, note = compat.recipe_frozen(model, 2)
+    recipe, note = compat_check.recipe_frozen(model, 2)
     assert note == "" and "model.embed_tokens.weight" in recipe
     assert any(n.startswith("model.layers.1.") for n in recipe)
     assert not any(n.startswith("model.layers.2.") for n in recipe)
