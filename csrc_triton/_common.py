@@ -36,11 +36,11 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def row_warps(block_elems: int) -> int:
-    """num_warps for a program that streams `block_elems` elements: ~512 elements per warp, a power of 2 in 2..16.
-
-    (Triton rejects other warp counts at launch; the interpreter ignores num_warps, so only the AOT check sees it.)"""
-    w = int(min(16, max(2, block_elems // 512)))
+def row_warps(block_elems: int, per_warp: int = 512, max_warps: int = 16) -> int:
+    """num_warps for a program that streams `block_elems` elements: ~`per_warp` elements per warp, a power of 2
+    in 2..max_warps (Triton rejects other counts at launch; the interpreter ignores num_warps, so only the AOT
+    check, benchmarks/aot.py, sees it)."""
+    w = int(min(max_warps, max(2, block_elems // per_warp)))
     return 1 << (w.bit_length() - 1)
 
 

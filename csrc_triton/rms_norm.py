@@ -36,7 +36,7 @@ def _rms_fwd_kernel(
     xf = x.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(xf * xf, axis=1) / n_cols + eps)
     xn = xf * rstd[:, None]
-    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32) + offset
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32) + offset  # aot: narrow (once per program)
     if GEMMA:
         y = xn * w[None, :]  # Gemma: multiply in fp32, one cast at the end
     else:
@@ -61,7 +61,7 @@ def _rms_bwd_kernel(
     nprog = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     cmask = cols < n_cols
-    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32) + offset
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32) + offset  # aot: narrow (once per program)
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     n_blocks = tl.cdiv(n_rows, BLOCK_M)
     for blk in range(pid, n_blocks, nprog):
@@ -83,7 +83,7 @@ def _rms_bwd_kernel(
         if COMPUTE_DW:
             dw_acc += tl.sum(dy * xn, axis=0)
     if COMPUTE_DW:
-        tl.store(DW_PART + pid * n_cols + cols, dw_acc, mask=cmask)
+        tl.store(DW_PART + pid * n_cols + cols, dw_acc, mask=cmask)  # aot: narrow (once per program)
 
 
 def _blocks(n_rows: int, n_cols: int, tile: int) -> tuple[int, int]:
@@ -130,7 +130,9 @@ def _forward(x, weight, residual, eps, offset, gemma, store_rstd):
         x2.stride(0), r2.stride(0), s.stride(0), y.stride(0),
         n_rows, n_cols, float(eps), float(offset),
         HAS_RES=residual is not None, STORE_RSTD=store_rstd, GEMMA=gemma,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n),
+        # 32 bytes per thread per tensor (16 bf16 / 8 fp32), up to 32 warps: fp32 at BLOCK_N=8192 spilled on
+        # sm_80 with the former 16-warp cap (benchmarks/aot.py); bf16 launches are unchanged.
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n, 1024 // x2.element_size(), 32),
     )
     return y, (s if residual is not None else None), (rstd if store_rstd else None), x2
 
@@ -154,7 +156,10 @@ def _backward(dy, ds, x2, weight, rstd, offset, need_dx, need_dw):
         dy2.stride(0), x2.stride(0), ds2.stride(0), dx.stride(0),
         n_rows, n_cols, float(offset),
         HAS_DS=ds is not None, COMPUTE_DX=need_dx, COMPUTE_DW=need_dw,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n),
+        # One 16-byte vector per thread per tensor (8 bf16 / 4 fp32 elements), up to 32 warps. The AOT check
+        # (benchmarks/aot.py) found the former 512 elements per warp, <= 16 warps, spilling at BLOCK_N=8192
+        # (odd hidden) and on sm_80 at fp32 hidden 896, and 106 registers (occupancy 0.25) at bf16 4096.
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n, 512 // x2.element_size(), 32),
     )
     dw = dw_part.sum(0).to(weight.dtype) if need_dw else None
     return (dx if need_dx else None), dw
