@@ -1,15 +1,17 @@
 """End-to-end training benchmark: FastFreeze against full fine-tuning, naive freezing (+ Liger) and the suffix-only floor.
 
 Usage:
-    python benchmarks/bench_train.py --preset cpu-small --out benchmarks/results
-    python benchmarks/bench_train.py --preset gpu-1b --out "$OUT" --arms naive,liger,ff,ff-warm,floor
+    python -m benchmarks.bench_train --preset cpu-small --out benchmarks/results
+    python -m benchmarks.bench_train --preset gpu-1b --out "$OUT" --arms naive,liger,ff,ff-warm,floor
+    python -m benchmarks.bench_train --report benchmarks/results/bench_train_cpu-small.json   # re-render only
 
 All arms train the same random-init Llama-shaped model on the same fixed set of random-token examples
 in the same order. Arms of a group run in one process, interleaved step windows (see
 `train_arms.RoundRobin`); the k sweep runs one group per k. Reports median step time and tokens/s
 (real, non-pad tokens) over the measured steps, peak memory (CUDA max allocated per arm; on CPU the
 peak RSS growth of a fresh subprocess per arm), ratios against naive freezing at the same k and
-checkpointing, and every arm's final loss. Writes bench_train_<preset>.json and .md to --out.
+checkpointing beside the FLOP model's prediction (benchmarks/flop_model.py), and every arm's final loss.
+Writes bench_train_<preset>.json and .md to --out.
 """
 from __future__ import annotations
 
@@ -27,13 +29,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import train_arms as ta
+from benchmarks.train_report import add_ratios, check_targets, extras, markdown
+
 ROOT = Path(__file__).resolve().parents[1]
-# The checkout under test comes first (a stale editable install can shadow it), then our helpers.
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
-import train_arms as ta  # noqa: E402
 MAIN_KINDS = ("full", "naive", "ff", "ff-warm", "ff-cold", "floor", "floor-loop")
 SWEEP_KINDS = ("naive", "ff", "ff-warm")
-FREEZE_KINDS = ("naive", "liger", "ff", "ff-warm", "ff-cold", "floor", "floor-loop")
 
 
 # ------------------------------------------------------------------------------------------ environment
@@ -159,10 +160,10 @@ def probe_memory(spec: ta.ArmSpec, ctx: ta.BenchContext) -> dict:
 
 
 def run_probe_subprocess(spec: ta.ArmSpec, args) -> dict:
-    cmd = [sys.executable, __file__, "--preset", args.preset, "--probe", f"{spec.kind}:{spec.k}:{int(spec.ckpt)}",
+    cmd = [sys.executable, "-m", "benchmarks.bench_train", "--preset", args.preset, "--probe", f"{spec.kind}:{spec.k}:{int(spec.ckpt)}",
            "--threads", "1", "--kernels", args.kernels, "--device", args.device]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.probe_timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.probe_timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"error": f"memory probe timed out after {args.probe_timeout}s"}
     for line in out.stdout.splitlines()[::-1]:
@@ -179,6 +180,10 @@ def run_groups(groups, ctx_base: dict, args, on_group=None) -> list[dict]:
         print(f"[bench_train] group {gname}: {', '.join(s.name for s in specs)} "
               f"({schedule.warmup} warm-up + {schedule.rounds}x{schedule.window} measured steps)", flush=True)
         ctx = ta.BenchContext(schedule=schedule, **ctx_base)
+        if getattr(args, "memory", None) == "tracker":  # device-independent: one warm-up step per arm
+            from benchmarks.memtrack import StepProbe
+
+            ctx.step_probe = StepProbe(max(0, schedule.warmup - 1))
         t0 = time.perf_counter()
         results = ta.RoundRobin(schedule).run(specs, ctx, ta.run_arm)
         for spec, res in zip(specs, results):
@@ -188,6 +193,9 @@ def run_groups(groups, ctx_base: dict, args, on_group=None) -> list[dict]:
                 row["final_loss"] = res["losses"][-1] if res.get("losses") else None
                 if res.get("peak_bytes_cuda") is not None:
                     row["peak_mem_bytes"], row["mem_method"] = res["peak_bytes_cuda"], "CUDA max_memory_allocated"
+                elif res.get("memory_step"):
+                    row["peak_mem_bytes"] = res["memory_step"]["peak_bytes"]
+                    row["mem_method"] = "benchmarks.memtrack: peak live tensor bytes of one step (params excluded)"
             else:
                 print(f"[bench_train]   {spec.name} FAILED: {res['error']}", flush=True)
             rows.append(row)
@@ -197,138 +205,13 @@ def run_groups(groups, ctx_base: dict, args, on_group=None) -> list[dict]:
     return rows
 
 
-def step_ratio(a: dict, b: dict) -> float:
-    """a's step time over b's. Arms of one group ran the same batch in the same round, moments apart, so the
-    median of per-round ratios cancels load bursts that span rounds; other pairs: ratio of medians."""
-    w = a["schedule"]["warmup"]
-    ta_, tb = a["step_times"][w:], b["step_times"][w:]
-    if a["group"] == b["group"] and a["schedule"]["window"] == 1 and len(ta_) == len(tb) and ta_:
-        return statistics.median(x / y for x, y in zip(ta_, tb))
-    return a["median_step_s"] / b["median_step_s"]
-
-
-def add_ratios(rows: list[dict]) -> None:
-    """Ratios against naive freezing at the same k and checkpointing, preferring the same group."""
-    def naive_for(r):
-        cands = [n for n in rows if n["kind"] == "naive" and n["k"] == r["k"] and n["ckpt"] == r["ckpt"]
-                 and "median_step_s" in n]
-        same = [n for n in cands if n["group"] == r["group"]]
-        return (same or cands or [None])[0]
-
-    for r in rows:
-        n = naive_for(r)
-        if n is None or "median_step_s" not in r:
-            continue
-        r["step_vs_naive"] = step_ratio(r, n)
-        r["tps_vs_naive"] = 1 / r["step_vs_naive"]  # same batches in every arm
-        if r.get("peak_mem_bytes") and n.get("peak_mem_bytes"):
-            r["mem_vs_naive"] = r["peak_mem_bytes"] / n["peak_mem_bytes"]
-
-
-def _find(rows, kind, k, ckpt):
-    return next((r for r in rows if r["kind"] == kind and r["k"] == k and r["ckpt"] == ckpt
-                 and "median_step_s" in r), None)
-
-
-def check_targets(rows: list[dict], preset: ta.Preset, k: int) -> list[dict]:
-    """The issues' targets, each {name, value, limit, ok} (ok None when an arm is missing)."""
-    out = []
-
-    def target(name, num, den, limit, lower_is_better=True, key="median_step_s"):
-        if num is None or den is None or not num.get(key) or not den.get(key):
-            out.append({"name": name, "value": None, "limit": limit, "ok": None})
-            return
-        v = step_ratio(num, den) if key == "median_step_s" else num[key] / den[key]
-        out.append({"name": name, "value": v, "limit": limit, "ok": v <= limit if lower_is_better else v >= limit})
-
-    warm, warm_c = _find(rows, "ff-warm", k, False), _find(rows, "ff-warm", k, True)
-    if preset.name.startswith("gpu"):
-        naive, liger = _find(rows, "naive", k, False), _find(rows, "liger", k, False)
-        target("warm tokens/s vs naive >= 1.5x", warm, naive, 1.5, False, "tokens_per_s")
-        target("warm tokens/s vs naive+Liger >= 1.25x", warm, liger, 1.25, False, "tokens_per_s")
-        target("warm peak memory vs naive <= 0.5x", warm, naive, 0.5, True, "peak_mem_bytes")
-    else:
-        target("warm step vs suffix-only floor <= 1.05x", warm, _find(rows, "floor", k, False), 1.05)
-        target("warm step vs naive < 0.85x", warm, _find(rows, "naive", k, False), 0.85)
-        target("warm+ckpt step vs naive+ckpt <= 0.70x", warm_c, _find(rows, "naive", k, True), 0.70)
-    for ckpt in (False, True):
-        losses = {r["name"]: r["final_loss"] for r in rows if r["kind"] in FREEZE_KINDS and r["k"] == k
-                  and r["ckpt"] == ckpt and r.get("final_loss") is not None and r["schedule"] == vars(preset.schedule)}
-        if len(losses) >= 2:
-            vals = list(losses.values())
-            spread = (max(vals) - min(vals)) / abs(statistics.median(vals))
-            # fp32: arms differ only in op order (batched cache build, zero-padded boundaries): ~1e-6;
-            # bf16 rounding of the same differences over a few steps stays well under 1e-2.
-            limit = 1e-3 if preset.dtype == "float32" else 2e-2
-            out.append({"name": f"final losses of freeze arms agree{' (ckpt)' if ckpt else ''} "
-                                 f"(relative spread, {len(vals)} arms)", "value": spread, "limit": limit,
-                        "ok": spread <= limit})
-    return out
-
-
-def _fmt(v, spec=".3f"):
-    return "-" if v is None else format(v, spec)
-
-
-def markdown(result: dict) -> str:
-    m = result["meta"]
-    lines = [f"## bench_train `{m['preset']}` — {m['device']}", "",
-             f"{m['date']} · commit `{m['git_commit']}` · torch {m['versions']['torch']} · transformers "
-             f"{m['versions']['transformers']} · load average before/after {m['loadavg_before']} / {m['loadavg_after']}",
-             f"`{m['command']}`", "",
-             "| arm | k | ckpt | median step (s) | tokens/s | peak mem (MB) | step / naive* | tok/s / naive* | "
-             "mem / naive | final loss |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["arms"]:
-        if "error" in r:
-            lines.append(f"| {r['kind']} | {r['k']} | {'on' if r['ckpt'] else 'off'} | FAILED: {r['error'][:80]} "
-                         "| | | | | | |")
-            continue
-        mem = r.get("peak_mem_bytes")
-        lines.append(f"| {r['kind']} | {r['k']} | {'on' if r['ckpt'] else 'off'} | {_fmt(r.get('median_step_s'))} | "
-                     f"{_fmt(r.get('tokens_per_s'), '.0f')} | {_fmt(mem / 2**20 if mem else None, '.0f')} | "
-                     f"{_fmt(r.get('step_vs_naive'), '.2f')} | {_fmt(r.get('tps_vs_naive'), '.2f')} | "
-                     f"{_fmt(r.get('mem_vs_naive'), '.2f')} | {_fmt(r.get('final_loss'), '.5f')} |")
-    lines += ["", "*Ratios within a group: median over rounds of the per-round step-time ratio (same batch, "
-              "moments apart); tokens/s = mean real tokens per step / median step time.",
-              f"Memory: {m['memory_method']}.", *[f"Note: {n}" for n in m["notes"]], ""]
-    for name, block in result.get("extra", {}).items():
-        lines.append(f"- {name}: {block}")
-    lines += ["", "Targets:"]
-    for t in result["targets"]:
-        state = "n/a (arm missing)" if t["ok"] is None else ("PASS" if t["ok"] else "FAIL")
-        lines.append(f"- {state}: {t['name']}: {_fmt(t['value'], '.4g')} (limit {t['limit']})")
-    return "\n".join(lines) + "\n"
-
-
-def extras(rows: list[dict], k: int) -> dict:
-    """Cache build throughput vs the prefix forward inside training, and cache hit counts."""
-    out = {}
-    warm, ff = _find(rows, "ff-warm", k, False), _find(rows, "ff", k, False)
-    if warm and warm.get("cache_build"):
-        b = warm["cache_build"]
-        out["cache build (precompute pass)"] = (f"{b['tokens']} tokens in {b['seconds']:.2f}s = "
-                                                f"{b['tokens_per_s']:.0f} tokens/s; cache {warm.get('cache')}")
-    if ff and ff.get("prefix_in_training"):
-        p = ff["prefix_in_training"]
-        out["prefix forward at training batch size (no grad)"] = (f"{p['tokens']} tokens in {p['seconds']:.2f}s = "
-                                                                  f"{p['tokens_per_s']:.0f} tokens/s")
-    if warm and ff and warm.get("median_step_s") and ff.get("median_step_s"):
-        d = ff["median_step_s"] - warm["median_step_s"]
-        out["step time saved by the warm cache (ff - ff-warm)"] = (
-            f"{d:.3f}s/step = {ff.get('tokens_per_step', 0) / d:.0f} tokens/s of prefix work" if d > 0 else f"{d:.3f}s")
-    cold = _find(rows, "ff-cold", k, False)
-    if cold:
-        out["cold cache (lazy fill, first epoch)"] = (f"median {cold['median_step_s']:.3f}s/step over "
-                                                     f"{cold['measured_steps']} steps; cache {cold.get('cache')}")
-    return out
-
-
 # ------------------------------------------------------------------------------------------ main
 def finish(result: dict, out: Path, preset: ta.Preset, k: int) -> str:
     """Ratios, targets and extras from the rows; write JSON + markdown atomically; return the markdown."""
     rows = result["arms"]
-    add_ratios(rows)
-    result["targets"], result["extra"] = check_targets(rows, preset, k), extras(rows, k)
+    add_ratios(rows, preset)
+    result["targets"] = check_targets(rows, preset, k, result["meta"].get("targets"))
+    result["extra"] = extras(rows, k)
     stem = f"bench_train_{preset.name}"
     _atomic_write(out / f"{stem}.json", json.dumps(result, indent=1, default=str))
     md = markdown(result)
@@ -359,12 +242,15 @@ def parse_args(argv=None):
     p.add_argument("--k", type=int, default=None, help="frozen layers for the main groups (default: the preset's)")
     p.add_argument("--sweep", default="auto", help="k values for the sweep: 'auto' (0,2,L/4,L/2,3L/4), 'none' or a comma list")
     p.add_argument("--ckpt", default="both", choices=("both", "off", "on"), help="activation checkpointing")
-    p.add_argument("--memory", default="auto", choices=("auto", "subprocess", "none"),
-                   help="CPU peak memory: one subprocess per main arm ('auto' = subprocess on CPU)")
+    p.add_argument("--memory", default="auto", choices=("auto", "subprocess", "tracker", "none"),
+                   help="CPU peak memory: one subprocess per main arm ('auto' = subprocess on CPU); 'tracker': "
+                        "tensor bytes of one warm-up step, in process (benchmarks.memtrack)")
     p.add_argument("--steps", default=None, help="override schedules: warmup,rounds,window")
     p.add_argument("--kernels", default="auto", choices=("auto", "torch", "triton"))
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--targets", default=None, choices=("gpu", "cpu"),
+                   help="target set to judge (default: gpu for gpu-* presets, else cpu)")
     p.add_argument("--report", default=None, metavar="JSON",
                    help="re-derive summaries, ratios, targets and markdown from a results JSON (no training)")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: kind:k:ckpt memory probe
@@ -420,7 +306,8 @@ def main(argv=None) -> int:
                                               "sweep_schedule": vars(preset.sweep_schedule)},
             "k": k, "sweep": sweep, "device": _device_name(device), "versions": _versions(),
             "git_commit": _git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python benchmarks/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": "python -m benchmarks.bench_train " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "targets": args.targets,
             "loadavg_before": [round(x, 2) for x in os.getloadavg()], "notes": notes, "kernels": args.kernels,
             "timing": "wall time between consecutive optimizer-step ends (data, collator, fwd, bwd, clip, optimizer)"}
     out = Path(args.out)
@@ -432,6 +319,9 @@ def main(argv=None) -> int:
                           on_group=lambda rs: _atomic_write(partial, json.dumps({"meta": meta, "arms": rs}, default=str)))
     if device.type == "cuda":
         meta["memory_method"] = "CUDA max_memory_allocated during the arm's first turn, minus memory held before it was built"
+    elif mem_mode == "tracker":
+        meta["memory_method"] = ("peak live tensor bytes (activations + gradients, parameters excluded) of one warm-up "
+                                 "step per arm, counted by benchmarks.memtrack")
     elif mem_mode == "subprocess":
         from concurrent.futures import ThreadPoolExecutor
 

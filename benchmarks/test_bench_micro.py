@@ -4,25 +4,22 @@ Not collected by CI (`pytest tests/`); the repo's addopts disable benchmarks, so
     python -m pytest benchmarks/test_bench_micro.py --benchmark-enable -q
     python -m pytest benchmarks/test_bench_micro.py --benchmark-enable --benchmark-json out.json   # keep results
 Set BENCH_MICRO_PRESET=cpu-small for the bench_train model (default: a small one that runs in seconds).
+Only public fastfreeze names are used (the package layout may move modules).
 """
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
+import tempfile
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
-import train_arms as ta  # noqa: E402
-from fastfreeze import FreezeConfig  # noqa: E402
-from fastfreeze.cache import MemoryCache, batch_keys  # noqa: E402
-from fastfreeze.cache_collator import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows  # noqa: E402
-from fastfreeze.runtime import apply_freeze  # noqa: E402
+from benchmarks import train_arms as ta
+from fastfreeze import FastFreezeTrainer, FreezeConfig, apply_freeze
 
-MICRO = ta.Preset("micro", 6, 256, 688, 4, 4, 4096, 128, 8, "float32", 3, 16, ta.Schedule(1, 1, 1), ta.Schedule(1, 1, 1))
+MICRO = ta.Preset(name="micro", layers=6, hidden=256, intermediate=688, heads=4, kv_heads=4, vocab=4096, seq=128,
+                  batch=8, dtype="float32", k=3, examples=16, schedule=ta.Schedule(1, 1, 1),
+                  sweep_schedule=ta.Schedule(1, 1, 1))
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +56,22 @@ def test_prefix_forward(benchmark, setup):
 
 
 def test_cache_read_path(benchmark, setup):
-    """Collator on a batch whose rows are all cached: key hashing, row lookup, scatter to [B, T, H]."""
+    """The trainer's collator on a batch whose rows are all cached: key hashing, row lookup, scatter to [B, T, H]."""
     ctx, model, prefix, collator, batch, inputs = setup
     boundary = prefix.compute_boundary(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).cpu()
-    cache = MemoryCache("micro-fingerprint")
-    cache.put_many(batch_keys(batch["input_ids"], batch["attention_mask"]), gather_rows(boundary, batch["attention_mask"]))
-    cached = CachedBoundaryCollator(collator, cache, ctx.preset.hidden, ctx.dtype, pin_memory=False)
     features = ctx.examples[: ctx.preset.batch]
-    out = benchmark(cached, features)
-    assert BOUNDARY_KEY in out
+    with tempfile.TemporaryDirectory() as out_dir:
+        args = ta.training_args(ctx, out_dir, ckpt=False)
+        fresh = ta.build_model(ctx)  # same seed: the same frozen weights, hence the same boundaries
+        trainer = FastFreezeTrainer(model=fresh, args=args, train_dataset=ta._dataset(features),
+                                    data_collator=ta.PadCollator(),
+                                    freeze_config=FreezeConfig(num_frozen_layers=ctx.preset.k, cache="memory"))
+        trainer.build_prefix_cache()
+        out = benchmark(trainer.data_collator, features)
+    extra = [key for key in out if key not in batch]
+    assert len(extra) == 1, f"expected one boundary tensor added by the cached collator, got {extra}"
     real = batch["attention_mask"].bool()
-    assert torch.equal(out[BOUNDARY_KEY][real], boundary[real])
+    assert torch.allclose(out[extra[0]][real].float(), boundary[real].float(), rtol=1e-5, atol=1e-6)
 
 
 def test_suffix_step(benchmark, setup):

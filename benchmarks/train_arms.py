@@ -9,17 +9,20 @@ arms alike.
 
 Usage:
     ctx = BenchContext(PRESETS["toy"], device=torch.device("cpu"), workdir="/tmp/b")
-    results = RoundRobin(ctx.schedule).run([ArmSpec("naive", 2, False), ArmSpec("ff-warm", 2, False)], ctx)
+    specs = [ArmSpec(kind="naive", k=2, ckpt=False), ArmSpec(kind="ff-warm", k=2, ckpt=False)]
+    results = RoundRobin(ctx.schedule).run(specs, ctx, run_arm)
 """
 from __future__ import annotations
 
 import inspect
-import threading
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from benchmarks.roundrobin import RoundRobin, StepHook, make_step_callback  # noqa: F401  (re-exported)
+from benchmarks.train_floor import minimal_loop, suffix_model
 
 ARM_KINDS = ("full", "naive", "liger", "ff", "ff-warm", "ff-cold", "floor", "floor-loop")
 ARM_HELP = {
@@ -69,15 +72,25 @@ class Preset:
         return sorted({0, min(2, L), L // 4, L // 2, (3 * L) // 4})
 
 
+def _sched(warmup: int, rounds: int, window: int) -> Schedule:
+    return Schedule(warmup=warmup, rounds=rounds, window=window)
+
+
 PRESETS = {
-    "toy": Preset("toy", 4, 64, 128, 4, 2, 256, 32, 4, "float32", 2, 16, Schedule(1, 1, 1), Schedule(1, 1, 1)),
-    "cpu-small": Preset("cpu-small", 12, 512, 1376, 8, 8, 8192, 256, 8, "float32", 6, 64,
-                        Schedule(2, 5, 1), Schedule(2, 5, 1)),  # on CPU step 2 is still ~2x slow (allocator warm-up)
+    "toy": Preset(name="toy", layers=4, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=256, seq=32,
+                  batch=4, dtype="float32", k=2, examples=16, schedule=_sched(1, 1, 1), sweep_schedule=_sched(1, 1, 1)),
+    # On CPU step 2 is still ~2x slow (allocator warm-up), hence 2 warm-up steps.
+    "cpu-small": Preset(name="cpu-small", layers=12, hidden=512, intermediate=1376, heads=8, kv_heads=8, vocab=8192,
+                        seq=256, batch=8, dtype="float32", k=6, examples=64, schedule=_sched(2, 5, 1),
+                        sweep_schedule=_sched(2, 5, 1)),
     # Llama-3.2-1B shapes, but with an untied head (a frozen tied embedding would freeze the head too).
-    "gpu-1b": Preset("gpu-1b", 16, 2048, 8192, 32, 8, 128256, 2048, 4, "bfloat16", 8, 64,
-                     Schedule(2, 3, 2), Schedule(1, 5, 1)),
-    "gpu-8b-slice": Preset("gpu-8b-slice", 8, 4096, 14336, 32, 8, 128256, 2048, 2, "bfloat16", 4, 32,
-                           Schedule(2, 3, 2), Schedule(1, 5, 1)),
+    "gpu-1b": Preset(name="gpu-1b", layers=16, hidden=2048, intermediate=8192, heads=32, kv_heads=8, vocab=128256,
+                     seq=2048, batch=4, dtype="bfloat16", k=8, examples=64, schedule=_sched(2, 3, 2),
+                     sweep_schedule=_sched(1, 5, 1)),
+    # 8 of Llama-3-8B's 32 layers, full vocabulary.
+    "gpu-8b-slice": Preset(name="gpu-8b-slice", layers=8, hidden=4096, intermediate=14336, heads=32, kv_heads=8,
+                           vocab=128256, seq=2048, batch=2, dtype="bfloat16", k=4, examples=32,
+                           schedule=_sched(2, 3, 2), sweep_schedule=_sched(1, 5, 1)),
 }
 
 
@@ -102,6 +115,11 @@ class BenchContext:
     schedule: Schedule | None = None
     kernels: str = "auto"
     examples: list = field(default_factory=list)
+    fused_loss: bool = True  # FreezeConfig.fused_loss of the FastFreeze arms
+    # step_probe(step_index, trainer, inputs) -> a context manager around that step's forward + backward,
+    # or None (benchmarks/bench_memory.py measures memory this way); the trainer's compute_loss calls
+    # `.mark("forward")` on it when it returns.
+    step_probe: object = None
 
     def __post_init__(self):
         self.schedule = self.schedule or self.preset.schedule
@@ -218,172 +236,31 @@ def precompute_boundaries(model: nn.Module, examples: list[dict], k: int, batch:
     return out
 
 
-def suffix_model(model: nn.Module, k: int) -> nn.Module:
-    """A LlamaForCausalLM made of `model`'s layers[k:], norm, rotary and head (shared modules), fed
-    `inputs_embeds`: the model's own forward, mask and loss, with nothing below block k."""
-    from transformers import LlamaForCausalLM
-
-    cfg = model.config.__class__.from_dict(model.config.to_dict())
-    cfg.num_hidden_layers = model.config.num_hidden_layers - k
-    cfg.use_cache = False  # a KV cache would index layers by their original layer_idx (>= L - k)
-    with torch.device("meta"):
-        suffix = LlamaForCausalLM(cfg)
-    suffix.model.layers = nn.ModuleList(model.model.layers[k:])
-    suffix.model.norm, suffix.model.rotary_emb, suffix.lm_head = model.model.norm, model.model.rotary_emb, model.lm_head
-    w = model.model.embed_tokens.weight
-    suffix.model.embed_tokens = nn.Embedding(1, w.shape[1], device=w.device, dtype=w.dtype).requires_grad_(False)
-    suffix.config._attn_implementation = model.config._attn_implementation
-    left = [n for n, t in list(suffix.named_parameters()) + list(suffix.named_buffers()) if t.is_meta]
-    if left:
-        raise RuntimeError(f"suffix_model left meta tensors {left[:3]}; the model layout changed")
-    return suffix
-
-
-# ------------------------------------------------------------------------------------------ timing hook
-class StepHook:
-    """Records wall time between consecutive step ends; `RoundRobin` subclasses it to pause between windows."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.times: list[float] = []
-        self._last: float | None = None
-        self.peak_bytes: int | None = None
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def start(self) -> None:
-        """Call right before the training loop starts."""
-        self._sync()
-        self._last = time.perf_counter()
-
-    def step_end(self) -> None:
-        self._sync()
-        now = time.perf_counter()
-        self.times.append(now - self._last)
-        self._after_step()
-        self._last = time.perf_counter()  # time spent paused is not the arm's
-
-    def _after_step(self) -> None:
-        pass
-
-
-def make_step_callback(hook: StepHook):
-    from transformers import TrainerCallback
-
-    class _Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            hook.step_end()
-
-    return _Clock()
-
-
-class RoundRobin:
-    """Runs arms in threads that take turns: each arm's warm-up in sequence, then `rounds` windows of
-    `window` steps across all arms, one arm active at a time (the others wait inside `step_end`).
-
-    CUDA peak memory is measured per arm during its first turn: the other arms are paused and hold
-    constant memory, so max_allocated - allocated(before the arm was built) is exactly this arm's peak.
-    """
-
-    def __init__(self, schedule: Schedule):
-        self.schedule = schedule
-        self.cond = threading.Condition()
-        self.turn: int | None = None
-        self.quota: dict[int, int] = {}
-
-    class _Hook(StepHook):
-        def __init__(self, rr: "RoundRobin", idx: int, device: torch.device):
-            super().__init__(device)
-            self.rr, self.idx = rr, idx
-
-        def _after_step(self) -> None:
-            rr = self.rr
-            rr.quota[self.idx] -= 1
-            if rr.quota[self.idx] > 0 or len(self.times) >= rr.schedule.steps:
-                return
-            with rr.cond:
-                rr.turn = None
-                rr.cond.notify_all()
-                rr.cond.wait_for(lambda: rr.turn == self.idx)
-
-        def wait_first_turn(self) -> None:
-            with self.rr.cond:
-                self.rr.cond.wait_for(lambda: self.rr.turn == self.idx)
-
-    def run(self, specs: list[ArmSpec], ctx: BenchContext, arm_fn) -> list[dict]:
-        """Run `arm_fn(spec, ctx, hook)` for every spec, interleaved; returns one result dict per spec."""
-        hooks = [self._Hook(self, i, ctx.device) for i in range(len(specs))]
-        results: list[dict] = [{} for _ in specs]
-        done = [False] * len(specs)
-
-        def body(i: int) -> None:
-            hooks[i].wait_first_turn()
-            try:
-                results[i] = arm_fn(specs[i], ctx, hooks[i])
-            except Exception as err:  # one broken arm must not hang or kill the others
-                import traceback
-                results[i] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-            finally:
-                with self.cond:
-                    done[i] = True
-                    self.turn = None
-                    self.cond.notify_all()
-
-        threads = [threading.Thread(target=body, args=(i,), daemon=True, name=specs[i].name) for i in range(len(specs))]
-        for t in threads:
-            t.start()
-        s = self.schedule
-        for i in range(len(specs)):
-            base = self._cuda_begin(ctx.device)
-            self._grant(i, s.warmup if s.rounds else s.steps, done)
-            hooks[i].peak_bytes = self._cuda_peak(ctx.device, base)
-        for _ in range(s.rounds):
-            for i in range(len(specs)):
-                self._grant(i, s.window, done)
-        for i in range(len(specs)):  # let each arm finish (train() returns, results and cleanup)
-            self._grant(i, 0, done)
-            threads[i].join()
-        for i, r in enumerate(results):
-            r.setdefault("step_times", hooks[i].times)
-            r["peak_bytes_cuda"] = hooks[i].peak_bytes
-        return results
-
-    def _grant(self, i: int, steps: int, done: list[bool]) -> None:
-        with self.cond:
-            if done[i]:
-                return
-            self.quota[i] = steps
-            self.turn = i
-            self.cond.notify_all()
-            self.cond.wait_for(lambda: self.turn is None)
-
-    @staticmethod
-    def _cuda_begin(device) -> int | None:
-        if device.type != "cuda":
-            return None
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device)
-
-    @staticmethod
-    def _cuda_peak(device, base) -> int | None:
-        if base is None:
-            return None
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-
-
 # ------------------------------------------------------------------------------------------ the arms
 def _recording(base):
     """`base` Trainer class that keeps every step's loss (as tensors: no extra device sync per step)."""
 
     class Recording(base):
+        bench_probe = None
+        _bench_active = None
+
         def training_step(self, model, inputs, *args, **kwargs):
-            loss = super().training_step(model, inputs, *args, **kwargs)
+            probe = self.bench_probe(len(self.bench_losses), self, inputs) if self.bench_probe is not None else None
+            if probe is None:
+                loss = super().training_step(model, inputs, *args, **kwargs)
+            else:
+                with probe:
+                    self._bench_active = probe
+                    loss = super().training_step(model, inputs, *args, **kwargs)
+                    self._bench_active = None
             self.bench_losses.append(loss.detach())
             return loss
+
+        def compute_loss(self, *args, **kwargs):
+            out = super().compute_loss(*args, **kwargs)
+            if self._bench_active is not None:
+                self._bench_active.mark("forward")
+            return out
 
     Recording.__name__ = f"Recording{base.__name__}"
     return Recording
@@ -449,7 +326,7 @@ def run_arm(spec: ArmSpec, ctx: BenchContext, hook: StepHook) -> dict:
                                       data_collator=collator)
     elif spec.kind in ("ff", "ff-warm", "ff-cold"):
         cache = None if spec.kind == "ff" else "memory"
-        cfg = FreezeConfig(num_frozen_layers=spec.k, kernels=ctx.kernels, cache=cache)
+        cfg = FreezeConfig(num_frozen_layers=spec.k, kernels=ctx.kernels, cache=cache, fused_loss=ctx.fused_loss)
         trainer = _recording(FastFreezeTrainer)(model=model, args=args, train_dataset=_dataset(ctx.examples),
                                                 data_collator=collator, freeze_config=cfg)
         res["kernel_set"] = trainer.freeze_runtime.kernel_set
@@ -459,17 +336,20 @@ def run_arm(spec: ArmSpec, ctx: BenchContext, hook: StepHook) -> dict:
         raise ValueError(f"unknown arm kind {spec.kind!r}; choose from {ARM_KINDS}")
     res["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainer.bench_losses = []
+    trainer.bench_probe = ctx.step_probe
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # keep stdout for the report
     collator.counting = True
     if spec.kind == "floor-loop":
-        _minimal_loop(trainer, ctx, spec, hook)
+        minimal_loop(trainer, ctx, spec, hook)
     else:
         trainer.add_callback(make_step_callback(hook))
         hook.start()
         trainer.train()
     res["losses"] = [float(x) for x in trainer.bench_losses]
+    if getattr(trainer, "bench_memory", None) is not None:
+        res["memory_step"] = trainer.bench_memory
     res["tokens"] = list(collator.tokens)
     if getattr(trainer, "prefix_cache", None) is not None:
         s = trainer.cache_summary()
@@ -478,44 +358,6 @@ def run_arm(spec: ArmSpec, ctx: BenchContext, hook: StepHook) -> dict:
         res["prefix_in_training"] = _time_prefix_on_train_batches(trainer, ctx)
     del trainer, model
     return res
-
-
-def _minimal_loop(trainer, ctx: BenchContext, spec: ArmSpec, hook: StepHook) -> None:
-    """The floor without Trainer's loop: same optimizer, scheduler, data order, clipping; nothing else."""
-    from transformers import set_seed
-
-    model = trainer.model.to(ctx.device)
-    if spec.ckpt:
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainer.create_optimizer_and_scheduler(num_training_steps=ctx.max_steps)
-    opt, sched = trainer.optimizer, trainer.lr_scheduler
-    set_seed(trainer.args.seed)
-    loader = trainer.get_train_dataloader()
-    params = [p for p in model.parameters() if p.requires_grad]
-    autocast = (torch.autocast(ctx.device.type, dtype=torch.bfloat16) if trainer.args.bf16
-                else torch.autocast(ctx.device.type, enabled=False))
-    model.train()
-    hook.start()
-    step = 0
-    while step < ctx.max_steps:
-        for batch in loader:
-            batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
-            with autocast:
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, trainer.args.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            trainer.bench_losses.append(loss.detach())
-            step += 1
-            hook.step_end()
-            if step >= ctx.max_steps:
-                break
 
 
 def _time_prefix_on_train_batches(trainer, ctx: BenchContext) -> dict:

@@ -1,25 +1,17 @@
-"""Smoke test of benchmarks/bench_train.py: every arm trains 2 steps on the toy preset and the report holds together."""
+"""Smoke test of benchmarks.bench_train: every arm trains 2 steps on the toy preset and the report holds together."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmarks import bench_train, train_arms
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_train
-        import train_arms
-        yield bench_train, train_arms
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_train, train_arms
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +33,8 @@ def test_every_arm_runs_and_is_timed(toy_result):
     for r in result["arms"]:
         assert len(r["step_times"]) == 2 and r["measured_steps"] == 1, r["name"]
         assert r["median_step_s"] > 0 and r["tokens_per_s"] > 0, r["name"]
-    assert "| ff-warm | 2 | off |" in md and "Targets:" in md
+    assert "| ff-warm | 2 | off |" in md and "Targets:" in md and "predicted**" in md
+    assert all(0 < r["predicted_step_vs_naive"] < 2 for r in result["arms"])  # FLOP model beside every arm
     meta = result["meta"]
     assert meta["versions"]["torch"] == torch.__version__ and meta["git_commit"] and meta["device"].startswith("CPU")
 
