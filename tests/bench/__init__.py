@@ -1,0 +1,1 @@
+"""Tests of the benchmark tooling (FLOP model, memory accounting, GPU-suite rehearsal)."""
