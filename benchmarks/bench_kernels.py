@@ -1,11 +1,15 @@
-"""Benchmark csrc_triton ops against torch eager, torch.compile and Liger-Kernel (bf16, CUDA only).
+"""Benchmark csrc_triton ops against torch eager, torch.compile and Liger-Kernel (bf16, CUDA).
 
-Usage: ``python benchmarks/bench_kernels.py [--out benchmarks/results] [--quick]``
+Usage: ``python -m benchmarks.bench_kernels [--out benchmarks/results] [--quick]``
+       ``TRITON_INTERPRET=1 python -m benchmarks.bench_kernels --rehearse --out /tmp/r``  (CPU, toy shapes)
 
 Reports median time (triton.testing.do_bench), achieved GB/s of the bytes each op must move, that
 bandwidth as a fraction of the measured device copy bandwidth (x -> y copy), and peak memory above
 the inputs. Writes JSON (device, versions, date, git commit) and a markdown table to --out, and
-prints the table plus the issue's targets as PASS/FAIL. On a machine without CUDA it says so and exits 0.
+prints the table plus the issue's targets as PASS/FAIL. On a machine without CUDA it says so and exits 0,
+unless --rehearse: then the same code runs on CPU at toy shapes (kernels under the Triton interpreter,
+wall-clock medians instead of do_bench, peak memory from benchmarks.memtrack), to prove the script
+end to end; those numbers say nothing about a GPU.
 """
 from __future__ import annotations
 
@@ -19,94 +23,21 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-EPS = 1e-6
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# ---------------------------------------------------------------- reference implementations (HF code)
-def hf_rms_norm(x, w):
-    dt = x.dtype
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
-    return w * h.to(dt)
-
-
-def torch_rms_norm(x, w):
-    return F.rms_norm(x, (x.shape[-1],), w, EPS)
-
-
-def eager_swiglu(g, u):
-    return F.silu(g) * u
-
-
-def _rotate_half(x):
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def hf_rope(q, k, cos, sin):
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-def hf_loss(h, w, labels):
-    logits = h @ w.t()  # lm_head output in bf16 (Trainer drops the model output before backward)
-    loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
-    return loss, logits
-
-
-# ---------------------------------------------------------------- providers
-def _liger():
-    try:
-        import liger_kernel.transformers as lt
-        from liger_kernel.ops.swiglu import LigerSiLUMulFunction
-        return lt, LigerSiLUMulFunction
-    except Exception:
-        return None
-
-
-def providers(op: str, hidden: int, dev, use_compile: bool):
-    """name -> callable with the op's signature; ours first."""
-    import csrc_triton as ct
-
-    out = {}
-    liger = _liger()
-    if op == "rms_norm":
-        out["fastfreeze"] = lambda x, w: ct.rms_norm(x, w, EPS)
-        out["hf_eager"] = hf_rms_norm
-        out["torch_F.rms_norm"] = torch_rms_norm
-        if use_compile:
-            out["torch.compile(hf)"] = torch.compile(hf_rms_norm, dynamic=False)
-        if liger:
-            mod = liger[0].LigerRMSNorm(hidden, eps=EPS).to(dev, torch.bfloat16)
-            out["liger"] = lambda x, w: mod.weight.requires_grad_(w.requires_grad) and mod(x)
-    elif op == "swiglu":
-        out["fastfreeze"] = ct.swiglu
-        out["torch_eager"] = eager_swiglu
-        if use_compile:
-            out["torch.compile"] = torch.compile(eager_swiglu, dynamic=False)
-        if liger:
-            out["liger"] = liger[1].apply
-    elif op == "rope":
-        out["fastfreeze"] = ct.apply_rope
-        out["hf_eager"] = hf_rope
-        if use_compile:
-            out["torch.compile(hf)"] = torch.compile(hf_rope, dynamic=False)
-        if liger:
-            out["liger"] = liger[0].liger_rotary_pos_emb
-    elif op == "linear_cross_entropy":
-        out["fastfreeze"] = lambda h, w, y: ct.linear_cross_entropy(h, w, y)
-        out["hf_loss_path"] = lambda h, w, y: hf_loss(h, w, y)[0]
-        if liger:
-            loss_mod = liger[0].LigerFusedLinearCrossEntropyLoss()
-            out["liger_flce"] = lambda h, w, y: loss_mod(w, h, y)
-    return out
+from benchmarks.kernel_providers import _liger, providers
 
 
 # ---------------------------------------------------------------- measurement
 def _peak_mb(fn) -> float:
+    if not torch.cuda.is_available():  # rehearsal on CPU: device-independent tensor accounting
+        from benchmarks.memtrack import MemTracker
+
+        with MemTracker() as mt:
+            fn()
+        return mt.report()["peak_bytes"] / 2**20
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -115,23 +46,40 @@ def _peak_mb(fn) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def _bench(fn, grads, rep_ms):
-    from triton.testing import do_bench
+def _cpu_bench(fn, grads, reps=2) -> float:
+    """Median wall time in ms of `reps` calls (rehearsal only: the interpreter's speed means nothing)."""
+    times = []
+    for _ in range(reps):
+        for t in grads:
+            t.grad = None
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
 
+
+def _bench(fn, grads, rep_ms):
     for t in grads:
         t.grad = None
     peak = _peak_mb(fn)
+    if not torch.cuda.is_available():
+        return _cpu_bench(fn, grads), peak
+    from triton.testing import do_bench
+
     ms = do_bench(fn, warmup=max(25, rep_ms // 4), rep=rep_ms, grad_to_none=grads, return_mode="median")
     return ms, peak
 
 
 def copy_bandwidth_gbps(dev) -> float:
     """Device copy bandwidth: bytes read + written by a 1 GiB x -> y copy."""
-    from triton.testing import do_bench
-
-    x = torch.empty(2**29, dtype=torch.bfloat16, device=dev).normal_()
+    x = torch.empty(2**29 if dev.type == "cuda" else 2**22, dtype=torch.bfloat16, device=dev).normal_()
     y = torch.empty_like(x)
-    ms = do_bench(lambda: y.copy_(x), warmup=25, rep=200, return_mode="median")
+    if dev.type != "cuda":
+        ms = _cpu_bench(lambda: y.copy_(x), [], reps=5)
+    else:
+        from triton.testing import do_bench
+
+        ms = do_bench(lambda: y.copy_(x), warmup=25, rep=200, return_mode="median")
     return 2 * x.numel() * x.element_size() / (ms * 1e-3) / 1e9
 
 
@@ -178,11 +126,11 @@ def run_elementwise(op, hidden, tokens, dev, args, copy_gbps, rows):
                     outs = outs if isinstance(outs, tuple) else (outs,)
                     dys = [torch.randn_like(o) for o in outs]
 
-                    def step(fn=fn, dys=dys):
+                    def step(fn=fn, dys=dys, inputs=inputs):
                         o = fn(*inputs)
                         torch.autograd.backward(o if isinstance(o, tuple) else (o,), dys)
                 else:
-                    def step(fn=fn):
+                    def step(fn=fn, inputs=inputs):
                         with torch.no_grad():
                             return fn(*inputs)
                 with torch.no_grad():
@@ -199,7 +147,7 @@ def run_elementwise(op, hidden, tokens, dev, args, copy_gbps, rows):
             rows.append(row)
             _print_row(row)
         del inputs, leaves
-        torch.cuda.empty_cache()
+        _empty_cache()
 
 
 def run_lce(dev, args, rows, tokens, hidden=4096, vocab=128256):
@@ -227,7 +175,12 @@ def run_lce(dev, args, rows, tokens, hidden=4096, vocab=128256):
                 row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
             rows.append(row)
             _print_row(row)
-            torch.cuda.empty_cache()
+            _empty_cache()
+
+
+def _empty_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------- reporting
@@ -294,7 +247,7 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output folder")
     p.add_argument("--quick", action="store_true", help="hidden 4096 only, 4096 tokens, no LCE at 16384")
@@ -303,35 +256,37 @@ def main(argv=None) -> int:
     p.add_argument("--ops", default="rms_norm,swiglu,rope,linear_cross_entropy")
     p.add_argument("--budget-s", type=float, default=165.0,
                    help="skip remaining elementwise cases (recorded as skipped) once this many seconds have passed")
-    args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_kernels needs a CUDA GPU (Triton kernels); none found here, nothing measured.")
-        return 0
+    p.add_argument("--rehearse", action="store_true",
+                   help="CPU, toy shapes, kernels interpreted (needs TRITON_INTERPRET=1): proves the script, not a GPU")
+    return p.parse_args(argv)
+
+
+def _meta(dev, rehearse: bool) -> dict:
     import triton
 
-    os.environ.pop("TRITON_INTERPRET", None)
-    dev = torch.device("cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
-    t0 = time.time()
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ""
-    meta = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "triton": triton.__version__,
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU rehearsal (Triton interpreter)"
+    return {"device": name, "torch": torch.__version__, "triton": triton.__version__,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git_commit": commit or "unknown",
-            "liger": _liger() is not None, "dtype": "bfloat16"}
-    meta["copy_gbps"] = copy_bandwidth_gbps(dev)
-    print(f"device {meta['device']}, copy bandwidth {meta['copy_gbps']:.0f} GB/s", flush=True)
-    # Each static torch.compile shape is a recompile of the same function: raise dynamo's limit so
-    # the compiled baseline never silently falls back to eager.
-    for knob in ("cache_size_limit", "recompile_limit"):
-        if hasattr(torch._dynamo.config, knob):
-            setattr(torch._dynamo.config, knob, 64)
+            "liger": _liger() is not None, "dtype": "bfloat16", "rehearsal": rehearse}
+
+
+def run_all(dev, args, meta, t0) -> list[dict]:
+    """LCE first (its memory target must be measured whatever the budget), then the elementwise ops."""
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     rows: list[dict] = []
-    if "linear_cross_entropy" in ops:  # first: the memory target must be measured whatever the budget
-        run_lce(dev, args, rows, tokens=4096 if args.quick else 16384)
-    cases = [(4096, 4096)] if args.quick else [(2048, 16384), (4096, 16384), (8192, 16384), (4096, 4096)]
+    if "linear_cross_entropy" in ops:
+        if args.rehearse:
+            run_lce(dev, args, rows, tokens=64, hidden=64, vocab=512)
+        else:
+            run_lce(dev, args, rows, tokens=4096 if args.quick else 16384)
+    if args.rehearse:
+        cases = [(256, 64)]
+    else:
+        cases = [(4096, 4096)] if args.quick else [(2048, 16384), (4096, 16384), (8192, 16384), (4096, 4096)]
     for op in ("rms_norm", "swiglu", "rope"):
         if op not in ops:
             continue
@@ -343,20 +298,49 @@ def main(argv=None) -> int:
                              "error": f"skipped: past --budget-s {args.budget_s}"})
                 continue
             run_elementwise(op, hidden, tokens, dev, args, meta["copy_gbps"], rows)
-    meta["seconds"] = round(time.time() - t0, 1)
+    return rows
+
+
+def write(rows, meta, out: Path) -> str:
     targets = evaluate_targets(rows)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "_" for c in meta["device"]).strip("_").lower()
-    stamp = meta["date"][:10]
+    stem = f"bench_kernels_{slug}_{meta['date'][:10]}"
     md = markdown(rows, meta)
     md += "\n\n## Targets\n\n" + "\n".join(
         f"- {'PASS' if t['pass'] else 'FAIL'}: {t['target']} (value {t['value']:.3f})" for t in targets) + "\n"
-    _atomic_write(out / f"bench_kernels_{slug}_{stamp}.json",
-                  json.dumps({"meta": meta, "results": rows, "targets": targets}, indent=1))
-    _atomic_write(out / f"bench_kernels_{slug}_{stamp}.md", md)
+    _atomic_write(out / f"{stem}.json", json.dumps({"meta": meta, "results": rows, "targets": targets}, indent=1))
+    _atomic_write(out / f"{stem}.md", md)
     print("\n" + md)
-    print(f"bench_kernels: {meta['seconds']} s; wrote {out}/bench_kernels_{slug}_{stamp}.json")
+    return str(out / f"{stem}.json")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.rehearse:
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise SystemExit("--rehearse runs the kernels under Triton's interpreter: set TRITON_INTERPRET=1")
+        dev = torch.device("cpu")
+    elif not torch.cuda.is_available():
+        print("bench_kernels needs a CUDA GPU (Triton kernels); none found here, nothing measured.")
+        return 0
+    else:
+        os.environ.pop("TRITON_INTERPRET", None)
+        dev = torch.device("cuda")
+        torch.backends.cuda.matmul.allow_tf32 = False
+    t0 = time.time()
+    meta = _meta(dev, args.rehearse)
+    meta["copy_gbps"] = copy_bandwidth_gbps(dev)
+    print(f"device {meta['device']}, copy bandwidth {meta['copy_gbps']:.0f} GB/s", flush=True)
+    # Each static torch.compile shape is a recompile of the same function: raise dynamo's limit so
+    # the compiled baseline never silently falls back to eager.
+    for knob in ("cache_size_limit", "recompile_limit"):
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, 64)
+    rows = run_all(dev, args, meta, t0)
+    meta["seconds"] = round(time.time() - t0, 1)
+    path = write(rows, meta, Path(args.out))
+    print(f"bench_kernels: {meta['seconds']} s; wrote {path}")
     return 0
 
 
