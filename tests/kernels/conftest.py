@@ -1,59 +1,15 @@
 """Kernel-test setup: Triton interpreter on CPU, NaN-filled kernel buffers, and the error-budget rule."""
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 import zlib
 
+import pytest
 import torch
 
-if not torch.cuda.is_available():
-    # Must happen before @triton.jit runs: kernels decorated without it cannot run on CPU tensors.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-_OPS = ("rms_norm", "swiglu", "rope", "linear_cross_entropy")
-
-
-def _ensure_interpreted() -> None:
-    """Make the kernels runnable on CPU even if something imported triton before TRITON_INTERPRET was set.
-
-    `@triton.jit` picks compiled-vs-interpreted when it decorates, and that includes triton's own
-    library (tl.max, tl.sum, ...). In a full `pytest tests` run, other test modules load transformers
-    model classes, which import triton, before this conftest runs. Then re-wrap triton.language's
-    jit helpers and re-import our kernel modules as interpreted functions. (The clean fix is setting
-    TRITON_INTERPRET at the top of tests/conftest.py; this keeps the kernel tests correct meanwhile.)
-    """
-    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1" or "triton" not in sys.modules:
-        return
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
-
-    if isinstance(tl.max, InterpretedFunction):
-        return  # triton itself was imported in interpreter mode; our modules may still need re-decorating
-    wrapped: dict[int, InterpretedFunction] = {}
-    for name, module in list(sys.modules.items()):
-        if not name.startswith("triton.language") or module is None:
-            continue
-        for attr, obj in list(vars(module).items()):
-            if isinstance(obj, JITFunction) and not isinstance(obj, InterpretedFunction):
-                if id(obj) not in wrapped:
-                    wrapped[id(obj)] = InterpretedFunction(obj.fn)
-                setattr(module, attr, wrapped[id(obj)])
-
-
-def _reload_kernels_if_compiled() -> None:
-    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1":
-        return
-    mod = sys.modules.get("csrc_triton.rms_norm")
-    if mod is None or type(mod._rms_fwd_kernel).__name__ == "InterpretedFunction":
-        return
-    for name in _OPS:
-        importlib.reload(sys.modules[f"csrc_triton.{name}"])
-    importlib.reload(sys.modules["csrc_triton"])
+# tests/conftest.py turns the interpreter on (without CUDA) before anything imports triton, so the
+# kernels are interpreted here; on a CUDA machine they are compiled and run on the GPU.
+pytest.importorskip("triton")
 
 
 def _interpreter_rounds_bf16_to_nearest_even() -> None:
@@ -81,9 +37,6 @@ def _interpreter_rounds_bf16_to_nearest_even() -> None:
     builder._fastfreeze_rtne = True
 
 
-_ensure_interpreted()
-_reload_kernels_if_compiled()
-pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") == "1":
     _interpreter_rounds_bf16_to_nearest_even()
 
