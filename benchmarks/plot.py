@@ -1,7 +1,7 @@
 """Plots for bench_train results: tokens/s and peak memory per arm, and step time against k.
 
 Usage:
-    python benchmarks/plot.py benchmarks/results/bench_train_cpu-small.json   # writes *_arms.png, *_k.png next to it
+    python -m benchmarks.plot benchmarks/results/bench_train_cpu-small.json   # writes *_arms.png, *_k.png next to it
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     for name in args.json:
         src = Path(name)
         if not src.exists():
-            raise SystemExit(f"{src} not found; run benchmarks/bench_train.py first")
+            raise SystemExit(f"{src} not found; run python -m benchmarks.bench_train first")
         result = json.loads(src.read_text())
         out = Path(args.out) if args.out else src.parent
         out.mkdir(parents=True, exist_ok=True)
