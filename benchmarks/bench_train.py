@@ -265,8 +265,8 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else (name if name != "auto" else "cpu"))
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def _checked(args):
+    """(preset, device, kinds, k) from the arguments, with errors that name the fix."""
     preset, device = ta.PRESETS[args.preset], _resolve_device(args.device)
     kinds = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in kinds if a not in ta.ARM_KINDS]
@@ -282,6 +282,46 @@ def main(argv=None) -> int:
         except ValueError:
             raise SystemExit(f"--steps {args.steps!r}: give warmup,rounds,window, e.g. 1,5,1") from None
         preset = ta.Preset(**{**vars(preset), "schedule": sched, "sweep_schedule": sched})
+    return preset, device, kinds, k
+
+
+def _meta(args, argv, preset, k, sweep, device, notes) -> dict:
+    return {"preset": preset.name, "config": {**vars(preset), "schedule": vars(preset.schedule),
+                                              "sweep_schedule": vars(preset.sweep_schedule)},
+            "k": k, "sweep": sweep, "device": _device_name(device), "versions": _versions(),
+            "git_commit": _git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python -m benchmarks.bench_train " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "targets": args.targets,
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()], "notes": notes, "kernels": args.kernels,
+            "timing": "wall time between consecutive optimizer-step ends (data, collator, fwd, bwd, clip, optimizer)"}
+
+
+def _memory(rows, args, mem_mode: str, device) -> str:
+    """Fill peak_mem_bytes where a separate measurement is needed; returns the method's description."""
+    if device.type == "cuda":
+        return "CUDA max_memory_allocated during the arm's first turn, minus memory held before it was built"
+    if mem_mode == "tracker":
+        return ("peak live tensor bytes (activations + gradients, parameters excluded) of one warm-up "
+                "step per arm, counted by benchmarks.memtrack")
+    if mem_mode != "subprocess":
+        return "not measured (--memory none)"
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [r for r in rows if r["group"].startswith("main") and "error" not in r]
+    print(f"[bench_train] {len(todo)} memory probes, {args.probe_jobs} at a time", flush=True)
+    # Peak RSS does not depend on timing, so probes may share the machine (one thread each).
+    with ThreadPoolExecutor(args.probe_jobs) as pool:
+        probes = pool.map(lambda r: run_probe_subprocess(ta.ArmSpec(r["kind"], r["k"], r["ckpt"]), args), todo)
+        for r, probe in zip(todo, probes):
+            r["peak_mem_bytes"] = probe.get("peak_bytes")
+            r["mem_method"] = probe.get("method", probe.get("error"))
+    return ("peak RSS growth of a fresh subprocess per arm over 2 training steps (after a toy run of the same "
+            "arm warms imports; VmHWM reset before the model is built); sweep arms not probed")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    preset, device, kinds, k = _checked(args)
     torch.set_num_threads(args.threads)
     if args.report:
         return rerender(Path(args.report), preset, k)
@@ -302,14 +342,7 @@ def main(argv=None) -> int:
         notes.append("Liger arms run after all other groups (Liger patches Llama classes process-wide), "
                      "so they are not interleaved with the naive arm")
     mem_mode = args.memory if args.memory != "auto" else ("subprocess" if device.type == "cpu" else "none")
-    meta = {"preset": preset.name, "config": {**vars(preset), "schedule": vars(preset.schedule),
-                                              "sweep_schedule": vars(preset.sweep_schedule)},
-            "k": k, "sweep": sweep, "device": _device_name(device), "versions": _versions(),
-            "git_commit": _git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python -m benchmarks.bench_train " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "targets": args.targets,
-            "loadavg_before": [round(x, 2) for x in os.getloadavg()], "notes": notes, "kernels": args.kernels,
-            "timing": "wall time between consecutive optimizer-step ends (data, collator, fwd, bwd, clip, optimizer)"}
+    meta = _meta(args, argv, preset, k, sweep, device, notes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     groups = plan(preset, kinds, k, ckpt_modes, sweep, why_not_liger is None)
@@ -317,30 +350,10 @@ def main(argv=None) -> int:
         partial = out / f"bench_train_{preset.name}.partial.json"
         rows = run_groups(groups, dict(preset=preset, device=device, workdir=wd, kernels=args.kernels), args,
                           on_group=lambda rs: _atomic_write(partial, json.dumps({"meta": meta, "arms": rs}, default=str)))
-    if device.type == "cuda":
-        meta["memory_method"] = "CUDA max_memory_allocated during the arm's first turn, minus memory held before it was built"
-    elif mem_mode == "tracker":
-        meta["memory_method"] = ("peak live tensor bytes (activations + gradients, parameters excluded) of one warm-up "
-                                 "step per arm, counted by benchmarks.memtrack")
-    elif mem_mode == "subprocess":
-        from concurrent.futures import ThreadPoolExecutor
-
-        todo = [r for r in rows if r["group"].startswith("main") and "error" not in r]
-        print(f"[bench_train] {len(todo)} memory probes, {args.probe_jobs} at a time", flush=True)
-        # Peak RSS does not depend on timing, so probes may share the machine (one thread each).
-        with ThreadPoolExecutor(args.probe_jobs) as pool:
-            probes = pool.map(lambda r: run_probe_subprocess(ta.ArmSpec(r["kind"], r["k"], r["ckpt"]), args), todo)
-            for r, probe in zip(todo, probes):
-                r["peak_mem_bytes"] = probe.get("peak_bytes")
-                r["mem_method"] = probe.get("method", probe.get("error"))
-        meta["memory_method"] = ("peak RSS growth of a fresh subprocess per arm over 2 training steps "
-                                 "(after a toy run of the same arm warms imports; VmHWM reset before the model "
-                                 "is built); sweep arms not probed")
-    else:
-        meta["memory_method"] = "not measured (--memory none)"
+    meta["memory_method"] = _memory(rows, args, mem_mode, device)
     meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     md = finish({"meta": meta, "arms": rows}, out, preset, k)
-    (out / f"bench_train_{preset.name}.partial.json").unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     print(md, flush=True)
     return 1 if any("error" in r for r in rows) else 0
 

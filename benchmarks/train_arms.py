@@ -347,6 +347,13 @@ def run_arm(spec: ArmSpec, ctx: BenchContext, hook: StepHook) -> dict:
         trainer.add_callback(make_step_callback(hook))
         hook.start()
         trainer.train()
+    _collect(res, trainer, collator, spec, ctx)
+    del trainer, model
+    return res
+
+
+def _collect(res: dict, trainer, collator, spec: ArmSpec, ctx: BenchContext) -> None:
+    """After training: losses, tokens, the memory probe's report, cache counters, prefix throughput."""
     res["losses"] = [float(x) for x in trainer.bench_losses]
     if getattr(trainer, "bench_memory", None) is not None:
         res["memory_step"] = trainer.bench_memory
@@ -356,8 +363,6 @@ def run_arm(spec: ArmSpec, ctx: BenchContext, hook: StepHook) -> dict:
         res["cache"] = {"entries": s.entries, "hits": s.hits, "misses": s.misses, "bytes": getattr(s, "bytes", None)}
     if spec.kind == "ff":
         res["prefix_in_training"] = _time_prefix_on_train_batches(trainer, ctx)
-    del trainer, model
-    return res
 
 
 def _time_prefix_on_train_batches(trainer, ctx: BenchContext) -> dict:
