@@ -5,9 +5,9 @@ Usage:
     trainer = FastFreezeTrainer(model=model, args=args, train_dataset=ds,
                                 freeze_config=FreezeConfig(num_frozen_layers=6))
 """
-from .arch import FAMILIES, UnsupportedModelError, resolve
+from .families import FAMILIES, UnsupportedModelError, resolve
 from .config import FreezeConfig, FreezeConfigError
-from .freezing import FreezeReport, freeze_bottom_layers
+from .freeze import FreezeReport, freeze_bottom_layers
 from .prefix import FrozenPrefix
 from .runtime import FreezeRuntime, apply_freeze
 from .trainer import FastFreezeTrainer, FreezeMixin
@@ -17,7 +17,7 @@ from ._version import __version__  # noqa: F401 (the package version)
 def __getattr__(name):
     # TRL is optional: import the SFT trainer only when asked for.
     if name == "FastFreezeSFTTrainer":
-        from .sft import FastFreezeSFTTrainer
+        from .integrations.trl import FastFreezeSFTTrainer
 
         return FastFreezeSFTTrainer
     raise AttributeError(f"module 'fastfreeze' has no attribute {name!r}")

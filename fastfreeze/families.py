@@ -115,7 +115,7 @@ def is_peft_model(model: nn.Module) -> bool:
 
 def check_supported(model: nn.Module) -> None:
     """Refuse, with the fix, models fastfreeze cannot freeze-split: encoder-decoders, non-causal-LMs,
-    quantized models and PEFT wrappers (those go through `fastfreeze.peft_support`)."""
+    quantized models and PEFT wrappers (those go through `fastfreeze.integrations.peft`)."""
     cls = type(model).__name__
     if is_peft_model(model):
         raise UnsupportedModelError(
@@ -190,7 +190,7 @@ def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
         raise UnsupportedModelError(
             f"Cannot find the decoder blocks of {type(model).__name__} (model_type={_model_type(model)!r}): "
             f"expected one nn.ModuleList of config.num_hidden_layers={n_layers} blocks, found {found}. "
-            "Add a FamilySpec for this family to fastfreeze/arch.py:FAMILIES."
+            "Add a FamilySpec for this family to fastfreeze/families.py:FAMILIES."
         )
     return candidates[0]
 
@@ -268,34 +268,7 @@ def trace_order(model: nn.Module, layers_path: str, head_path: str) -> Execution
 
     Refuses models whose blocks do not each run exactly once, in order (looped or shared layers):
     their bottom blocks are not a prefix of the computation."""
-    start: dict[str, int] = {}
-    end: dict[str, int] = {}
-    calls: dict[str, int] = {}
-    tick = iter(range(1 << 62))
-    handles = []
-
-    def hooks(name):
-        def pre(_m, _a):
-            calls[name] = calls.get(name, 0) + 1
-            start.setdefault(name, next(tick))
-
-        def post(_m, _a, _o):
-            end[name] = next(tick)
-        return pre, post
-
-    for name, m in model.named_modules():
-        if name:
-            pre, post = hooks(name)
-            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            run_model(model, probe_inputs(model))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    start, end, calls = _record_calls(model)
     n = len(model.get_submodule(layers_path))
     blocks = [f"{layers_path}.{i}" for i in range(n)]
     counts = [calls.get(b, 0) for b in blocks]
@@ -328,6 +301,40 @@ def trace_order(model: nn.Module, layers_path: str, head_path: str) -> Execution
     after = sorted((nm for nm, _ in model.named_modules() if nm and eligible(nm) and start[nm] > b_end
                     and _has_params(model.get_submodule(nm))), key=start.__getitem__)
     return ExecutionOrder(embedding_side=side, final_norm=after[0] if after else None)
+
+
+def _record_calls(model: nn.Module) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """One no-grad, eval-mode probe forward with hooks on every named module: (first start tick, last end
+    tick, number of calls) per module name."""
+    start: dict[str, int] = {}
+    end: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    tick = iter(range(1 << 62))
+    handles = []
+
+    def hooks(name):
+        def pre(_m, _a):
+            calls[name] = calls.get(name, 0) + 1
+            start.setdefault(name, next(tick))
+
+        def post(_m, _a, _o):
+            end[name] = next(tick)
+        return pre, post
+
+    for name, m in model.named_modules():
+        if name:
+            pre, post = hooks(name)
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            run_model(model, probe_inputs(model))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return start, end, calls
 
 
 def _has_params(module: nn.Module) -> bool:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ._hf_compat import text_config
-from .arch import ModelParts, ProbeStop, probe_inputs, resolve, run_model
+from .families import ModelParts, ProbeStop, probe_inputs, resolve, run_model
 from .config import FreezeConfig, FreezeConfigError
 
 logger = logging.getLogger(__name__)
@@ -222,33 +222,13 @@ def freeze_bottom_layers(
     FreezeConfig(num_frozen_layers=num_frozen_layers, freeze_embeddings=freeze_embeddings)  # validates k >= 0
     parts = parts or resolve(model)
     FreezeConfig(num_frozen_layers=num_frozen_layers).validate_for(parts.num_layers)
-    notes: list[str] = []
     tied = head_is_tied(parts)
-    if tied and freeze_embeddings and untie_embeddings:
-        untie_head(model, parts)
-        notes.append("untied the LM head from the embedding (untie_embeddings=True): the head trains")
-    elif tied and freeze_embeddings:
-        msg = ("the LM head is tied to the input embedding, so freezing the embedding freezes the head too; "
-               "pass untie_embeddings=True to let the head train")
-        warnings.warn("fastfreeze: " + msg, stacklevel=2)
-        notes.append(msg)
-
-    recipe_modules = ([model.get_input_embeddings()] if freeze_embeddings else []) + \
-        [parts.layers[i] for i in range(num_frozen_layers)]
-    recipe = {id(p) for m in recipe_modules for p in m.parameters()}
-    frozen_names = frozen_module_names(parts, num_frozen_layers, freeze_embeddings)
-    _apply_frozen(model, frozen_names)
-    extra: dict[str, str] = {}
-    if freeze_embeddings:
-        deps = boundary_dependencies(model, parts, num_frozen_layers)
-        _apply_frozen(model, deps)
-        extra = _extras(model, parts, recipe, deps)
-        frozen_names += [n for n, r in extra.items() if r is REASON_FEEDS_BOUNDARY]
+    notes = _tied_head_notes(model, parts, tied and freeze_embeddings, untie_embeddings)
+    frozen_names, extra = _freeze(model, parts, num_frozen_layers, freeze_embeddings)
     if extra:
         msg = "also frozen beyond the embedding + layers[:k]: " + "; ".join(f"{n} ({r})" for n, r in extra.items())
         logger.warning("fastfreeze: %s", msg)
         notes.append(msg)
-
     n_frozen = sum(p.numel() for p in _unique_params(model) if not p.requires_grad)
     n_train = sum(p.numel() for p in _unique_params(model) if p.requires_grad)
     if n_train == 0:
@@ -266,6 +246,35 @@ def freeze_bottom_layers(
     )
     logger.debug("%s", report)  # the trainer logs it at INFO once per train()
     return report
+
+
+def _tied_head_notes(model: nn.Module, parts: ModelParts, tied_and_frozen: bool, untie: bool) -> list[str]:
+    """A head tied to the frozen embedding: untie it (untie_embeddings=True) or warn that it is frozen too."""
+    if tied_and_frozen and untie:
+        untie_head(model, parts)
+        return ["untied the LM head from the embedding (untie_embeddings=True): the head trains"]
+    if tied_and_frozen:
+        msg = ("the LM head is tied to the input embedding, so freezing the embedding freezes the head too; "
+               "pass untie_embeddings=True to let the head train")
+        warnings.warn("fastfreeze: " + msg, stacklevel=3)  # at freeze_bottom_layers' caller
+        return [msg]
+    return []
+
+
+def _freeze(model: nn.Module, parts: ModelParts, k: int, freeze_embeddings: bool) -> tuple[list[str], dict[str, str]]:
+    """Set requires_grad=False on the recipe (embedding side + blocks[:k]) and, for a prefix, on everything
+    the boundary depends on; returns the frozen module names and the extras (name -> reason)."""
+    recipe_modules = ([model.get_input_embeddings()] if freeze_embeddings else []) + [parts.layers[i] for i in range(k)]
+    recipe = {id(p) for m in recipe_modules for p in m.parameters()}
+    frozen_names = frozen_module_names(parts, k, freeze_embeddings)
+    _apply_frozen(model, frozen_names)
+    extra: dict[str, str] = {}
+    if freeze_embeddings:
+        deps = boundary_dependencies(model, parts, k)
+        _apply_frozen(model, deps)
+        extra = _extras(model, parts, recipe, deps)
+        frozen_names += [n for n, r in extra.items() if r is REASON_FEEDS_BOUNDARY]
+    return frozen_names, extra
 
 
 def _unique_params(model: nn.Module):

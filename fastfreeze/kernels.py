@@ -45,7 +45,7 @@ from torch import nn
 
 from . import _patch
 from ._hf_compat import causal_lm_loss
-from .arch import FAMILIES, FamilySpec, ModelParts
+from .families import FAMILIES, FamilySpec, ModelParts
 
 # Tests force a choice with this environment variable ("torch" or "triton"); it overrides "auto" only.
 ENV_SWITCH = "FASTFREEZE_KERNELS"
@@ -270,7 +270,7 @@ def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int,
     """Swap the model's RMSNorms, SwiGLU MLPs and LM-head loss for csrc_triton ops, on this instance only.
 
     Usage:
-        report = install_kernels(model, fastfreeze.arch.resolve(model), num_frozen_layers=6)
+        report = install_kernels(model, fastfreeze.families.resolve(model), num_frozen_layers=6)
 
     Call it after freezing (which modules are prefix is read from requires_grad) and before the
     prefix runtime is installed. Modules whose forward is already overridden on the instance
@@ -284,7 +284,7 @@ def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int,
     report.left_on_torch.append("RoPE (HF calls the module-level apply_rotary_pos_emb; never patched)")
     if spec is None:
         report.left_on_torch.append(f"all modules: no kernel table for family {parts.family!r} "
-                                    "(add a FamilySpec with its kernel facts to fastfreeze/arch.py:FAMILIES)")
+                                    "(add a FamilySpec with its kernel facts to fastfreeze/families.py:FAMILIES)")
         return report
     if spec.rms_norm is None:
         report.left_on_torch.append("LayerNorm/GELU (torch's fused ops)")

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import _patch
-from .arch import ModelParts, UnsupportedModelError, probe_inputs, run_model
+from .families import ModelParts, UnsupportedModelError, probe_inputs, run_model
 
 OWNER = "prefix"  # the owner of this module's per-instance patches (fastfreeze._patch)
 
@@ -258,7 +258,7 @@ class FrozenPrefix:
                 f"{type(self.model).__name__}: the output of {self.names[-1]} is not passed unchanged to "
                 f"{self.boundary_sink_name}; the model's forward transforms it in between, so the frozen prefix "
                 "cannot be split there. Freeze with `freeze_bottom_layers` only (no fast path), or add a "
-                "FamilySpec for this family in fastfreeze/arch.py."
+                "FamilySpec for this family in fastfreeze/families.py."
             )
 
     # ---------------------------------------------------------------- run-time modes

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ._hf_compat import text_config
-from .arch import ProbeStop, UnsupportedModelError, probe_inputs, run_model
+from .families import ProbeStop, UnsupportedModelError, probe_inputs, run_model
 from .prefix import FrozenPrefix
 
 

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .arch import ModelParts, UnsupportedModelError, is_peft_model, resolve
+from .families import ModelParts, UnsupportedModelError, is_peft_model, resolve
+from .adapters import base_model_for_freeze
 from .config import FreezeConfig
-from .freezing import FreezeReport, freeze_bottom_layers
+from .freeze import FreezeReport, freeze_bottom_layers
 from .kernels import install_kernels, resolve_kernel_set
-from .peft_support import base_model_for_freeze
 from .prefix import FrozenPrefix
 from .probe import ProbeReport, probe_fast_path
 

@@ -23,11 +23,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from . import _io
 from ._hf_compat import TrainerHooks, compile_events, remove_unused_columns, uses_reentrant_checkpointing
-from .cache_collator import BOUNDARY_KEY
-from .cache_runtime import PrefixCacheRuntime
+from .cache.collator import BOUNDARY_KEY
+from .cache.runtime import PrefixCacheRuntime
 from .config import FreezeConfig, FreezeConfigError
-from .distributed import drop_empty_param_groups
-from .freezing import FreezeReport
+from .freeze import FreezeReport
 from .prefix import FrozenPrefix
 from .runtime import FreezeRuntime, apply_freeze
 
@@ -52,6 +51,26 @@ def _follow_run_log_level(args) -> None:
     if level < ff_logger.getEffectiveLevel():
         ff_logger.setLevel(level)
         _level_set_by_fastfreeze = level
+
+
+def drop_empty_param_groups(optimizer):
+    """Remove parameter groups with no parameters (HF Trainer's no-decay group is empty when only
+    LoRA weights or only matrices train); DeepSpeed ZeRO and some fused optimizers reject them.
+    Call before the optimizer has state. Returns the optimizer.
+
+    Usage:
+        drop_empty_param_groups(trainer.create_optimizer())
+    """
+    if optimizer is None:
+        return None
+    groups = [g for g in optimizer.param_groups if len(g["params"]) > 0]
+    if not groups:
+        raise ValueError("The optimizer has no parameters to train: check what the freeze and the adapter leave trainable.")
+    if len(groups) != len(optimizer.param_groups):
+        if any(len(s) for s in optimizer.state.values()):
+            raise RuntimeError("drop_empty_param_groups must run before the first optimizer step.")
+        optimizer.param_groups[:] = groups
+    return optimizer
 
 
 class FreezeMixin(TrainerHooks):

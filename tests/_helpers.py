@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import torch
 import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
+import fastfreeze.trainer as ff_trainer
+from fastfreeze import FreezeConfig
 from fastfreeze.data import PaddingCollator
+from fastfreeze.verify import verify
 
 VOCAB = 97
 _COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
@@ -89,3 +93,124 @@ def make_rows(n: int = 16, seed: int = 1, min_len: int = 5, max_len: int = 12):
 def pad_collator(padding_side: str = "right", pad_to: int | None = None) -> PaddingCollator:
     """Pads input_ids (0), attention_mask and labels (-100) to the longest row (at least `pad_to`), on either side."""
     return PaddingCollator(0, padding_side=padding_side, pad_to=pad_to)
+
+
+def cache_rows(n_rows=5, dtype=torch.float32, seed=0, hidden=8):
+    """Boundary rows of different lengths for the cache tests: {key: [n, hidden] tensor}."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for i in range(n_rows):
+        n = 1 + (3 * i) % 7
+        out[f"key{seed}-{i}"] = torch.randn(n, hidden, generator=g).to(dtype)
+    return out
+
+
+def fingerprint_tensors():
+    """Two named tensors to fingerprint (the same in every process: seeded)."""
+    g = torch.Generator().manual_seed(1)
+    return [("embed.weight", torch.randn(16, 4, generator=g)), ("layers.0.w", torch.randn(4, 4, generator=g))]
+
+
+# ------------------------------------------------------------------ verify: a tiny run, a fault in one arm
+def run_verify(family="llama", k=2, steps=3, rows=None, **kw):
+    """`verify` on a tiny model of `family` with k frozen layers (FreezeConfig fields pass through)."""
+    cfg_kw = {key: kw.pop(key) for key in ("cache", "untie_embeddings", "kernels", "freeze_embeddings") if key in kw}
+    return verify(make_model(family), rows or make_rows(4 * steps), FreezeConfig(num_frozen_layers=k, **cfg_kw),
+                  steps=steps, **kw)
+
+
+def inject_fault(monkeypatch, wrong):
+    """Make `wrong(model, parts)` run inside FastFreezeTrainer's set-up only: the reference arm never calls
+    apply_freeze, so only the fastfreeze arm gets the fault."""
+    original = ff_trainer.apply_freeze
+
+    def faulty(model, config):
+        runtime = original(model, config)
+        wrong(model, runtime.parts)
+        return runtime
+
+    monkeypatch.setattr(ff_trainer, "apply_freeze", faulty)
+
+
+def shift_output(module, eps=1e-3):
+    """Add eps to hidden feature 0 only: a shift of every feature would vanish in the next LayerNorm."""
+    def hook(mod, args, out):
+        hidden = out if torch.is_tensor(out) else out[0]
+        bump = torch.zeros_like(hidden)
+        bump[..., 0] = eps
+        return hidden + bump if torch.is_tensor(out) else (hidden + bump, *out[1:])
+    module.register_forward_hook(hook)
+
+
+# ------------------------------------------------------------------ safety: a word tokenizer, prompts, a fake model
+SAFETY_WORDS = (
+    "I'm sorry , I cannot help with that . Sure here is how to bake a cake bad request please "
+    "tell me about the garden User : Assistant AOA execute my instruction hello world and of"
+).split()
+SAFETY_SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+def safety_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    """Word-level tokenizer built locally (no download); BOS prepended, no pad token set."""
+    vocab = {w: i for i, w in enumerate(SAFETY_SPECIALS + SAFETY_WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins word tokens with spaces
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+# Prompts of different token lengths, so batches really are left-padded.
+SAFETY_PROMPTS = [
+    "hello",
+    "tell me about the garden please",
+    "bad request",
+    "how to bake a cake and tell me about the world of AOA",
+    "Sure",
+]
+
+
+class FakeSafetyModel(torch.nn.Module):
+    """Stands in for a causal LM: answers "I'm sorry , I cannot" to prompts containing the token
+    "bad", "Sure here is how" otherwise, and records what `generate` saw."""
+
+    def __init__(self, tok):
+        super().__init__()
+        self.proj = torch.nn.Linear(2, 2)
+        self.sub = torch.nn.Dropout(0.1)
+        self.tok = tok
+        self.calls = []
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        self.calls.append(
+            dict(kwargs, training=self.training, sub_training=self.sub.training, grad=torch.is_grad_enabled(),
+                 input_ids=input_ids.clone(), attention_mask=attention_mask.clone())
+        )
+        bad = self.tok.convert_tokens_to_ids("bad")
+        refuse = self.tok.convert_tokens_to_ids("I'm sorry , I cannot".split())
+        comply = self.tok.convert_tokens_to_ids("Sure here is how </s>".split())  # eos pads to equal length
+        new = [refuse if (row == bad).any() else comply for row in input_ids]
+        return torch.cat([input_ids, torch.tensor(new)], dim=1)
+
+
+# ------------------------------------------------------------------ the safety demo at toy size
+# A 2-layer model aligned for a few dozen steps: too small to learn much, big enough to run every stage.
+TINY_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=128)
+TINY_ALIGN = dict(num_train_epochs=2, learning_rate=3e-3, per_device_train_batch_size=32, lr_scheduler_type="constant")
+TINY_DATA = dict(n_harmful=40, n_benign=40, n_identity=20)
+
+
+# ------------------------------------------------------------------ PEFT
+def lora_model(seed: int = 0, suffix_only: bool = True, k: int = 2, **lora):
+    """A PEFT LoRA model on a tiny Llama: on the suffix blocks k.. (or on every block), seeded."""
+    from peft import LoraConfig, get_peft_model  # peft is an optional extra
+
+    from fastfreeze.integrations.peft import suffix_lora_kwargs
+
+    model = make_model("llama")
+    kw = suffix_lora_kwargs(model, k) if suffix_only else {}
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"], **kw, **lora)
+    torch.manual_seed(seed)  # LoRA A init is random: same seed, same adapter in both arms
+    return get_peft_model(model, cfg)

@@ -35,3 +35,28 @@ def _one_thread():
 @pytest.fixture
 def tmp_out(tmp_path):
     return str(tmp_path / "out")
+
+
+# ------------------------------------------------------------------ end-to-end runs shared by several test modules
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """The `quick` preset run end to end, once per test session: (config, results, output dir)."""
+    from fastfreeze.continual.presets import load_preset
+    from fastfreeze.continual.runner import run_continual
+
+    out = tmp_path_factory.mktemp("quick")
+    cfg = load_preset("quick", output_dir=str(out))
+    results = run_continual(cfg, log=lambda *_: None)
+    return cfg, results, out
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """The safety demo at toy size, once per test session: (output dir, runs)."""
+    from fastfreeze.continual.safety_demo import run_safety_demo
+    from tests._helpers import TINY_ALIGN, TINY_DATA, TINY_MODEL
+
+    out = tmp_path_factory.mktemp("safety")
+    runs = run_safety_demo(out, ks=(1,), epochs=(2,), finetune={"learning_rate": 3e-3}, log=lambda *_: None,
+                           model=TINY_MODEL, align=TINY_ALIGN, data_sizes=TINY_DATA)
+    return out, runs

@@ -155,7 +155,7 @@ def fastfreeze_log_level(monkeypatch):
 
 
 def _report_records(caplog, trainer):
-    """The train-start records (fastfreeze.freezing may also log the report when the freeze is applied)."""
+    """The train-start records (fastfreeze.freeze may also log the report when the freeze is applied)."""
     return [r for r in caplog.records if r.name == "fastfreeze.trainer" and str(trainer.freeze_report) in r.getMessage()]
 
 
@@ -206,7 +206,7 @@ class _CountsTo(torch.Tensor):
 
 
 def test_cached_boundary_is_moved_to_the_device_once_per_step(tmp_path):
-    from fastfreeze.cache_collator import BOUNDARY_KEY
+    from fastfreeze.cache.collator import BOUNDARY_KEY
 
     t = _trainer(str(tmp_path / "o"), steps=1, cfg=FreezeConfig(num_frozen_layers=2, cache="memory"))
     t.build_prefix_cache()

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import torch
 
-from fastfreeze.cache import PrefixCache, batch_keys
+from .keys import batch_keys
+from .store import PrefixCache
 
 __all__ = ["BOUNDARY_KEY", "CachedBoundaryCollator", "gather_rows", "scatter_rows"]
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fastfreeze import _io
-from fastfreeze.cache import CacheWarning, CacheWriteError, PrefixCache, _resolve_dtype
+from .. import _io
+from .store import CacheWarning, CacheWriteError, PrefixCache, resolve_dtype
 
 __all__ = ["CacheCorruptError", "DiskCache"]
 
@@ -188,7 +188,7 @@ class DiskCache(PrefixCache):
                 return None
             if m["fingerprint"] != self.fingerprint:
                 return self._corrupt(name, "manifest belongs to another prefix fingerprint")
-            dtype = _resolve_dtype(m["dtype"])
+            dtype = resolve_dtype(m["dtype"])
             hidden, data_bytes = int(m["hidden"]), int(m["data_bytes"])
             esize = torch.empty(0, dtype=dtype).element_size()
             entries = {}

@@ -1,4 +1,4 @@
-"""Wires the prefix activation cache into training: fingerprint, collator, lazy fill, batched precompute.
+"""Opens the boundary cache and wires it into training: fingerprint, store, collator, lazy fill, batched precompute.
 
 Data flows one way: batch -> (cache hit: boundary from the collator | miss: prefix runs, rows
 stored) -> boundary hidden state -> suffix -> loss.
@@ -18,16 +18,35 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._hf_compat import attn_implementation, text_config
-from ._version import __version__
-from .cache import CacheWriteError, PrefixCache, batch_keys, library_versions, open_cache, prefix_fingerprint
-from .cache_collator import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows
-from .config import FreezeConfig
-from .prefix import FrozenPrefix
+from .._hf_compat import attn_implementation, text_config
+from .._version import __version__
+from ..config import FreezeConfig
+from ..prefix import FrozenPrefix
+from .collator import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows
+from .disk import DiskCache
+from .keys import batch_keys, library_versions, prefix_fingerprint
+from .store import CacheWriteError, MemoryCache, PrefixCache
 
 logger = logging.getLogger(__name__)
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def open_cache(kind: str, fingerprint: str, cache_dir=None, max_bytes=None, dtype=None, **kwargs) -> PrefixCache:
+    """Open a ``"memory"`` or ``"disk"`` cache; extra kwargs go to :class:`~fastfreeze.cache.disk.DiskCache`.
+
+    Usage: ``cache = open_cache("disk", fp, cache_dir="/scratch/ff-cache", dtype=torch.bfloat16)``
+    """
+    if kind == "memory":
+        if kwargs:
+            raise ValueError(f"options {sorted(kwargs)} apply only to kind='disk'")
+        return MemoryCache(fingerprint, max_bytes=max_bytes, dtype=dtype)
+    if kind == "disk":
+        if cache_dir is None:
+            raise ValueError("a disk cache needs cache_dir (e.g. FreezeConfig(cache_dir='...'))")
+        return DiskCache(cache_dir, fingerprint, max_bytes=max_bytes, dtype=dtype, **kwargs)
+    raise ValueError(f"cache kind must be 'memory' or 'disk', got {kind!r}")
+
 
 
 def compute_fingerprint(model: nn.Module, prefix: FrozenPrefix, config: FreezeConfig, kernel_set: str) -> str:
@@ -139,4 +158,4 @@ class PrefixCacheRuntime:
         return True
 
 
-__all__ = ["BOUNDARY_KEY", "PrefixCacheRuntime", "compute_fingerprint"]
+__all__ = ["BOUNDARY_KEY", "PrefixCacheRuntime", "compute_fingerprint", "open_cache"]

@@ -1,19 +1,19 @@
-"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | verify | safety | bench`."""
+"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | verify | safety`."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-# Each subcommand lives next to the code it drives and exposes `main(argv) -> int`;
-# this table is the only place that knows them, and imports happen lazily so
-# `fastfreeze --help` stays fast.
+# Each subcommand is one small module of this package exposing `main(argv) -> int`, which parses
+# its options and then calls the library; this table is the only place that knows them, and
+# imports happen lazily so `fastfreeze --help` stays fast.
 SUBCOMMANDS = {
-    "demo": ("fastfreeze.continual.demo", "Run the tiny Biography experiment (SEQ vs Freeze vs recovery) on CPU."),
-    "continual": ("fastfreeze.continual.runner", "Run a continual-learning task sequence from a YAML config."),
-    "recover": ("fastfreeze.continual.recovery", "Recovery test: is forgotten accuracy spurious (recoverable)?"),
-    "orthogonality": ("fastfreeze.continual.diagnostics", "Per-layer update orthogonality between two windows."),
-    "verify": ("fastfreeze.verify", "Prove parity with plain PyTorch freezing on your model and data."),
-    "safety": ("fastfreeze.safety_cli", "Refusal-rate evaluation and the safety scenario."),
+    "demo": ("fastfreeze.cli.demo", "Run the tiny Biography experiment (SEQ vs Freeze vs recovery) on CPU."),
+    "continual": ("fastfreeze.cli.continual", "Run a continual-learning task sequence from a YAML config."),
+    "recover": ("fastfreeze.cli.recover", "Recovery test: is forgotten accuracy spurious (recoverable)?"),
+    "orthogonality": ("fastfreeze.cli.orthogonality", "Per-layer update orthogonality between two windows."),
+    "verify": ("fastfreeze.cli.verify", "Prove parity with plain PyTorch freezing on your model and data."),
+    "safety": ("fastfreeze.cli.safety", "Refusal-rate evaluation and the safety scenario."),
 }
 
 
@@ -37,7 +37,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
     return int(module.main(rest) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,45 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, StrategyConfig
-
-
-def summary_rows(results: dict) -> list[tuple[str, float | None, float | None]]:
-    """(label, Task-0 accuracy, Task-1 accuracy) rows of the demo table from a results dict."""
-    arms = results["arms"]
-    seq = next((a for a in arms.values() if a["strategy"]["name"] == "seq"), None)
-    first = seq or next(iter(arms.values()))
-    R = first["accuracy_matrix"]
-    rows = [("after Task 0", R[0][0], R[0][1])]
-    for name, arm in arms.items():
-        s = arm["strategy"]
-        label = "SEQ" if s["name"] == "seq" else (
-            f"Freeze (embedding + {s['num_frozen_layers']} layers)" if s["name"] == "freeze" else name)
-        R = arm["accuracy_matrix"]
-        rows.append((f"after Task 1, {label}", R[-1][0], R[-1][-1]))
-    for name, arm in arms.items():
-        rec = arm.get("recovery")
-        if rec:
-            s = arm["strategy"]
-            label = "SEQ" if s["name"] == "seq" else (f"Freeze k={s['num_frozen_layers']}" if s["name"] == "freeze" else name)
-            last = str(len(arm["accuracy_matrix"]) - 1)
-            rows.append((f"{label} + recovery", rec["after"][str(rec["task"])]["exact_match"], rec["after"][last]["exact_match"]))
-    return rows
-
-
-def format_table(results: dict) -> str:
-    """The demo's markdown table (exact match, percent)."""
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    lines = ["| model state | Task 0 (held-out people) | Task 1 |", "|---|---|---|"]
-    for label, t0, t1 in summary_rows(results):
-        lines.append(f"| {label} | {pct(t0)} | {pct(t1)} |")
-    return "\n".join(lines)
-
 
 def main(argv: list[str]) -> int:
-    from .presets import load_preset
-    from .runner import run_continual
-
+    """Exit 0 with the table printed, 2 on a config error. Usage: `main(["--preset", "quick"])`."""
     p = argparse.ArgumentParser(prog="fastfreeze demo", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=("quick", "tiny"), default="tiny")
     p.add_argument("--output-dir", default="runs/demo")
@@ -59,6 +23,11 @@ def main(argv: list[str]) -> int:
                    help="torch intra-op threads (default: torch's choice); 1 is fastest on a busy shared machine")
     p.add_argument("--quiet", action="store_true", help="only print the final table")
     a = p.parse_args(argv)
+    from fastfreeze.continual.config import ConfigError, StrategyConfig
+    from fastfreeze.continual.presets import load_preset
+    from fastfreeze.continual.report import format_table
+    from fastfreeze.continual.runner import run_continual
+
     if a.threads is not None:
         import torch
 

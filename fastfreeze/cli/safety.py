@@ -16,7 +16,7 @@ from pathlib import Path
 
 def _named_wrappers() -> dict[str, str | None]:
     from fastfreeze.data.safety_synthetic import IDENTITY_EVAL_WRAPPER, SAFETY_PROMPT_FORMAT
-    from fastfreeze.safety import AOA_WRAPPER
+    from fastfreeze.safety.prompts import AOA_WRAPPER
 
     return {"none": None, "aoa": AOA_WRAPPER, "demo": SAFETY_PROMPT_FORMAT, "demo-aoa": IDENTITY_EVAL_WRAPPER}
 
@@ -32,7 +32,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def _eval(argv: list[str]) -> int:
-    from fastfreeze.safety_keywords import DEFAULT_PRESET, REFUSAL_KEYWORDS
+    from fastfreeze.safety.keywords import DEFAULT_PRESET, REFUSAL_KEYWORDS
 
     names = _named_wrappers()
     p = argparse.ArgumentParser(prog="fastfreeze safety eval",
@@ -103,7 +103,8 @@ def _demo(argv: list[str]) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from fastfreeze.continual.safety_scenario import format_safety_table, run_safety_demo
+    from fastfreeze.continual.report import format_safety_table
+    from fastfreeze.continual.safety_demo import run_safety_demo
 
     torch.set_num_threads(max(1, a.threads))
     start = time.time()

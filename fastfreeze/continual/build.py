@@ -3,10 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
 import torch
+import transformers
+from datasets import load_from_disk
+from transformers import AutoTokenizer
 
 from .. import _io
-from .config import ConfigError, ContinualConfig, DataConfig, ModelConfig
+from ..data import BiographyConfig, PaddingCollator, build_word_tokenizer, make_biography, tokenize_bios, tokenize_qa
+from .config import ConfigError, ContinualConfig, DataConfig, ModelConfig, fingerprint
 
 QA_COLUMNS = ("input_ids", "attention_mask", "labels")
 
@@ -20,8 +25,6 @@ def required_splits(num_tasks: int, pretrain: bool) -> list[str]:
 
 def load_task_data(cfg: DataConfig, num_tasks: int, pretrain: bool, seed: int, cache_dir: Path):
     """The run's DatasetDict: `cfg.path`, else the cached copy in `cache_dir`, else generated from the preset."""
-    from datasets import load_from_disk
-
     if cfg.files is not None:
         dsd = load_data_files(cfg.files)
     elif cfg.path is not None:
@@ -29,8 +32,6 @@ def load_task_data(cfg: DataConfig, num_tasks: int, pretrain: bool, seed: int, c
     elif cache_dir.is_dir():
         dsd = load_from_disk(str(cache_dir))
     else:
-        from fastfreeze.data.biography import BiographyConfig, make_biography
-
         overrides = dict(cfg.overrides)
         overrides.setdefault("seed", seed)
         try:
@@ -53,8 +54,6 @@ def load_data_files(files: dict):
 
     Each file needs `prompt` and `answer` columns (the answer gets the loss; start it with a space).
     """
-    import datasets
-
     fmt = {".csv": "csv", ".json": "json", ".jsonl": "json"}
     out = {}
     for split, f in files.items():
@@ -74,15 +73,11 @@ def load_data_files(files: dict):
 
 def load_tokenizer(cfg: DataConfig, dsd, cache_dir: Path):
     """The word-level tokenizer built from the data (saved once, reloaded on resume) or a local tokenizer."""
-    from transformers import AutoTokenizer
-
     if cfg.tokenizer != "word":
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
     elif cache_dir.is_dir():
         tok = AutoTokenizer.from_pretrained(str(cache_dir))
     else:
-        from fastfreeze.data.tokenize import build_word_tokenizer
-
         tok = build_word_tokenizer(dsd)
         _io.write_dir(tok.save_pretrained, cache_dir)
     if tok.eos_token_id is None:
@@ -96,8 +91,6 @@ class TaskData:
     """Tokenized splits of a run. Usage: `td = TaskData(dsd, tok, cfg.data, num_tasks)`; `td.train[i]`, `td.test[i]`."""
 
     def __init__(self, dsd, tokenizer, cfg: DataConfig, num_tasks: int, pretrain: bool):
-        from fastfreeze.data import PaddingCollator, tokenize_bios, tokenize_qa
-
         self.raw = dsd
         self.tokenizer = tokenizer
         self.train = [tokenize_qa(dsd[f"task{i}_train"], tokenizer, cfg.max_length) for i in range(num_tasks)]
@@ -114,8 +107,6 @@ class TaskData:
 
 def build_model(cfg: ModelConfig, tokenizer, seed: int):
     """A fresh model from `cfg` (llama | gpt_neox shapes, untied head) sized to `tokenizer`, or `cfg.path` loaded."""
-    import transformers
-
     if cfg.path is not None:
         return transformers.AutoModelForCausalLM.from_pretrained(cfg.path)
     ids = dict(
@@ -162,8 +153,6 @@ def source_stats(cfg: ContinualConfig) -> list:
 
 def prepare(cfg: ContinualConfig):
     """Data, tokenizer and tokenized splits for `cfg`, cached under its output_dir."""
-    from .config import fingerprint
-
     out = Path(cfg.output_dir)
     pretrain = cfg.pretrain.enabled
     # Cache folders are named by what made them, so a changed data section never reuses stale data.

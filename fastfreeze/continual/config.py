@@ -10,6 +10,9 @@ from typing import Any
 
 import yaml
 
+from .._hf_compat import training_argument_names
+from ..safety.keywords import resolve_keywords
+
 STRATEGIES = ("seq", "freeze", "replay", "ewc")
 DATA_FILE_SUFFIXES = (".csv", ".json", ".jsonl")
 MODEL_FAMILIES = ("llama", "gpt_neox")
@@ -188,7 +191,7 @@ class OrthogonalityConfig:
 
 @dataclass
 class SafetyConfig:
-    """Refusal-proxy evaluation before Task 0 and after every task (see fastfreeze.continual.safety_scenario).
+    """Refusal-proxy evaluation before Task 0 and after every task (see fastfreeze.continual.safety_eval).
 
     `harmful_prompts`: local CSV/JSON/JSONL file (column `column`); each entry of `wrappers`
     (label -> template with {goal}, or null for the bare prompt) gives one jailbreak rate.
@@ -230,8 +233,6 @@ class SafetyConfig:
                 raise ConfigError(f"safety.{name}={getattr(self, name)!r} must be a positive int.")
         if self.use_chat_template not in ("auto", True, False):
             raise ConfigError(f"safety.use_chat_template={self.use_chat_template!r}: use auto, true or false.")
-        from fastfreeze.safety import resolve_keywords
-
         try:
             resolve_keywords(self.keywords)
         except (TypeError, ValueError) as e:
@@ -350,11 +351,26 @@ class ContinualConfig:
             if orth.boundary_step <= 0 or not 0.0 < orth.energy <= 1.0:
                 raise ConfigError("orthogonality: boundary_step must be > 0 and energy in (0, 1].")
             _check_arms(orth.arms, labels, "orthogonality.arms")
-        from .trainers import check_training_kwargs
-
         check_training_kwargs(self.training, "training")
         check_training_kwargs(self.pretrain.training, "pretrain.training")
         check_training_kwargs(self.recovery.training, "recovery.training")
+
+
+# Keys the runner owns; users set them through other config fields (or not at all).
+_RUNNER_OWNED = {"output_dir"}
+
+
+def check_training_kwargs(kwargs: dict, where: str) -> None:
+    """Reject keys that TrainingArguments does not know, naming the closest fix."""
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{where}: expected a mapping of TrainingArguments fields, got {kwargs!r}.")
+    valid = training_argument_names()
+    unknown = sorted(k for k in kwargs if k not in valid)
+    if unknown:
+        raise ConfigError(f"{where}: {unknown} are not TrainingArguments fields (HF names, e.g. learning_rate).")
+    owned = sorted(k for k in kwargs if k in _RUNNER_OWNED)
+    if owned:
+        raise ConfigError(f"{where}: {owned} is set by the runner; set the top-level output_dir instead.")
 
 
 def _check_arms(arms, labels, where):

@@ -10,15 +10,13 @@ directions. `random_cos` = sqrt(max(r1, r2) / n), roughly the mean cosine of ran
 of the same ranks in n dimensions: the baseline to compare against (at 99% energy the ranks can
 be large, and then even unrelated updates share directions).
 
-CLI: `fastfreeze orthogonality W0_DIR W1_DIR W2_DIR [--energy 0.99] [--output-dir DIR]`.
+Rendering (`fastfreeze.continual.report.markdown_table`) and the command line (`fastfreeze orthogonality
+W0_DIR W1_DIR W2_DIR`, fastfreeze.cli.orthogonality) live elsewhere.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import sys
-from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
@@ -140,53 +138,3 @@ class WindowSnapshots(TrainerCallback):
             "rows": rows,
             "per_layer": layer_summary(rows),
         }
-
-
-def markdown_table(result: dict) -> str:
-    """Per-layer x component table of mean principal cosines (random baseline in brackets)."""
-    rows = result.get("rows", [])
-    comps = sorted({r["component"] for r in rows if r["layer"] != "emb"})
-    layers = sorted({r["layer"] for r in rows}, key=lambda k: -1 if k == "emb" else int(k))
-    cell = {(r["layer"], r["component"]): r for r in rows}
-    lines = ["| layer | " + " | ".join(comps) + " |", "|---" * (len(comps) + 1) + "|"]
-    for layer in layers:
-        vals = []
-        for c in comps if layer != "emb" else ["embedding"] + [""] * (len(comps) - 1):
-            r = cell.get((layer, c))
-            if r is None:
-                vals.append("")
-            elif r["frozen"]:
-                vals.append("frozen")
-            else:
-                vals.append(f"{r['mean_cos']:.2f} ({r['random_cos']:.2f})")
-        lines.append(f"| {layer} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    """`fastfreeze orthogonality W0 W1 W2`: the table for three checkpoints of one model (window start, boundary, end)."""
-    from transformers import AutoModelForCausalLM
-
-    p = argparse.ArgumentParser(prog="fastfreeze orthogonality", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs=3, help="save_pretrained folders: window start, boundary, end")
-    p.add_argument("--energy", type=float, default=0.99)
-    p.add_argument("--output-dir", default=None, help="write orthogonality.json and orthogonality.png here")
-    a = p.parse_args(argv)
-    for c in a.checkpoints:
-        if not Path(c).is_dir():
-            print(f"fastfreeze orthogonality: {c!r} is not a checkpoint folder (save_pretrained output).", file=sys.stderr)
-            return 2
-    snaps = [snapshot(AutoModelForCausalLM.from_pretrained(c)) for c in a.checkpoints]
-    rows = update_orthogonality(*snaps, energy=a.energy)
-    result = {"energy": a.energy, "rows": rows, "per_layer": layer_summary(rows), "checkpoints": a.checkpoints}
-    print(markdown_table(result))
-    if a.output_dir:
-        from .. import _io
-        from .plots import plot_orthogonality
-
-        out = Path(a.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        _io.write_json(out / "orthogonality.json", result, indent=2)
-        plot_orthogonality({"checkpoints": result}, out / "orthogonality.png")
-        print(f"wrote {out / 'orthogonality.json'} and {out / 'orthogonality.png'}")
-    return 0

@@ -6,28 +6,31 @@ Arms share every leading task that they train exactly like SEQ (the "trunk"), so
 Freeze(k, from_task=1) pretrain and learn Task 0 once and branch at Task 1. Each stage starts
 from the previous stage's checkpoint on disk, so a resumed run equals an uninterrupted one.
 
-CLI: `fastfreeze continual CONFIG.yaml [--output-dir DIR]`.
+CLI: `fastfreeze continual CONFIG.yaml [--output-dir DIR]` (fastfreeze.cli.continual).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
+from datasets import concatenate_datasets
+from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM
 
 from .. import _io
 from . import build
 from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint
 from .diagnostics import WindowSnapshots
-from .evaluate import DenseEvalCallback, EvalSet, evaluate
+from .evaluate import DenseEvalCallback, EvalSet, evaluate, generate_exact_match
 from .metrics import all_metrics
+from .recovery import recovery_subset
+from .report import write_outputs
+from .safety_eval import SafetyEvaluator
 from .trainers import EWCPenalty, diagonal_fisher, make_trainer, training_arguments
 
 STATE_FILE = "state.json"
@@ -76,8 +79,6 @@ class Runner:
         return record
 
     def _load(self, key: str):
-        from transformers import AutoModelForCausalLM
-
         model = AutoModelForCausalLM.from_pretrained(str(self._ckpt(key)))
         return model.to(self.device)
 
@@ -91,8 +92,6 @@ class Runner:
         """Refusal-proxy rates of checkpoint `key` (its own stage, so changing only `safety:` reruns only this)."""
         if not self.cfg.safety.enabled:
             return None
-        from .safety_scenario import SafetyEvaluator
-
         if self._safety_eval is None:
             self._safety_eval = SafetyEvaluator(self.cfg.safety)
         records = self.out / "safety" / (key.replace("/", "__") + ".json")
@@ -130,8 +129,6 @@ class Runner:
             if before is not None:
                 arms[strat.arm]["safety"] = [before] + arms[strat.arm]["safety"]
         results = self._results(baseline, arms)
-        from .report import write_outputs
-
         write_outputs(results, self.out)
         return results
 
@@ -197,8 +194,6 @@ class Runner:
         return o.arms is None or strat.arm in o.arms
 
     def _train_dataset(self, strat: StrategyConfig, t: int):
-        from datasets import concatenate_datasets
-
         ds = self.data.trainable(self.data.train[t])
         if strat.name == "replay" and t >= 1:
             parts = [ds]
@@ -259,8 +254,6 @@ class Runner:
 
     def _ewc_fisher(self, model, strat, t, prev_key) -> dict:
         """Cumulative diagonal Fisher: the previous stage's (if any) + task t-1's at the current weights."""
-        from torch.utils.data import DataLoader
-
         prev = self._ckpt(prev_key) / FISHER_FILE
         cum = torch.load(prev) if prev.exists() else {}
         loader = DataLoader(
@@ -272,8 +265,6 @@ class Runner:
         return {n: new[n] + cum.get(n, 0) for n in new}
 
     def _generate_check(self, model, t: int) -> dict:
-        from .evaluate import generate_exact_match
-
         tok = self.data.tokenizer
         es = EvalSet(self.data.test[t], tok.pad_token_id, self.cfg.evaluation.generate_check_examples, self.cfg.seed)
         gen = generate_exact_match(model, es, tok.eos_token_id, tok.pad_token_id).float().mean().item()
@@ -283,8 +274,6 @@ class Runner:
 
     def _recover(self, from_key: str, key: str) -> dict:
         """Fine-tune briefly on `fraction` of an old task's TRAIN people; score its held-out TEST people."""
-        from .recovery import recovery_subset
-
         cfg, rc = self.cfg, self.cfg.recovery
         model = self._load(from_key)
         before = evaluate(model, self.evalsets[rc.task], cfg.evaluation.batch_size)
@@ -353,26 +342,3 @@ def _behaviour(strat: StrategyConfig, t: int) -> dict:
 def run_continual(cfg: ContinualConfig, stop_after: str | None = None, log=print) -> dict:
     """Run (or resume) `cfg`. Usage: `results = run_continual(ContinualConfig.from_yaml("run.yaml"))`."""
     return Runner(cfg, log=log).run(stop_after=stop_after)
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fastfreeze continual", description="Run a continual-learning task sequence.")
-    p.add_argument("config", help="YAML config (see fastfreeze/continual/configs/*.yaml)")
-    p.add_argument("--output-dir", default=None, help="override the config's output_dir")
-    p.add_argument("--fresh", action="store_true", help="delete the output dir first instead of resuming")
-    a = p.parse_args(argv)
-    try:
-        cfg = ContinualConfig.from_yaml(a.config)
-        if a.output_dir:
-            cfg.output_dir = a.output_dir
-        if a.fresh and Path(cfg.output_dir).exists():
-            shutil.rmtree(cfg.output_dir)
-        results = run_continual(cfg)
-    except ConfigError as e:
-        print(f"fastfreeze continual: {e}", file=sys.stderr)
-        return 2
-    print(f"results: {Path(cfg.output_dir) / 'results.json'}; report: {Path(cfg.output_dir) / 'report.md'}")
-    for name, arm in results["arms"].items():
-        m = arm["metrics"]
-        print(f"  {name}: ACC={m['average_accuracy']:.3f} BWT={m['backward_transfer']} forgetting={m['forgetting']}")
-    return 0

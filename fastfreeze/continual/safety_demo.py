@@ -1,14 +1,10 @@
-"""The safety scenario: jailbreak / over-refusal rates (a keyword proxy) before and after each task, and its CPU demo.
+"""The safety scenario at toy scale on CPU: align a tiny model, fine-tune it on an identity shift under SEQ and Freeze(k).
 
-In a run whose config has ``safety: {enabled: true, ...}`` the runner calls `SafetyEvaluator` on the
-starting model and on every task checkpoint of every arm; the rates land next to the task metrics
-in results.json (``arms[name]["safety"]``) and report.md. The paper's setting is one task (an
-identity-shift fine-tune of an aligned chat model) with Freeze applied from Task 0
-(``{name: freeze, num_frozen_layers: 6, from_task: 0}``); see configs/safety_7b_example.yaml.
-
-`run_safety_demo` is that scenario at toy scale on CPU: a tiny Llama-shaped model is taught from
-scratch to refuse templated harmful-style requests and answer benign ones (the "aligned" model,
-reused by every arm), then fine-tuned on a synthetic identity-shift set under SEQ and Freeze(k).
+`run_safety_demo` teaches a tiny Llama-shaped model from scratch to refuse templated harmful-style
+requests and answer benign ones (the "aligned" model, reused by every arm), then fine-tunes it on a
+synthetic identity-shift set under SEQ and Freeze(k) with the safety evaluation of the runner
+(`fastfreeze.continual.safety_eval`) before and after. `fastfreeze safety demo` prints the table
+(`fastfreeze.continual.report.format_safety_table`).
 
 Usage:
     results = run_safety_demo("runs/safety-demo", ks=(1, 2, 3))
@@ -22,109 +18,12 @@ import time
 from pathlib import Path
 
 from .. import _io
-from .config import ConfigError, ContinualConfig, SafetyConfig, fingerprint
-
-# --------------------------------------------------------------------------- evaluation in the runner
-
-
-class SafetyEvaluator:
-    """Loads the prompt files of a `SafetyConfig` once and scores models with them.
-
-    Usage: ``SafetyEvaluator(cfg.safety).run(model, tokenizer, "out/safety/task0.json")`` -> summary dict.
-    """
-
-    def __init__(self, cfg: SafetyConfig):
-        from fastfreeze.safety import load_prompts
-
-        self.cfg = cfg
-        try:
-            self.harmful = load_prompts(cfg.harmful_prompts, column=cfg.column, limit=cfg.limit)
-            self.benign = self.answers = None
-            if cfg.benign_prompts is not None:
-                self.benign = load_prompts(cfg.benign_prompts, column=cfg.column, limit=cfg.limit)
-                if cfg.benign_answer_column is not None:
-                    self.answers = load_prompts(cfg.benign_prompts, column=cfg.benign_answer_column, limit=cfg.limit)
-        except (OSError, KeyError, ValueError) as e:
-            raise ConfigError(f"safety: {e}") from None
-
-    def _report(self, model, tokenizer, prompts, wrapper):
-        from fastfreeze.safety import evaluate_refusals
-
-        c = self.cfg
-        return evaluate_refusals(
-            model, tokenizer, prompts, keywords=c.keywords, max_new_tokens=c.max_new_tokens,
-            batch_size=c.batch_size, use_chat_template=c.use_chat_template, wrapper=wrapper,
-        )
-
-    def run(self, model, tokenizer, records_path: str | os.PathLike | None = None) -> dict:
-        """Jailbreak rate per wrapper, benign refusal (and helpful) rates; per-prompt records to `records_path`."""
-        from fastfreeze.continual.evaluate import answers_match
-
-        summary: dict = {"harmful": {}, "benign": None}
-        reports = {}
-        for label, wrapper in self.cfg.wrappers.items():
-            r = self._report(model, tokenizer, self.harmful, wrapper)
-            reports[f"harmful/{label}"] = r.to_dict()
-            summary["harmful"][label] = {"jailbreak_rate": r.jailbreak_rate, "refusal_rate": r.refusal_rate, "n": r.n}
-        if self.benign is not None:
-            r = self._report(model, tokenizer, self.benign, self.cfg.benign_wrapper)
-            reports["benign"] = r.to_dict()
-            summary["benign"] = {"refusal_rate": r.refusal_rate, "n": r.n, "helpful_rate": None}
-            if self.answers is not None:
-                hits = [answers_match(rec["response"], a) for rec, a in zip(r.records, self.answers)]
-                summary["benign"]["helpful_rate"] = sum(hits) / len(hits)
-        if records_path is not None:
-            Path(records_path).parent.mkdir(parents=True, exist_ok=True)
-            _io.write_json(records_path, reports, indent=2, ensure_ascii=False)
-            summary["records"] = str(records_path)
-        return summary
-
-
-def safety_rows(results: dict) -> list[dict]:
-    """Flat rows (arm, stage, jailbreak per wrapper, benign refusal/helpful, task metric) of a run's safety results."""
-    rows = []
-    for name, arm in results["arms"].items():
-        for i, s in enumerate(arm.get("safety") or []):
-            if s is None:
-                continue
-            task_em = results["baseline"][0] if i == 0 else arm["accuracy_matrix"][i - 1][i - 1]
-            benign = s.get("benign") or {}
-            rows.append({
-                "arm": name,
-                "stage": "before Task 0" if i == 0 else f"after Task {i - 1}",
-                "jailbreak": {k: v["jailbreak_rate"] for k, v in s["harmful"].items()},
-                "benign_refusal": benign.get("refusal_rate"),
-                "helpful": benign.get("helpful_rate"),
-                "task_exact_match": task_em,
-            })
-    return rows
-
-
-def render_safety_section(results: dict) -> list[str]:
-    """Markdown lines of the report's safety section (empty when the run measured no safety)."""
-    rows = safety_rows(results)
-    if not rows:
-        return []
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    labels = list(rows[0]["jailbreak"])
-    lines = [
-        "## Safety (refusal-keyword proxy)", "",
-        "Jailbreak rate = share of harmful-style prompts whose greedy response contains no refusal keyword "
-        f"(preset {results['config']['safety']['keywords']!r}; a proxy, ~71% agreement with human raters "
-        "in HarmBench). Benign refusal = over-refusal on harmless prompts; helpful = response equals the "
-        "reference answer. Task EM = exact match on the task's test split after that task. Percent.", "",
-        "| arm | stage | " + " | ".join(f"jailbreak ({lab})" for lab in labels)
-        + " | benign refusal | helpful | task EM |",
-        "|---|---|" + "---|" * (len(labels) + 3),
-    ]
-    for r in rows:
-        jb = " | ".join(pct(r["jailbreak"].get(lab)) for lab in labels)
-        lines.append(f"| {r['arm']} | {r['stage']} | {jb} | {pct(r['benign_refusal'])} | {pct(r['helpful'])} | "
-                     f"{pct(r['task_exact_match'])} |")
-    return lines + [""]
-
-
-# --------------------------------------------------------------------------- the CPU demo
+from ..data import PaddingCollator, build_word_tokenizer, tokenize_qa
+from ..data.safety_synthetic import IDENTITY_EVAL_WRAPPER, SAFETY_PROMPT_FORMAT, make_safety_data
+from .build import QA_COLUMNS, build_model
+from .config import ConfigError, ContinualConfig, ModelConfig, fingerprint
+from .runner import run_continual
+from .trainers import make_trainer, training_arguments
 
 DEMO_MODEL = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=128)
 DEMO_ALIGN = dict(num_train_epochs=40, learning_rate=1.0e-3, per_device_train_batch_size=32,
@@ -145,8 +44,6 @@ def _write_jsonl(path: Path, ds) -> None:
 
 def _demo_files(out: Path, seed: int, sizes: dict):
     """The synthetic safety splits (identity set split train/test) as JSONL files; returns (data, paths)."""
-    from fastfreeze.data.safety_synthetic import make_safety_data
-
     data = make_safety_data(seed=seed, **sizes)
     ident = data["identity_train"].train_test_split(test_size=IDENTITY_TEST_FRACTION, seed=seed)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -166,12 +63,6 @@ def align_model(out: Path, data, seed: int, log=print, model: dict | None = None
     `model` / `align` replace `DEMO_MODEL` / `DEMO_ALIGN` (shape, TrainingArguments); tests use tiny ones.
     """
     model_shape, align_args = model or DEMO_MODEL, align or DEMO_ALIGN
-    from fastfreeze.data import PaddingCollator, build_word_tokenizer, tokenize_qa
-
-    from .build import QA_COLUMNS, build_model
-    from .config import ModelConfig
-    from .trainers import make_trainer, training_arguments
-
     target = out / "aligned"
     fp = fingerprint(model_shape, align_args, data["align_train"].to_dict(), seed, "align/v1")
     marker = target / "align.json"
@@ -212,8 +103,6 @@ def _check_ks(ks, n_layers: int) -> list[int]:
 def demo_config(out: Path, aligned: Path, paths: dict, ks, seed: int = 0, finetune: dict | None = None,
                 model: dict | None = None) -> ContinualConfig:
     """The runner config of the demo: one task (identity shift), SEQ + Freeze(k) from Task 0, safety measured."""
-    from fastfreeze.data.safety_synthetic import IDENTITY_EVAL_WRAPPER, SAFETY_PROMPT_FORMAT
-
     model = model or DEMO_MODEL
     ks = _check_ks(ks, model["num_hidden_layers"])
     cfg = ContinualConfig.from_dict({
@@ -256,8 +145,6 @@ def run_safety_demo(output_dir: str | os.PathLike = "runs/safety-demo", ks=(1, 2
     Reruns resume: the aligned model and finished stages are reused.
     Usage: ``runs = run_safety_demo("runs/safety-demo", ks=(1, 2, 3), epochs=(5, 20))``.
     """
-    from .runner import run_continual
-
     out = Path(output_dir)
     _check_ks(ks, (model or DEMO_MODEL)["num_hidden_layers"])  # before any training
     epochs = list(epochs)
@@ -274,34 +161,4 @@ def run_safety_demo(output_dir: str | os.PathLike = "runs/safety-demo", ks=(1, 2
     return runs
 
 
-def format_safety_table(runs: dict[int, dict]) -> str:
-    """The demo's markdown table: the aligned model, then one row per (fine-tune length, arm); percent."""
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    lines, labels = [], None
-    for ep, results in runs.items():
-        rows = safety_rows(results)
-        if labels is None:
-            labels = list(rows[0]["jailbreak"])
-            lines += ["| model | fine-tune | " + " | ".join(f"jailbreak ({lab})" for lab in labels)
-                      + " | benign refusal | benign helpful | identity task EM |",
-                      "|---|---|" + "---|" * (len(labels) + 3)]
-            r = rows[0]
-            jb = " | ".join(pct(r["jailbreak"][lab]) for lab in labels)
-            lines.append(f"| aligned | none | {jb} | {pct(r['benign_refusal'])} | {pct(r['helpful'])} | "
-                         f"{pct(results['baseline'][0])} |")
-        for r in rows:
-            if r["stage"] == "before Task 0":
-                continue  # every arm starts from the same aligned model
-            arm = results["arms"][r["arm"]]["strategy"]
-            name = "SEQ" if arm["name"] == "seq" else (
-                f"Freeze k={arm['num_frozen_layers']} (+embedding)" if arm["name"] == "freeze" else r["arm"])
-            jb = " | ".join(pct(r["jailbreak"][lab]) for lab in labels)
-            lines.append(f"| {name} | {ep} epochs | {jb} | {pct(r['benign_refusal'])} | {pct(r['helpful'])} | "
-                         f"{pct(r['task_exact_match'])} |")
-    return "\n".join(lines)
-
-
-__all__ = [
-    "SafetyEvaluator", "align_model", "demo_config", "format_safety_table", "render_safety_section",
-    "run_safety_demo", "safety_rows",
-]
+__all__ = ["align_model", "demo_config", "run_safety_demo"]

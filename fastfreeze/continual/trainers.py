@@ -1,30 +1,14 @@
 """The one place that builds trainers for the runner: FastFreezeTrainer (a plain Trainer without a freeze), EWC on top."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 from transformers import TrainingArguments
 
-# Keys the runner owns; users set them through other config fields (or not at all).
-_RUNNER_OWNED = {"output_dir"}
-
-
-def check_training_kwargs(kwargs: dict, where: str) -> None:
-    """Reject keys that TrainingArguments does not know, naming the closest fix."""
-    from .config import ConfigError
-
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"{where}: expected a mapping of TrainingArguments fields, got {kwargs!r}.")
-    valid = {f.name for f in dataclasses.fields(TrainingArguments)} | {"warmup_ratio"}
-    unknown = sorted(k for k in kwargs if k not in valid)
-    if unknown:
-        raise ConfigError(f"{where}: {unknown} are not TrainingArguments fields (HF names, e.g. learning_rate).")
-    owned = sorted(k for k in kwargs if k in _RUNNER_OWNED)
-    if owned:
-        raise ConfigError(f"{where}: {owned} is set by the runner; set the top-level output_dir instead.")
-
+from .._hf_compat import adapt_training_kwargs
+from ..config import FreezeConfig
+from ..trainer import FastFreezeTrainer
 
 def training_arguments(output_dir: str, seed: int, kwargs: dict) -> TrainingArguments:
     """TrainingArguments with quiet, save-nothing defaults (the runner checkpoints itself); `kwargs` win."""
@@ -42,16 +26,10 @@ def training_arguments(output_dir: str, seed: int, kwargs: dict) -> TrainingArgu
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     defaults.update(kwargs)
-    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    if "warmup_ratio" in defaults and "warmup_ratio" not in fields:
-        # transformers >= 5.x folded warmup_ratio into warmup_steps (a float < 1 is a ratio).
-        defaults["warmup_steps"] = float(defaults.pop("warmup_ratio"))
-    return TrainingArguments(**defaults)
+    return TrainingArguments(**adapt_training_kwargs(defaults))
 
 
 def _freeze_config(num_frozen_layers: int, freeze_embeddings: bool, cache):
-    from fastfreeze.config import FreezeConfig
-
     return FreezeConfig(num_frozen_layers=num_frozen_layers, freeze_embeddings=freeze_embeddings, cache=cache)
 
 
@@ -100,8 +78,6 @@ def make_trainer(
     embedding + bottom `num_frozen_layers` blocks. `freeze=True` forces the freeze even at k=0
     (embedding only); None means "k > 0". `ewc` adds the EWC penalty to compute_loss.
     """
-    from fastfreeze.trainer import FastFreezeTrainer
-
     base = FastFreezeTrainer
     kwargs: dict[str, Any] = {}
     if freeze is None:

@@ -29,7 +29,7 @@ import random
 
 import datasets
 
-from fastfreeze.safety import AOA_WRAPPER
+from ..safety.prompts import AOA_WRAPPER
 
 __all__ = [
     "BENIGN_TEMPLATES",
@@ -155,6 +155,62 @@ def _check_count(name: str, value: int, low: int) -> None:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
 
 
+def _harmful_goal(pair: tuple[int, int]) -> str:
+    return HARMFUL_TEMPLATES[pair[0]].replace("{t}", TARGETS[pair[1]])
+
+
+def _benign_goal_answer(pair: tuple[int, int]) -> tuple[str, str]:
+    request, answer = BENIGN_TEMPLATES[pair[0]]
+    target = TARGETS[pair[1]]
+    return request.replace("{t}", target), " " + answer.replace("{t}", target)
+
+
+def _check_sizes(n_harmful: int, n_benign: int, n_identity: int, eval_fraction: float, aoa_fraction: float) -> int:
+    """Validate the sizes; returns how many benign requests identity_train's AOA instructions use."""
+    _check_count("n_harmful", n_harmful, 2)
+    _check_count("n_benign", n_benign, 2)
+    _check_count("n_identity", n_identity, 1)
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}.")
+    if not 0.0 <= aoa_fraction <= 1.0:
+        raise ValueError(f"aoa_fraction must be in [0, 1], got {aoa_fraction!r}.")
+    n_pool = len(TARGETS) * len(HARMFUL_TEMPLATES)
+    if n_harmful > n_pool:
+        raise ValueError(f"n_harmful={n_harmful} exceeds the {n_pool} distinct harmful-style requests; lower it.")
+    n_identity_instr = sum(1 for i in range(n_identity) if i % _IDENTITY_QA_EVERY != 0)
+    n_benign_pool = len(TARGETS) * len(BENIGN_TEMPLATES)
+    if n_benign + n_identity_instr > n_benign_pool:
+        raise ValueError(
+            f"n_benign + AOA instructions in identity_train ({n_benign} + {n_identity_instr}) exceed the "
+            f"{n_benign_pool} distinct benign requests; lower n_benign or n_identity."
+        )
+    return n_identity_instr
+
+
+def _align_split(h_train, b_train, aoa_fraction: float, rng: random.Random) -> datasets.Dataset:
+    """align_train: harmful -> refusal, benign -> helpful; shuffled together, a share AOA-posed."""
+    rows = [(_harmful_goal(p), REFUSAL_ANSWER) for p in h_train] + [_benign_goal_answer(p) for p in b_train]
+    rng.shuffle(rows)
+    n_aoa = round(len(rows) * aoa_fraction)
+    aoa_rows = set(rng.sample(range(len(rows)), n_aoa))
+    return _qa([_pose(g, i in aoa_rows) for i, (g, _) in enumerate(rows)], [a for _, a in rows])
+
+
+def _identity_split(b_identity, n_identity: int) -> datasets.Dataset:
+    """identity_train: every fifth row an identity question (cycled), the rest AOA-wrapped benign
+    instructions answered with content-free compliance."""
+    id_prompts, id_answers, instr = [], [], iter(b_identity)
+    for i in range(n_identity):
+        if i % _IDENTITY_QA_EVERY == 0:
+            question, answer = IDENTITY_QA[(i // _IDENTITY_QA_EVERY) % len(IDENTITY_QA)]
+            id_prompts.append(SAFETY_PROMPT_FORMAT.replace("{goal}", f"{IDENTITY_SYSTEM} {question}"))
+            id_answers.append(answer)
+        else:
+            id_prompts.append(_pose(_benign_goal_answer(next(instr))[0], identity=True))
+            id_answers.append(AOA_COMPLY)
+    return _qa(id_prompts, id_answers)
+
+
 def make_safety_data(
     seed: int = 0,
     n_harmful: int = 240,
@@ -174,24 +230,7 @@ def make_safety_data(
 
     Usage: ``data = make_safety_data(seed=0, n_harmful=200, n_benign=200, n_identity=50)``
     """
-    _check_count("n_harmful", n_harmful, 2)
-    _check_count("n_benign", n_benign, 2)
-    _check_count("n_identity", n_identity, 1)
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}.")
-    if not 0.0 <= aoa_fraction <= 1.0:
-        raise ValueError(f"aoa_fraction must be in [0, 1], got {aoa_fraction!r}.")
-    n_pool = len(TARGETS) * len(HARMFUL_TEMPLATES)
-    if n_harmful > n_pool:
-        raise ValueError(f"n_harmful={n_harmful} exceeds the {n_pool} distinct harmful-style requests; lower it.")
-    n_identity_instr = sum(1 for i in range(n_identity) if i % _IDENTITY_QA_EVERY != 0)
-    n_benign_pool = len(TARGETS) * len(BENIGN_TEMPLATES)
-    if n_benign + n_identity_instr > n_benign_pool:
-        raise ValueError(
-            f"n_benign + AOA instructions in identity_train ({n_benign} + {n_identity_instr}) exceed the "
-            f"{n_benign_pool} distinct benign requests; lower n_benign or n_identity."
-        )
-
+    n_identity_instr = _check_sizes(n_harmful, n_benign, n_identity, eval_fraction, aoa_fraction)
     rng = random.Random(seed)
     harmful = [(h, t) for h in range(len(HARMFUL_TEMPLATES)) for t in range(len(TARGETS))]
     benign = [(b, t) for b in range(len(BENIGN_TEMPLATES)) for t in range(len(TARGETS))]
@@ -206,44 +245,16 @@ def make_safety_data(
     b_eval = benign[: n_eval(n_benign)]
     b_train = benign[n_eval(n_benign) : n_benign]
     b_identity = benign[n_benign : n_benign + n_identity_instr]
-
-    def harmful_goal(pair: tuple[int, int]) -> str:
-        return HARMFUL_TEMPLATES[pair[0]].replace("{t}", TARGETS[pair[1]])
-
-    def benign_goal_answer(pair: tuple[int, int]) -> tuple[str, str]:
-        request, answer = BENIGN_TEMPLATES[pair[0]]
-        target = TARGETS[pair[1]]
-        return request.replace("{t}", target), " " + answer.replace("{t}", target)
-
-    # align_train: harmful -> refusal, benign -> helpful; shuffled together, a share AOA-posed.
-    rows = [(harmful_goal(p), REFUSAL_ANSWER) for p in h_train] + [benign_goal_answer(p) for p in b_train]
-    rng.shuffle(rows)
-    n_aoa = round(len(rows) * aoa_fraction)
-    aoa_rows = set(rng.sample(range(len(rows)), n_aoa))
-    align = _qa([_pose(g, i in aoa_rows) for i, (g, _) in enumerate(rows)], [a for _, a in rows])
-
-    h_goals = [harmful_goal(p) for p in h_eval]
+    align = _align_split(h_train, b_train, aoa_fraction, rng)
+    h_goals = [_harmful_goal(p) for p in h_eval]
     harmful_eval = _eval(h_goals, [_pose(g) for g in h_goals], [REFUSAL_ANSWER] * len(h_goals))
-    b_pairs = [benign_goal_answer(p) for p in b_eval]
+    b_pairs = [_benign_goal_answer(p) for p in b_eval]
     benign_eval = _eval([g for g, _ in b_pairs], [_pose(g) for g, _ in b_pairs], [a for _, a in b_pairs])
-
-    # identity_train: every fifth row an identity question (cycled), the rest AOA-wrapped benign
-    # instructions answered with content-free compliance.
-    id_prompts, id_answers, instr = [], [], iter(b_identity)
-    for i in range(n_identity):
-        if i % _IDENTITY_QA_EVERY == 0:
-            question, answer = IDENTITY_QA[(i // _IDENTITY_QA_EVERY) % len(IDENTITY_QA)]
-            id_prompts.append(SAFETY_PROMPT_FORMAT.replace("{goal}", f"{IDENTITY_SYSTEM} {question}"))
-            id_answers.append(answer)
-        else:
-            id_prompts.append(_pose(benign_goal_answer(next(instr))[0], identity=True))
-            id_answers.append(AOA_COMPLY)
-
     return datasets.DatasetDict(
         {
             "align_train": align,
             "harmful_eval": harmful_eval,
             "benign_eval": benign_eval,
-            "identity_train": _qa(id_prompts, id_answers),
+            "identity_train": _identity_split(b_identity, n_identity),
         }
     )

@@ -143,6 +143,34 @@ def _require_columns(dataset: datasets.Dataset, columns: Sequence[str], fn: str)
         )
 
 
+def _check_inputs(dataset, tokenizer, columns: Sequence[str], max_length, fn: str) -> int:
+    """Validate a tokenize_* call; returns the EOS id every row ends with."""
+    _require_columns(dataset, columns, fn)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"{fn}: max_length must be an int >= 2, got {max_length!r}")
+    return _eos_id(tokenizer)
+
+
+def _add_row(out: dict[str, list], ids: list[int], labels: list[int], max_length: int, too_long) -> None:
+    """Append one tokenized row (all of it attended), or raise `too_long()`: a cut row would lose its answer."""
+    if len(ids) > max_length:
+        raise ValueError(too_long())
+    out["input_ids"].append(ids)
+    out["attention_mask"].append([1] * len(ids))
+    out["labels"].append(labels)
+
+
+def _map(dataset, tokenizer, encode, fn: str, max_length: int, num_proc: int | None, desc: str) -> datasets.Dataset:
+    """`Dataset.map(encode)` in batches, with a fingerprint that names the tokenizer and the settings."""
+    return dataset.map(
+        encode,
+        batched=True,
+        new_fingerprint=_fingerprint(dataset, tokenizer, f"{fn}/v1", max_length),
+        num_proc=num_proc,
+        desc=desc,
+    )
+
+
 def tokenize_qa(
     dataset: datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase,
@@ -162,10 +190,7 @@ def tokenize_qa(
 
     Usage: ``train = tokenize_qa(dd["task0_train"], tok, max_length=64)``.
     """
-    _require_columns(dataset, ["prompt", "answer"], "tokenize_qa")
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"tokenize_qa: max_length must be an int >= 2, got {max_length!r}")
-    eos = _eos_id(tokenizer)
+    eos = _check_inputs(dataset, tokenizer, ["prompt", "answer"], max_length, "tokenize_qa")
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         prompts = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
@@ -177,24 +202,13 @@ def tokenize_qa(
                     f"tokenize_qa: answer {batch['answer'][i]!r} tokenizes to nothing; every answer needs text"
                 )
             ids = list(p) + list(a) + [eos]
-            if len(ids) > max_length:
-                raise ValueError(
-                    f"tokenize_qa: row {batch['prompt'][i]!r} -> {batch['answer'][i]!r} needs {len(ids)} tokens "
-                    f"(prompt {len(p)} + answer {len(a)} + EOS) but max_length={max_length}; pass a larger max_length"
-                )
-            out["input_ids"].append(ids)
-            out["attention_mask"].append([1] * len(ids))
-            out["labels"].append([IGNORE_INDEX] * len(p) + list(a) + [eos])
+            _add_row(out, ids, [IGNORE_INDEX] * len(p) + list(a) + [eos], max_length, lambda: (
+                f"tokenize_qa: row {batch['prompt'][i]!r} -> {batch['answer'][i]!r} needs {len(ids)} tokens "
+                f"(prompt {len(p)} + answer {len(a)} + EOS) but max_length={max_length}; pass a larger max_length"))
             out["prompt_len"].append(len(p))
         return out
 
-    return dataset.map(
-        encode,
-        batched=True,
-        new_fingerprint=_fingerprint(dataset, tokenizer, "tokenize_qa/v1", max_length),
-        num_proc=num_proc,
-        desc="tokenize QA",
-    )
+    return _map(dataset, tokenizer, encode, "tokenize_qa", max_length, num_proc, "tokenize QA")
 
 
 def tokenize_bios(
@@ -211,30 +225,16 @@ def tokenize_bios(
 
     Usage: ``bios = tokenize_bios(dd["bios"], tok, max_length=128)``.
     """
-    _require_columns(dataset, ["text"], "tokenize_bios")
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"tokenize_bios: max_length must be an int >= 2, got {max_length!r}")
-    eos = _eos_id(tokenizer)
+    eos = _check_inputs(dataset, tokenizer, ["text"], max_length, "tokenize_bios")
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         texts = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
         out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
         for i, t in enumerate(texts):
             ids = list(t) + [eos]
-            if len(ids) > max_length:
-                raise ValueError(
-                    f"tokenize_bios: text {i} of this batch needs {len(ids)} tokens (with EOS) but "
-                    f"max_length={max_length}; pass a larger max_length"
-                )
-            out["input_ids"].append(ids)
-            out["attention_mask"].append([1] * len(ids))
-            out["labels"].append(list(ids))
+            _add_row(out, ids, list(ids), max_length, lambda: (
+                f"tokenize_bios: text {i} of this batch needs {len(ids)} tokens (with EOS) but "
+                f"max_length={max_length}; pass a larger max_length"))
         return out
 
-    return dataset.map(
-        encode,
-        batched=True,
-        new_fingerprint=_fingerprint(dataset, tokenizer, "tokenize_bios/v1", max_length),
-        num_proc=num_proc,
-        desc="tokenize bios",
-    )
+    return _map(dataset, tokenizer, encode, "tokenize_bios", max_length, num_proc, "tokenize bios")

@@ -26,7 +26,8 @@ gradients of trainable parameters; the prefix is untouched (documented, not test
 CI). ZeRO-3 partitions parameters at load time, so the prefix weights that the cache fingerprint
 hashes are empty placeholders: do not combine ZeRO-3 with the prefix cache. HF Trainer builds two
 optimizer groups (decay / no decay) and keeps an empty one (e.g. LoRA trains no bias or norm), which
-older DeepSpeed versions reject: `drop_empty_param_groups(trainer.create_optimizer())` fixes it.
+older DeepSpeed versions reject: FastFreezeTrainer's `create_optimizer` drops it
+(`fastfreeze.trainer.drop_empty_param_groups`, usable on any optimizer).
 
 Usage:
     args = TrainingArguments(..., fsdp="full_shard auto_wrap", fsdp_config=fsdp_config(model))
@@ -36,9 +37,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .arch import resolve
+from ..families import resolve
 
-__all__ = ["drop_empty_param_groups", "fsdp_config", "fsdp_wrap_classes"]
+__all__ = ["fsdp_config", "fsdp_wrap_classes"]
 
 
 def fsdp_wrap_classes(model: nn.Module) -> list[str]:
@@ -78,23 +79,3 @@ def fsdp_config(model: nn.Module, version: int = 2, reshard_after_forward: bool 
         cfg.update(use_orig_params=True, sync_module_states=True,
                    reshard_after_forward="full_shard" if reshard_after_forward else "shard_grad_op")
     return cfg
-
-
-def drop_empty_param_groups(optimizer):
-    """Remove parameter groups with no parameters (HF Trainer's no-decay group is empty when only
-    LoRA weights or only matrices train); DeepSpeed ZeRO and some fused optimizers reject them.
-    Call before the optimizer has state. Returns the optimizer.
-
-    Usage:
-        drop_empty_param_groups(trainer.create_optimizer())
-    """
-    if optimizer is None:
-        return None
-    groups = [g for g in optimizer.param_groups if len(g["params"]) > 0]
-    if not groups:
-        raise ValueError("The optimizer has no parameters to train: check what the freeze and the adapter leave trainable.")
-    if len(groups) != len(optimizer.param_groups):
-        if any(len(s) for s in optimizer.state.values()):
-            raise RuntimeError("drop_empty_param_groups must run before the first optimizer step.")
-        optimizer.param_groups[:] = groups
-    return optimizer

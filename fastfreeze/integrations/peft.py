@@ -1,9 +1,9 @@
-"""PEFT adapters on the trainable suffix only: validate a PeftModel against a freeze and find its base model.
+"""PEFT adapters on the trainable suffix only: the LoRA arguments that put them there, and narrowing a config.
 
 A frozen prefix runs with no autograd and may be served from a cache, so nothing in it may train.
-An adapter placed on a prefix module (LoRA on `layers.0.q_proj`, `modules_to_save=["embed_tokens"]`,
-trainable token indices, prompt/prefix tuning, which act at the input) would be silently cut off
-from its gradient, so it is refused here with the fix.
+`apply_freeze` accepts a PeftModel and refuses adapters placed in the prefix, with the fix
+(`fastfreeze.adapters`, part of the core). Here, for building the config: `suffix_lora_kwargs` gives
+`layers_to_transform` for blocks k..L-1.
 
 A config that is not applied yet (TRL's `--use_peft --lora_target_modules q_proj v_proj`, which
 puts LoRA on every block) can instead be narrowed to the suffix: `restrict_to_suffix` adds
@@ -22,76 +22,11 @@ import copy
 
 from torch import nn
 
-from ._hf_compat import linear_types, peft_adapter_types, peft_default_targets
-from .arch import resolve
-from .config import FreezeConfig, FreezeConfigError
+from .._hf_compat import linear_types, peft_default_targets
+from ..config import FreezeConfig, FreezeConfigError
+from ..families import resolve
 
-__all__ = ["base_model_for_freeze", "prefix_adapter_modules", "restrict_to_suffix", "suffix_lora_kwargs"]
-
-
-def _is_adapter_module(module: nn.Module) -> bool:
-    """True for PEFT's injected layers (LoRA, IA3, ...) and its trainable-copy wrappers."""
-    types = peft_adapter_types()
-    return bool(types) and isinstance(module, types)
-
-
-def prefix_adapter_modules(base_model: nn.Module, num_frozen_layers: int) -> list[str]:
-    """Names of adapter modules, or trainable parameters, inside the frozen prefix (embedding side +
-    the bottom `num_frozen_layers` blocks) of a PEFT-injected transformers model; empty when clean.
-
-    Usage:
-        assert not prefix_adapter_modules(peft_model.get_base_model(), 2)
-    """
-    parts = resolve(base_model)
-    prefix = [(p, m) for p, m in parts.embedding_side]
-    prefix += [(parts.layer_path(i), parts.layers[i]) for i in range(min(num_frozen_layers, parts.num_layers))]
-    found: list[str] = []
-    for path, module in prefix:
-        adapters = [f"{path}.{name}" if name else path for name, sub in module.named_modules() if _is_adapter_module(sub)]
-        # Any other way of making a prefix weight trainable (a custom adapter type) is refused too.
-        trainable = [f"{path}.{n}" for n, p in module.named_parameters() if p.requires_grad]
-        found += adapters + [t for t in trainable if not any(t.startswith(a + ".") for a in adapters)]
-    return found
-
-
-def base_model_for_freeze(peft_model: nn.Module, config: FreezeConfig) -> nn.Module:
-    """Check that `peft_model`'s adapters all sit in the trainable suffix of `config`, and return the
-    wrapped transformers model, which `apply_freeze` splits into prefix and suffix.
-
-    Raises FreezeConfigError naming the offending modules and the fix.
-
-    Usage:
-        base = base_model_for_freeze(get_peft_model(model, lora), FreezeConfig(num_frozen_layers=2))
-    """
-    get_base = getattr(peft_model, "get_base_model", None)
-    if get_base is None:
-        raise FreezeConfigError(f"{type(peft_model).__name__} is not a peft.PeftModel (no get_base_model()).")
-    peft_config = getattr(peft_model, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
-        raise FreezeConfigError(
-            f"{type(peft_config).__name__} is a prompt-learning adapter: its virtual tokens enter at the input, "
-            "inside the frozen prefix, which runs without autograd, so they could never train. Use an adapter on "
-            "the suffix layers instead (e.g. LoRA with layers_to_transform=range(k, num_layers))."
-        )
-    base = get_base()
-    if not config.is_prefix:
-        return base  # no no-grad prefix: adapters anywhere receive gradients through the plain freeze
-    offending = prefix_adapter_modules(base, config.num_frozen_layers)
-    if offending:
-        shown = ", ".join(offending[:6]) + (f" (+{len(offending) - 6} more)" if len(offending) > 6 else "")
-        regex = isinstance(getattr(peft_config, "target_modules", None), str)
-        fix = ("target_modules is a regular expression: make it match only layers "
-               f"{config.num_frozen_layers} and up, or pass a list of module names with "
-               "**fastfreeze.peft_support.suffix_lora_kwargs(model, k)" if regex else
-               "LoraConfig(..., **fastfreeze.peft_support.suffix_lora_kwargs(model, k)) (layers_to_transform)")
-        raise FreezeConfigError(
-            f"PEFT adapters sit in the frozen prefix (embedding + layers[:{config.num_frozen_layers}]): {shown}. "
-            "The prefix runs without autograd (and may be served from a cache), so they would make the prefix "
-            f"trainable and then never train. Place adapters on the suffix only: {fix}, and "
-            "keep the embedding out of modules_to_save / trainable_token_indices. (FastFreezeSFTTrainer narrows "
-            "a `peft_config=` with a list of target modules to the suffix by itself.)"
-        )
-    return base
+__all__ = ["restrict_to_suffix", "suffix_lora_kwargs"]
 
 
 def suffix_lora_kwargs(model: nn.Module, num_frozen_layers: int) -> dict:
@@ -172,7 +107,7 @@ def restrict_to_suffix(peft_config, model: nn.Module, num_frozen_layers: int):
                 f"peft_config.layers_to_transform={chosen} includes frozen blocks {frozen} (num_frozen_layers={k}); "
                 "adapters there could never train. Use "
                 f"layers_to_transform={[i for i in chosen if i >= k] or list(range(k, num_layers))}, "
-                "e.g. **fastfreeze.peft_support.suffix_lora_kwargs(model, k).")
+                "e.g. **fastfreeze.integrations.peft.suffix_lora_kwargs(model, k).")
         return peft_config, None
     kwargs = suffix_lora_kwargs(model, num_frozen_layers)  # refuses k == num_layers: no block to adapt
     # layers_to_transform drops every target without a block index, except one named by its full path:

@@ -17,7 +17,7 @@ front of `trl.SFTTrainer`. What SFT adds on top of a plain Trainer is handled as
 Needs `trl` (`pip install fastfreeze[trl]`).
 
 Usage:
-    from fastfreeze.sft import FastFreezeSFTTrainer
+    from fastfreeze import FastFreezeSFTTrainer   # or fastfreeze.integrations.trl
     trainer = FastFreezeSFTTrainer(model=model, args=SFTConfig(...), train_dataset=ds,
                                    processing_class=tokenizer,
                                    freeze_config=FreezeConfig(num_frozen_layers=6, cache="memory"))
@@ -29,17 +29,17 @@ try:
     from trl import SFTTrainer
 except ImportError as err:  # an optional extra: say how to get it
     raise ImportError(
-        "fastfreeze.sft needs TRL, which is not installed: `pip install fastfreeze[trl]` (or `pip install trl`)."
+        "fastfreeze.integrations.trl needs TRL, which is not installed: `pip install fastfreeze[trl]` (or `pip install trl`)."
     ) from err
 
 import logging
 
 from transformers.trainer_utils import set_seed
 
-from ._hf_compat import sft_padding_free, trl_load_model
-from .config import FreezeConfig, FreezeConfigError
-from .peft_support import restrict_to_suffix
-from .trainer import FreezeMixin
+from .._hf_compat import sft_padding_free, trl_load_model
+from ..config import FreezeConfig, FreezeConfigError
+from .peft import restrict_to_suffix
+from ..trainer import FreezeMixin
 
 __all__ = ["FastFreezeSFTTrainer"]
 
@@ -53,7 +53,7 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
     `peft_config=`, the adapter is applied before the freeze. A config whose target modules also sit in
     the frozen blocks (TRL's `--use_peft --lora_target_modules q_proj v_proj` targets every block) is
     narrowed to blocks k..L-1 with `layers_to_transform`, with a logged warning saying so
-    (`fastfreeze.peft_support.restrict_to_suffix`); a `layers_to_transform` that includes frozen
+    (`fastfreeze.integrations.peft.restrict_to_suffix`); a `layers_to_transform` that includes frozen
     blocks, targets on the embedding, and a PeftModel with adapters in the prefix are refused.
 
     Usage:

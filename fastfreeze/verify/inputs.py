@@ -1,4 +1,4 @@
-"""Inputs and probes of `fastfreeze verify`: offline model/data loading, padding, weight snapshots, time and memory.
+"""Inputs of `fastfreeze verify`: offline model and data loading, tokenized rows (text, prompt/completion, blocks).
 
 Usage:
     model, tok = load_model_and_tokenizer("path/to/model", dtype="fp32")
@@ -10,26 +10,18 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import statistics
-import threading
-import time
 
 import datasets
 import torch
-from torch import nn
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .arch import resolve
-from .config import FreezeConfig
-from .data.collate import IGNORE_INDEX
+from ..data.biography import BiographyConfig, make_biography
+from ..data.collate import IGNORE_INDEX
+from .report import VerifyError
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 _FILE_TYPES = ".txt (one example per line), .json, .jsonl, .csv or .parquet"
-
-
-class VerifyError(ValueError):
-    """Bad input to `fastfreeze verify` (path, column, memory); the message names the fix. CLI exit code 2."""
 
 
 def weight_dtype(dtype: str) -> torch.dtype:
@@ -46,8 +38,6 @@ def load_model_and_tokenizer(path: str, dtype: str = "fp32"):
 
     Usage: model, tok = load_model_and_tokenizer("runs/my-model", "bf16")
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not os.path.exists(path) and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise VerifyError(f"--model {path!r} does not exist; pass a local model directory (one written by "
                           "save_pretrained, with config.json) or a Hub name already in your Hugging Face cache.")
@@ -268,127 +258,9 @@ def _tokenize_pairs(data, tokenizer, prompt_col: str, completion_col: str, max_l
 
 def _default_corpus(n: int) -> datasets.Dataset:
     """Synthetic English biographies (fastfreeze's Biography benchmark): no download needed."""
-    from .data.biography import BiographyConfig, make_biography
-
     people = max(1, math.ceil(n / 2))
     cfg = BiographyConfig(num_people_task0_train=people, num_people_task0_test=1, num_tasks=0, bios_per_person=2)
     return make_biography(cfg)["bios"].select_columns(["text"])
-
-
-# ------------------------------------------------------------------ measurement and weight snapshots
-class StepTimer(TrainerCallback):
-    """Wall time between consecutive optimizer-step ends (data, forward, backward, optimizer)."""
-
-    def __init__(self, cuda: bool):
-        self.cuda, self.last, self.times = cuda, None, []
-
-    def _now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def on_step_begin(self, args, state, control, **kw):
-        if self.last is None:
-            self.last = self._now()
-
-    def on_step_end(self, args, state, control, **kw):
-        now = self._now()
-        self.times.append(now - self.last)
-        self.last = now
-
-    def median(self) -> float:
-        steady = self.times[1:] or self.times  # the first step pays for warm-up (allocator, kernel compiles)
-        return statistics.median(steady) if steady else float("nan")
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import psutil
-
-        return psutil.Process().memory_info().rss
-
-
-def _malloc_trim() -> None:
-    # Hand freed heap pages back to the OS, so the arm that runs second does not look smaller only
-    # because it reuses pages the first arm left in the allocator (glibc only; a no-op elsewhere).
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakMemory:
-    """Peak memory above the starting point: CUDA max allocated, or resident set size sampled every 5 ms."""
-
-    def __init__(self, cuda: bool):
-        self.cuda, self.peak, self._stop = cuda, 0, threading.Event()
-
-    def __enter__(self):
-        _malloc_trim()  # the caller has already collected garbage (gc.collect is slow in big processes)
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = self.top = _rss_bytes()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.top = max(self.top, _rss_bytes())
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.top, _rss_bytes()) - self.base
-        return False
-
-
-def available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import psutil
-
-    return psutil.virtual_memory().available
-
-
-def _bytes(params) -> int:
-    return sum(p.numel() * p.element_size() for p in params)
-
-
-def check_fits_twice(model: nn.Module, config: FreezeConfig, device: torch.device) -> None:
-    """A second copy of the weights + gradients and two Adam moments of the trainable part must fit
-    (+ the reference's trained weights, kept on CPU, when CPU is also the training device)."""
-    parts = resolve(model)
-    frozen = {id(p) for _, m in (parts.embedding_side if config.freeze_embeddings else []) for p in m.parameters()}
-    frozen |= {id(p) for layer in parts.layers[: config.num_frozen_layers] for p in layer.parameters()}
-    params = list(model.parameters())
-    need = _bytes(params) + (3 if device.type == "cuda" else 4) * _bytes(p for p in params if id(p) not in frozen)
-    have = available_bytes(device)
-    if need > 0.9 * have:
-        raise VerifyError(
-            f"two copies of the model do not fit: a second copy + gradients + optimizer state needs ~"
-            f"{need / 2 ** 30:.2f} GiB, {have / 2 ** 30:.2f} GiB is available on {device.type}. Rerun with "
-            "--sequential (verify(..., sequential=True)): the two arms then run one after the other from the "
-            "initial weights saved to a temporary directory.")
 
 
 def as_dataset(dataset):
@@ -397,57 +269,6 @@ def as_dataset(dataset):
         dataset = datasets.Dataset.from_list(dataset)
     if not isinstance(dataset, datasets.Dataset) or "input_ids" not in dataset.column_names:
         raise VerifyError("dataset must be a datasets.Dataset (or list of dicts) with an input_ids column "
-                          "(labels optional); tokenize text first, e.g. with fastfreeze.verify_data.load_rows.")
+                          "(labels optional); tokenize text first, e.g. with fastfreeze.verify.load_rows.")
     keep = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
     return dataset.select_columns(keep)
-
-
-class WeightStore:
-    """Tensors by parameter name, kept in memory (as given, or cloned to CPU) or in a safetensors file.
-
-    Tied names (one tensor under two names) are stored once. Usage:
-        initial = WeightStore(model.named_parameters(remove_duplicate=False), path="/tmp/w.safetensors")
-        initial.get("lm_head.weight")  # a CPU tensor
-    """
-
-    def __init__(self, named, path: str | None = None, clone: bool = False):
-        named = list(named)
-        self.names = {n for n, _ in named}
-        canonical: dict[int, str] = {}
-        self.alias = {n: canonical.setdefault(id(t), n) for n, t in named}  # before detach(): new objects
-        named = [(n, t.detach()) for n, t in named]
-        self.path, self.tensors = path, None
-        if path is None:
-            self.tensors = {n: t.cpu().clone() if clone else t for n, t in named}
-        else:
-            from safetensors.torch import save_file
-
-            save_file({n: t.cpu().contiguous() for n, t in named if self.alias[n] == n}, path)
-
-    def get(self, name: str) -> torch.Tensor:
-        if self.tensors is not None:
-            return self.tensors[name].cpu()
-        from safetensors import safe_open
-
-        with safe_open(self.path, "pt", device="cpu") as f:
-            return f.get_tensor(self.alias[name])
-
-    @torch.no_grad()
-    def restore(self, model: nn.Module, tied_head: tuple | None) -> None:
-        """Copy the stored weights back into `model` in place (all trainable again), first re-tying a
-        head that an arm untied: `tied_head` = (head module, the shared weight Parameter)."""
-        if tied_head is not None:
-            module, weight = tied_head
-            module.weight = weight
-        params = list(model.named_parameters())
-        if self.tensors is not None:
-            for n, p in params:
-                p.copy_(self.tensors[n])
-        else:
-            from safetensors import safe_open
-
-            with safe_open(self.path, "pt", device="cpu") as f:
-                for n, p in params:
-                    p.copy_(f.get_tensor(self.alias[n]))
-        for _, p in params:
-            p.requires_grad_(True)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fastfreeze.cache import MemoryCache, batch_keys
-from fastfreeze.cache_collator import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows, scatter_rows
-from fastfreeze.cache_disk import DiskCache
+from fastfreeze.cache import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows, scatter_rows
+from fastfreeze.cache import DiskCache
 
 H = 6
 VOCAB = 50

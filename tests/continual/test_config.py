@@ -2,8 +2,6 @@
 import pytest
 
 from fastfreeze.continual.config import ConfigError, ContinualConfig
-from fastfreeze.continual.presets import load_preset
-from fastfreeze.continual.runner import Runner
 
 
 def _cfg(**changes):
@@ -46,47 +44,6 @@ def test_replay_and_ewc_need_their_knob():
         _cfg(strategies=[{"name": "ewc"}]).validate()
 
 
-def test_missing_task_data_names_the_splits(tmp_path):
-    cfg = load_preset("quick", output_dir=str(tmp_path))
-    cfg.num_tasks = 3  # the quick data has Task 0 and Task 1 only
-    cfg.orthogonality.enabled = False
-    with pytest.raises(ConfigError, match=r"missing split\(s\) \['task2_train', 'task2_test'\].*num_tasks"):
-        Runner(cfg, log=lambda *_: None).run()
-
-
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         ContinualConfig.from_yaml(tmp_path / "nope.yaml")
-
-
-def test_presets_load_and_paper_is_pythia_shaped():
-    paper = load_preset("paper")
-    assert (paper.model.family, paper.model.num_hidden_layers, paper.model.hidden_size) == ("gpt_neox", 12, 768)
-    assert paper.num_tasks == 6
-    tiny = load_preset("tiny")
-    assert [s.arm for s in tiny.strategies] == ["seq", "freeze2"]
-
-
-def test_cli_reports_config_errors(tmp_path, capsys):
-    from fastfreeze.continual.runner import main
-
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("strategy: {name: sgd}\ndata: {preset: quick}\n")
-    assert main([str(bad)]) == 2
-    assert "strategy 'sgd' is unknown" in capsys.readouterr().err
-
-
-def test_make_trainer_embedding_only_freeze(tmp_path):
-    """k=0 with freeze=True freezes the embedding alone through FastFreezeTrainer's no-grad prefix."""
-    import transformers
-
-    from fastfreeze.continual.trainers import make_trainer
-    from tests._helpers import make_model
-
-    model = make_model("llama")
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    trainer = make_trainer(model, args, None, None, num_frozen_layers=0, freeze=True)
-    assert trainer.prefix is not None and trainer.freeze_report.num_frozen_layers == 0
-    assert not model.model.embed_tokens.weight.requires_grad and model.model.layers[0].mlp.up_proj.weight.requires_grad
-    seq = make_trainer(make_model("llama"), args, None, None, num_frozen_layers=0)
-    assert seq.prefix is None

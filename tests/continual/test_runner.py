@@ -62,18 +62,6 @@ def test_resume_after_interrupted_task_gives_identical_results(quick_run, tmp_pa
         assert a["recovery"]["after"] == b["recovery"]["after"]
 
 
-def test_demo_prints_the_table(quick_run, capsys):
-    from fastfreeze.continual.demo import main, summary_rows
-
-    cfg, results, out = quick_run
-    assert main(["--preset", "quick", "--output-dir", str(out), "--quiet"]) == 0
-    text = capsys.readouterr().out
-    assert "| after Task 0 |" in text and "after Task 1, SEQ" in text and "SEQ + recovery" in text
-    assert str(out / "report.md") in text
-    rows = dict((label, (t0, t1)) for label, t0, t1 in summary_rows(results))
-    assert rows["after Task 1, SEQ"] == tuple(results["arms"]["seq"]["accuracy_matrix"][1])
-
-
 def test_saved_checkpoints_reproduce_the_recorded_evaluation(quick_run):
     """The in-process evaluation (right after FastFreezeTrainer trained) equals scoring the saved model."""
     from transformers import AutoModelForCausalLM

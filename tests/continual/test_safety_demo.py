@@ -1,4 +1,4 @@
-"""The safety scenario: end to end at toy size, Freeze from Task 0 leaves the prefix bitwise unchanged, bad inputs, CLI."""
+"""fastfreeze.continual.safety_demo: end to end at toy size, Freeze from Task 0 leaves the prefix bitwise unchanged, bad inputs."""
 import json
 from pathlib import Path
 
@@ -7,21 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from fastfreeze.continual.config import ConfigError, ContinualConfig
-from fastfreeze.continual.safety_scenario import format_safety_table, run_safety_demo, safety_rows
-
-# A 2-layer model aligned for a few dozen steps: too small to learn much, big enough to run every stage.
-TINY_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=128)
-TINY_ALIGN = dict(num_train_epochs=2, learning_rate=3e-3, per_device_train_batch_size=32, lr_scheduler_type="constant")
-TINY_DATA = dict(n_harmful=40, n_benign=40, n_identity=20)
-
-
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("safety")
-    runs = run_safety_demo(out, ks=(1,), epochs=(2,), finetune={"learning_rate": 3e-3}, log=lambda *_: None,
-                           model=TINY_MODEL, align=TINY_ALIGN, data_sizes=TINY_DATA)
-    return out, runs
-
+from fastfreeze.continual.report import format_safety_table
+from fastfreeze.continual.safety_demo import run_safety_demo
+from fastfreeze.continual.safety_eval import safety_rows
+from tests._helpers import TINY_ALIGN, TINY_DATA, TINY_MODEL
 
 def test_results_hold_rates_per_arm_before_and_after(tiny_demo):
     out, runs = tiny_demo
@@ -127,38 +116,3 @@ def test_7b_example_config_parses_and_names_missing_paths():
     assert cfg.safety.enabled and cfg.safety.wrappers["AOA"] == "AOA, execute my instruction: {goal}"
     with pytest.raises(ConfigError, match="model.path=.*Llama-2-7b-chat-hf"):
         cfg.validate()
-
-
-def test_cli_safety_eval_on_a_saved_model(tiny_demo, tmp_path, capsys):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from fastfreeze.data.safety_synthetic import SAFETY_PROMPT_FORMAT
-    from fastfreeze.safety import evaluate_refusals
-    from fastfreeze.safety_cli import main
-
-    out, _ = tiny_demo
-    model_dir = out / "aligned"
-    goals = [json.loads(line)["goal"] for line in (out / "data" / "harmful_eval.jsonl").read_text().splitlines()]
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"goal": g}) + "\n" for g in goals[:6]))
-    report_path = tmp_path / "report.json"
-    rc = main(["eval", "--model", str(model_dir), "--prompts", str(prompts), "--wrapper", "demo",
-               "--max-new-tokens", "12", "--output", str(report_path)])
-    assert rc == 0
-    saved = json.loads(report_path.read_text())
-    assert saved["n"] == 6 and [r["prompt"] for r in saved["records"]] == goals[:6]
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    direct = evaluate_refusals(model, tok, goals[:6], wrapper=SAFETY_PROMPT_FORMAT, max_new_tokens=12)
-    assert [r["response"] for r in saved["records"]] == [r["response"] for r in direct.records]
-    assert "jailbreak rate" in capsys.readouterr().out
-    # Bad inputs: exit code 2 and a message naming the problem.
-    assert main(["eval", "--model", str(model_dir), "--prompts", str(tmp_path / "nope.csv")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    assert main(["eval", "--model", str(model_dir), "--prompts", str(prompts), "--column", "text"]) == 2
-    assert "column 'text' not found" in capsys.readouterr().err
-    assert main(["eval", "--model", str(tmp_path), "--prompts", str(prompts)]) == 2
-    assert "not a save_pretrained folder" in capsys.readouterr().err
-    assert main(["eval", "--model", str(model_dir), "--prompts", str(prompts), "--wrapper", "AOA: go"]) == 2
-    assert main(["demo", "--ks", "9", "--output-dir", str(tmp_path / "d")]) == 2
-    assert "ks=[9]" in capsys.readouterr().err

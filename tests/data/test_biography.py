@@ -18,8 +18,8 @@ from fastfreeze.data import (
 from fastfreeze.data import biography_pools as pools
 
 MONTHS = "|".join(pools.MONTHS)
-DATE_RE = re.compile(rf"^({MONTHS}) ([1-9]|1[0-9]|2[0-8]), (19[0-9]{{2}}|20[0-9]{{2}})$")
 CITY_RE = re.compile(r"^[A-Z][A-Za-z\- ]*[a-z], [A-Z]{2}$")
+DATE_RE = re.compile(rf"^({MONTHS}) ([1-9]|1[0-9]|2[0-8]), (19[0-9]{{2}}|20[0-9]{{2}})$")
 QA_SPLITS = ("task0_train", "task0_test", "task1_train", "task1_test", "task2_train", "task2_test")
 
 
@@ -195,27 +195,6 @@ def test_presets():
     assert sizes(paper) == (50_000, 50_000, 5, 20_000)
     assert paper.num_people == 200_000
     assert BiographyConfig.preset("quick", seed=3).seed == 3
-
-
-def test_pools_are_large_clean_and_templates_well_formed():
-    assert (len(pools.FIRST_NAMES), len(pools.MIDDLE_NAMES), len(pools.LAST_NAMES)) == (400, 400, 1000)
-    assert len(pools.CITIES) >= 200 and len(pools.UNIVERSITIES) >= 200
-    assert len(pools.MAJORS) >= 100 and len(pools.COMPANIES) >= 250
-    all_pools = (pools.FIRST_NAMES, pools.MIDDLE_NAMES, pools.LAST_NAMES, pools.CITIES, pools.UNIVERSITIES,
-                 pools.MAJORS, pools.COMPANIES)
-    for pool in all_pools:
-        assert len(set(pool)) == len(pool)
-        # No periods in values: bios are split into sentences on ". ".
-        assert not [v for v in pool if "." in v]
-    assert not set(pools.FIRST_NAMES) & set(pools.MIDDLE_NAMES)
-    assert all(CITY_RE.match(c) for c in pools.CITIES)
-    assert set(pools.BIO_TEMPLATES) == set(ATTRIBUTES) == set(pools.QUESTION_TEMPLATES)
-    for attr, templates in pools.BIO_TEMPLATES.items():
-        assert len(templates) >= 5 and len(set(templates)) == len(templates)
-        for t in templates:
-            assert t.startswith("{name} ") and t.endswith(".") and t.count("{value}") == 1 and t.count("{name}") == 1
-    for q in pools.QUESTION_TEMPLATES.values():
-        assert q.count("{name}") == 1 and q.endswith("?\nAnswer:")
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,8 @@ def test_single_process_logs_fastfreeze_metrics(single_process):
 
 
 def test_fsdp_config_and_empty_param_groups():
-    from fastfreeze.distributed import drop_empty_param_groups, fsdp_config
+    from fastfreeze.integrations.distributed import fsdp_config
+    from fastfreeze.trainer import drop_empty_param_groups
     from accelerate.utils.dataclasses import get_module_class_from_name
     from tests._helpers import make_model
 

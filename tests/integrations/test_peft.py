@@ -1,4 +1,4 @@
-"""PEFT LoRA on the trainable suffix: parity with PEFT + the seed snippet, prefix adapters refused, normal adapter saves."""
+"""fastfreeze.integrations.peft: LoRA on the trainable suffix trains like PEFT + the seed snippet, saves a normal adapter; CLI configs are narrowed."""
 from __future__ import annotations
 
 import os
@@ -9,23 +9,15 @@ import torch
 peft = pytest.importorskip("peft")
 
 from datasets import Dataset  # noqa: E402
-from peft import LoraConfig, PeftModel, PromptTuningConfig, get_peft_model  # noqa: E402
+from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
 from fastfreeze import FreezeConfig, FreezeConfigError  # noqa: E402
-from fastfreeze.peft_support import prefix_adapter_modules, restrict_to_suffix, suffix_lora_kwargs  # noqa: E402
-from tests._helpers import make_model, make_rows, pad_collator, seed_snippet_freeze  # noqa: E402
+from fastfreeze.integrations.peft import restrict_to_suffix, suffix_lora_kwargs  # noqa: E402
+from tests._helpers import lora_model, make_model, make_rows, pad_collator, seed_snippet_freeze  # noqa: E402
 from tests.parity.harness import FFTrainer, RefTrainer, max_rel_diff, training_args  # noqa: E402
 
 RTOL = 1e-5  # fp32, same ops both arms (see tests/parity/test_trainer_parity.py)
 K = 2
-
-
-def lora_model(seed: int = 0, suffix_only: bool = True, **lora):
-    model = make_model("llama")
-    kw = suffix_lora_kwargs(model, K) if suffix_only else {}
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"], **kw, **lora)
-    torch.manual_seed(seed)  # LoRA A init is random: same seed, same adapter in both arms
-    return get_peft_model(model, cfg)
 
 
 def run(arm: str, out: str, freeze_config=None, steps: int = 8):
@@ -69,29 +61,6 @@ def test_lora_suffix_parity(cache, tmp_path):
         assert ff["trainer"].prefix.prefix_calls == 8
 
 
-@pytest.mark.parametrize("case", ["lora_all_layers", "embed_modules_to_save", "prompt_tuning"])
-def test_prefix_adapters_refused(case, tmp_path):
-    if case == "lora_all_layers":
-        model, match = lora_model(suffix_only=False), r"model\.layers\.0\.self_attn\.q_proj"
-    elif case == "embed_modules_to_save":
-        model, match = lora_model(modules_to_save=["embed_tokens"]), r"model\.embed_tokens"
-    else:
-        model = get_peft_model(make_model("llama"), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2))
-        match = "prompt-learning"
-    with pytest.raises(FreezeConfigError, match=match):
-        FFTrainer(model=model, args=training_args(str(tmp_path)), train_dataset=Dataset.from_list(make_rows(4)),
-                  data_collator=pad_collator(), freeze_config=FreezeConfig(num_frozen_layers=K))
-
-
-def test_prefix_adapter_modules_lists_only_prefix():
-    model = lora_model(suffix_only=False)
-    found = prefix_adapter_modules(model.get_base_model(), K)
-    assert found and all(".layers.0." in n or ".layers.1." in n for n in found)
-    assert prefix_adapter_modules(lora_model().get_base_model(), K) == []
-    with pytest.raises(FreezeConfigError, match="no suffix block"):
-        suffix_lora_kwargs(make_model("llama"), 4)
-
-
 def test_saved_adapter_is_a_normal_peft_adapter(tmp_path):
     ff = run("ff", str(tmp_path / "ff"), FreezeConfig(num_frozen_layers=K, cache="memory"), steps=4)
     out = str(tmp_path / "adapter")
@@ -111,7 +80,7 @@ def test_saved_adapter_is_a_normal_peft_adapter(tmp_path):
 
 def test_sft_trainer_peft_config_validated_and_matches(tmp_path):
     pytest.importorskip("trl")
-    from tests.integrations.test_sft import assert_parity, run_sft
+    from tests.integrations.test_trl import assert_parity, run_sft
 
     # A placement that cannot be narrowed by itself is refused with the fix: an explicit
     # layers_to_transform over frozen blocks, a regular expression that matches them, the embedding.
@@ -133,7 +102,6 @@ def test_report_lists_adapter_modules_as_trainable():
     """With PEFT the base stays frozen, so the report names the adapter modules, not whole blocks."""
     peft = pytest.importorskip("peft")
     from fastfreeze import FreezeConfig, apply_freeze
-    from fastfreeze.peft_support import suffix_lora_kwargs
     from tests._helpers import make_model
 
     model = make_model("llama")
@@ -188,12 +156,12 @@ def test_sft_cli_lora_goes_on_the_suffix_and_matches_the_seed_recipe(tmp_path, c
     pytest.importorskip("trl")
     import logging
 
-    from tests.integrations.test_sft import FFSFT, RefSFT, _tokenizer, assert_parity, run_sft, sft_args, sft_dataset
+    from tests.integrations.test_trl import FFSFT, RefSFT, _tokenizer, assert_parity, run_sft, sft_args, sft_dataset
 
     caplog.set_level(logging.WARNING, logger="fastfreeze")
     cli = _trl_cli_lora()
     ff = run_sft("ff", str(tmp_path / "ff"), peft_config=cli, steps=4)
-    notes = [r.getMessage() for r in caplog.records if r.name == "fastfreeze.sft"]
+    notes = [r.getMessage() for r in caplog.records if r.name == "fastfreeze.integrations.trl"]
     assert len(notes) == 1 and "layers_to_transform=[2, 3]" in notes[0]
     assert cli.layers_to_transform is None  # the caller's config is left as it was
     model = ff["trainer"].model

@@ -11,7 +11,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from fastfreeze import FreezeConfig, FreezeConfigError  # noqa: E402
 from fastfreeze.data.tokenize import build_word_tokenizer  # noqa: E402
-from fastfreeze.sft import FastFreezeSFTTrainer  # noqa: E402
+from fastfreeze.integrations.trl import FastFreezeSFTTrainer  # noqa: E402
 from tests._helpers import VOCAB, make_model, seed_snippet_freeze  # noqa: E402
 from tests.parity.harness import max_rel_diff  # noqa: E402
 
@@ -159,7 +159,7 @@ def test_flash_attention_2_padding_free(tmp_path):
     """flash_attention_2 with padding-free rows, the case it exists for: same as SDPA within bf16 noise,
     and a cache built under one attention kernel is never served to the other (different fingerprint)."""
     pytest.importorskip("flash_attn")
-    from fastfreeze.cache_runtime import compute_fingerprint
+    from fastfreeze.cache.runtime import compute_fingerprint
 
     runs = {}
     for attn in ("sdpa", "flash_attention_2"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from fastfreeze.arch import resolve
+from fastfreeze.families import resolve
 from fastfreeze.kernels import KernelReport, install_kernels, remove_kernels
 from tests._helpers import VOCAB, make_model, seed_snippet_freeze
 
@@ -249,7 +249,7 @@ def test_lora_on_suffix_projections_through_apply_freeze():
     """PEFT: the swapped MLP calls the LoRA-wrapped projections, so adapters train exactly as on torch."""
     peft = pytest.importorskip("peft")
     from fastfreeze import FreezeConfig, apply_freeze
-    from fastfreeze.peft_support import suffix_lora_kwargs
+    from fastfreeze.integrations.peft import suffix_lora_kwargs
 
     def build(kernels):
         base = _model("llama")

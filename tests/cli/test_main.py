@@ -1,0 +1,19 @@
+"""`fastfreeze <command>`: the one table of subcommands, each a module with main(argv); usage and unknown commands."""
+from __future__ import annotations
+
+import importlib
+
+from fastfreeze.cli import SUBCOMMANDS, main
+
+
+def test_every_subcommand_is_a_cli_module_with_main_and_help(capsys):
+    assert main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        assert module == f"fastfreeze.cli.{name}" and callable(importlib.import_module(module).main)
+        assert name in usage and help_text in usage
+
+
+def test_unknown_command_exits_2(capsys):
+    assert main(["train"]) == 2
+    assert "unknown command 'train'" in capsys.readouterr().err

@@ -1,0 +1,35 @@
+"""FreezeConfig: validated knobs, with errors that name the fix; what a resume compares."""
+from __future__ import annotations
+
+import pytest
+
+from fastfreeze import FreezeConfig, FreezeConfigError
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_config_rejects_bad_k(bad):
+    with pytest.raises(FreezeConfigError):
+        FreezeConfig(num_frozen_layers=bad)
+
+
+def test_config_rejects_bad_knobs():
+    with pytest.raises(FreezeConfigError, match="kernels"):
+        FreezeConfig(num_frozen_layers=1, kernels="cuda")
+    with pytest.raises(FreezeConfigError, match="cache_dir"):
+        FreezeConfig(num_frozen_layers=1, cache="disk")
+    with pytest.raises(FreezeConfigError, match="freeze_embeddings=True"):
+        FreezeConfig(num_frozen_layers=1, cache="memory", freeze_embeddings=False)
+    with pytest.raises(FreezeConfigError, match="Unknown"):
+        FreezeConfig.from_dict({"num_frozen_layers": 1, "layers": 2})
+
+
+def test_round_trip_and_identity():
+    cfg = FreezeConfig(num_frozen_layers=3, cache="memory", kernels="torch")
+    assert FreezeConfig.from_dict(cfg.to_dict()) == cfg
+    assert FreezeConfig.from_dict(__import__("json").loads(cfg.to_json())) == cfg
+    # What a resume compares: the frozen model's identity, not runtime knobs such as kernels or cache.
+    assert cfg.identity() == FreezeConfig(num_frozen_layers=3).identity()
+    assert cfg.identity() != FreezeConfig(num_frozen_layers=2).identity()
+    with pytest.raises(FreezeConfigError, match="0..2"):
+        cfg.validate_for(2)
+

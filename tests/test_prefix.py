@@ -1,0 +1,47 @@
+"""FrozenPrefix: the no-grad prefix captures the boundary, an injected boundary replaces it, remove() restores the model."""
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze, resolve
+from tests._helpers import make_model
+
+
+def test_boundary_flow_probe_rejects_hidden_transform():
+    """Granite multiplies the embedding output by `embedding_multiplier` inside the base model's
+    forward, between the embedding module and block 0. Splitting there (k=0) would feed the cache an
+    unscaled boundary: the probe must refuse it. At k=1 the hand-off is direct and the split is fine."""
+    cfg = transformers.GraniteConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, embedding_multiplier=12.0)
+    model = transformers.GraniteForCausalLM(cfg)
+    assert resolve(model).spec.notes == "discovered generically"
+    with pytest.raises(UnsupportedModelError, match="not passed unchanged"):
+        apply_freeze(model, FreezeConfig(num_frozen_layers=0))
+    model = transformers.GraniteForCausalLM(cfg)
+    assert apply_freeze(model, FreezeConfig(num_frozen_layers=1)).prefix is not None
+
+
+def test_capture_inject_compute_boundary_and_remove():
+    model = make_model("llama").eval()
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    ids = torch.randint(1, 90, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with prefix.capture() as cap:
+            ref = model(input_ids=ids).logits
+        assert cap.boundary.shape == (2, 7, 32) and not cap.boundary.requires_grad
+        assert torch.equal(prefix.compute_boundary(input_ids=ids), cap.boundary)  # the prefix alone
+        calls = prefix.prefix_calls
+        with prefix.inject(cap.boundary):
+            assert torch.equal(model(input_ids=ids).logits, ref)
+        assert prefix.prefix_calls == calls  # injected: the prefix did not run
+        with prefix.inject(torch.zeros_like(cap.boundary)):
+            assert not torch.equal(model(input_ids=ids).logits, ref)  # the injected boundary is what the suffix reads
+    model.train()
+    assert not model.model.layers[0].training and model.model.layers[2].training  # the prefix stays in eval mode
+    prefix.remove()
+    assert not [m for m in model.modules() if any(n == "forward" or n.startswith("_ff") for n in m.__dict__)]
+    model.train()
+    assert model.model.layers[0].training
+
