@@ -1,8 +1,10 @@
-"""One rank of the DDP test: `torchrun --nproc_per_node 2 tests/integrations/ddp_worker.py OUT_DIR` (gloo, CPU).
+"""One rank of the DDP test: `torchrun --nproc_per_node 2 tests/integrations/ddp_worker.py OUT_DIR SCENARIO` (gloo, CPU).
 
-Runs FastFreezeTrainer in several cache set-ups, one after another in the same process group, and
-writes per scenario the final parameters (rank 0) and each rank's prefix/cache counters as JSON.
-The single-process reference is computed by the test itself (tests/integrations/test_ddp.py).
+Runs FastFreezeTrainer in one cache set-up (one scenario per launch: a process group that outlives
+one trainer once aborted in C++ teardown, ~1 launch in 25) and writes the final parameters (rank 0)
+and each rank's prefix/cache counters as JSON. The process group is torn down in order: a barrier,
+then `destroy_process_group` on both ranks, so no rank exits while the other still has gloo work.
+The single-process reference is computed by the test itself (tests/integrations/test_distributed.py).
 """
 from __future__ import annotations
 
@@ -75,21 +77,23 @@ def run_scenario(scenario: str, root: str, rank: int) -> None:
         params = {n: p.detach().cpu() for n, p in trainer.model.named_parameters()}
         torch.save(params, os.path.join(root, f"{scenario}.pt.tmp"))
         os.replace(os.path.join(root, f"{scenario}.pt.tmp"), os.path.join(root, f"{scenario}.pt"))
-    # Tear the DDP wrapper down here, on both ranks at once: left to the garbage collector, a previous
-    # scenario's DDP reducer was destroyed at a random point of the next scenario (rarely, while the
-    # other rank sat in a collective), and its C++ teardown aborted the process.
+    # Tear the DDP wrapper down on both ranks at once, before the process group goes: left to the
+    # garbage collector, a DDP reducer can be destroyed while the other rank sits in a collective.
     trainer.accelerator.free_memory()
     del trainer
     gc.collect()
-    dist.barrier()
 
 
 def main() -> None:
-    root = sys.argv[1]
+    root, scenario = sys.argv[1], sys.argv[2]
+    if scenario not in SCENARIOS:
+        raise SystemExit(f"unknown scenario {scenario!r}; one of {SCENARIOS}")
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
-    for scenario in SCENARIOS:
-        run_scenario(scenario, root, rank)
+    run_scenario(scenario, root, rank)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """DDP through torchrun (2 CPU ranks, gloo): same final weights as one process with the same global batch.
 
-The worker (tests/integrations/ddp_worker.py) runs four set-ups in one launch: no cache, a memory
+The worker (tests/integrations/ddp_worker.py) runs one set-up per torchrun launch: no cache, a memory
 cache per rank, a memory cache precomputed on rank 0 only (rank 0 never runs its prefix while rank 1
-runs it: uneven work must not deadlock), and one disk cache shared by both ranks. The launch has a
-hard timeout, so a deadlock fails the test instead of hanging CI.
+runs it: uneven work must not deadlock), and one disk cache shared by both ranks. Each launch has a
+hard timeout, so a deadlock fails the test instead of hanging CI. `launch()` is also what
+tests/integrations/ddp_launches.py repeats to show the launches never abort.
 """
 from __future__ import annotations
 
@@ -29,17 +30,27 @@ WORKER = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("ddp"))
+def launch(worker: str, *worker_args: str, timeout: float = LAUNCH_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node 2 worker *worker_args` on CPU (gloo), one thread per rank."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER, out]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker, *worker_args]
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def launch_or_fail(worker: str, *worker_args: str) -> None:
     try:
-        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+        proc = launch(worker, *worker_args)
     except subprocess.TimeoutExpired as err:
         pytest.fail(f"torchrun did not finish in {LAUNCH_TIMEOUT_S}s (deadlock?):\n{(err.stderr or '')[-3000:]}")
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stderr[-5000:]}"
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ddp"))
+    for scenario in SCENARIOS:
+        launch_or_fail(WORKER, out, scenario)
     stats = {s: [json.load(open(os.path.join(out, f"{s}.rank{r}.json"))) for r in (0, 1)] for s in SCENARIOS}
     params = {s: torch.load(os.path.join(out, f"{s}.pt")) for s in SCENARIOS}
     return out, stats, params
