@@ -1,4 +1,4 @@
-"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | verify | safety`."""
+"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | verify | safety | sft`."""
 from __future__ import annotations
 
 import importlib
@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "orthogonality": ("fastfreeze.cli.orthogonality", "Per-layer update orthogonality between two windows."),
     "verify": ("fastfreeze.cli.verify", "Prove parity with plain PyTorch freezing on your model and data."),
     "safety": ("fastfreeze.cli.safety", "Refusal-rate evaluation and the safety scenario."),
+    "sft": ("fastfreeze.cli.sft", "TRL's `trl sft` with the bottom k layers frozen and cached (flags / YAML as TRL's)."),
 }
 
 

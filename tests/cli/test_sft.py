@@ -1,0 +1,224 @@
+"""`fastfreeze sft`: parses like `trl sft`, trains like a hand-written FastFreezeSFTTrainer, runs examples/sft.yaml
+as `python -m fastfreeze.cli sft`, saves a model plain `from_pretrained` loads, and refuses bad input with exit 2."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+import transformers
+
+pytest.importorskip("trl")
+
+from trl import SFTConfig  # noqa: E402
+from trl.scripts.sft import make_parser as trl_sft_parser  # noqa: E402
+
+from fastfreeze.cli.sft import FreezeArguments, load_local_dataset, main, parse  # noqa: E402
+from fastfreeze.config import FreezeConfig  # noqa: E402
+from fastfreeze.data.tokenize import build_word_tokenizer  # noqa: E402
+from fastfreeze.integrations.trl import FastFreezeSFTTrainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+WORDS = [f"w{i}" for i in range(40)]
+K = 2
+FROZEN = ("model.embed_tokens.", "model.layers.0.", "model.layers.1.")  # embedding + layers[:K]
+# fp32 on CPU, one process, two epochs over 16 rows (the second served by the cache), nothing saved mid-run.
+RUN = ["--use_cpu", "--bf16", "false", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+       "--num_train_epochs", "2", "--learning_rate", "1e-3", "--save_strategy", "no", "--report_to", "none",
+       "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--max_length", "64"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny Llama + word tokenizer (save_pretrained) and 16 prompt/completion rows as JSONL."""
+    root = tmp_path_factory.mktemp("sft-cli")
+    tok = build_word_tokenizer(datasets.Dataset.from_dict({"text": [" ".join(WORDS)]}))
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                                   num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                   tie_word_embeddings=False, pad_token_id=tok.pad_token_id,
+                                   eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    g = torch.Generator().manual_seed(3)
+
+    def words(lo, hi):
+        n = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        return " ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (n,), generator=g))
+
+    rows = [{"prompt": words(3, 7), "completion": " " + words(2, 5)} for _ in range(16)]
+    with open(root / "train.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return {"root": root, "model": str(root / "model"), "data": str(root / "train.jsonl"), "rows": rows}
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    model = transformers.AutoModelForCausalLM.from_pretrained(path)  # plain HF: no fastfreeze involved
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _assert_freeze_held(initial, trained):
+    assert set(trained) == set(initial)
+    for name, p in trained.items():
+        if name.startswith(FROZEN):
+            assert torch.equal(p, initial[name]), f"frozen {name} changed"
+        else:
+            assert not torch.equal(p, initial[name]), f"{name} should have trained"
+
+
+# ------------------------------------------------------------------ parsing: TRL's parser, TRL's answers
+def test_flags_and_yaml_parse_as_trl_sft_does(files, tmp_path):
+    common = {"learning_rate": 3e-4, "lr_scheduler_type": "cosine", "lora_r": 8, "packing": True}
+    (tmp_path / "trl.yaml").write_text(json.dumps({**common, "model_name_or_path": files["model"]}))
+    # fastfreeze's YAML: the short `data:` key and FreezeConfig fields beside TRL's keys
+    (tmp_path / "ff.yaml").write_text(json.dumps({**common, "model_name_or_path": files["model"], "data": files["data"],
+                                                  "cache": "disk", "cache_dir": "c", "num_frozen_layers": 1}))
+    flags = ["--use_peft", "--max_length", "32", "--output_dir", str(tmp_path / "o"), "--use_cpu"]
+    ref = trl_sft_parser().parse_args_and_config(
+        ["--config", str(tmp_path / "trl.yaml"), "--dataset_name", files["data"], *flags])
+    ours = parse(["--config", str(tmp_path / "ff.yaml"), *flags, "--num-frozen-layers", "2"])
+    for theirs, mine in zip(ref, ours[:4]):  # ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig
+        assert isinstance(mine, type(theirs)) and dataclasses.asdict(mine) == dataclasses.asdict(theirs)
+    assert ours[1].learning_rate == 3e-4 and ours[2].lora_r == 8 and ours[1].max_length == 32  # from YAML and flags
+    assert ours[4] == FreezeArguments(num_frozen_layers=2, cache="disk", cache_dir="c")  # the flag beat the YAML
+
+
+def test_short_and_long_spellings_are_one_option(files):
+    short = parse(["--model", files["model"], "--data", files["data"], "--num_frozen_layers", "1", "--use_cpu"])
+    long = parse(["--model_name_or_path", files["model"], "--dataset_name", files["data"], "--num-frozen-layers", "1",
+                  "--use_cpu"])
+    assert short[0].dataset_name == long[0].dataset_name == files["data"]
+    assert short[2].model_name_or_path == long[2].model_name_or_path == files["model"]
+
+
+def test_freeze_arguments_are_freeze_config_fields_with_its_defaults():
+    ours = {f.name: f.default for f in dataclasses.fields(FreezeArguments)}
+    theirs = {f.name: f.default for f in dataclasses.fields(FreezeConfig) if f.name != "extra"}
+    assert set(ours) == set(theirs)
+    assert {**ours, "cache": None, "num_frozen_layers": None} == {**theirs, "num_frozen_layers": None}
+    assert ours["cache"] == "none" and FreezeArguments(num_frozen_layers=3).to_freeze_config() == FreezeConfig(3)
+
+
+def test_help_lists_trl_and_freeze_options(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(opt in out for opt in ("--num_frozen_layers", "--model", "--data", "--learning_rate", "--use_peft"))
+
+
+# ------------------------------------------------------------------ local data, offline
+@pytest.mark.parametrize("kind", ["jsonl", "json", "csv", "parquet", "txt", "save_to_disk", "dict_on_disk", "folder"])
+def test_local_data_loads(tmp_path, kind):
+    ds = datasets.Dataset.from_dict({"text": ["w1 w2", "w3", "w4 w5 w6"]})
+    path = tmp_path / f"d.{kind}"
+    if kind == "jsonl":
+        ds.to_json(path, lines=True)
+    elif kind == "json":
+        path.write_text(json.dumps(ds.to_list()))
+    elif kind in ("csv", "parquet"):
+        getattr(ds, f"to_{kind}")(path)
+    elif kind == "txt":
+        path.write_text("w1 w2\nw3\nw4 w5 w6\n")
+    elif kind == "save_to_disk":
+        ds.save_to_disk(path)
+    elif kind == "dict_on_disk":
+        datasets.DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(path)
+    else:  # a folder of data files: the split comes from the file name
+        path.mkdir()
+        ds.to_json(path / "train.jsonl", lines=True)
+    data = load_local_dataset(str(path))
+    assert data["train"]["text"] == ds["text"]
+    assert set(data) == ({"train", "test"} if kind == "dict_on_disk" else {"train"})
+
+
+# ------------------------------------------------------------------ bad input: one line, exit 2
+def _yaml(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return ["--config", str(path)]
+
+
+def _args(f, model=None, data=None, k=str(K)):
+    """A valid command line with one part replaced (False: left out)."""
+    out = []
+    for flag, value in (("--model", f["model"] if model is None else model),
+                        ("--data", f["data"] if data is None else data), ("--num-frozen-layers", k)):
+        out += [flag, value] if value is not False else []
+    return out
+
+
+BAD = {  # case: (argv from the files and tmp_path, what the one error line must say)
+    "unknown flag": (lambda f, t: _args(f) + ["--no_such_flag", "1"], "--no_such_flag"),
+    "bad value": (lambda f, t: _args(f, k="two"), "invalid int value: 'two'"),
+    "bad choice": (lambda f, t: _args(f) + ["--cache", "ram"], "invalid choice: 'ram'"),
+    "k out of range": (lambda f, t: _args(f, k="5"), "the model has 4 decoder layers; use a value in 0..4"),
+    "k negative": (lambda f, t: _args(f, k="-1"), "num_frozen_layers=-1 is negative"),
+    "no k": (lambda f, t: _args(f, k=False), "--num-frozen-layers K is required"),
+    "disk cache without dir": (lambda f, t: _args(f) + ["--cache", "disk"], "cache='disk' needs cache_dir"),
+    "missing model": (lambda f, t: _args(f, model=str(t / "nope")), "does not exist"),
+    "no model": (lambda f, t: _args(f, model=False), "--model PATH is required"),
+    "model without config": (lambda f, t: _args(f, model=str(t)), "has no config.json"),
+    "missing data": (lambda f, t: _args(f, data=str(t / "nope.jsonl")), "does not exist"),
+    "unknown data type": (lambda f, t: _args(f, data=f["model"] + "/model.safetensors"), "unknown file type"),
+    "no data": (lambda f, t: _args(f, data=False), "--data FILE_OR_DIR is required"),
+    "eval without test split": (lambda f, t: _args(f) + ["--eval_strategy", "steps"], "not 'test'"),
+    "missing yaml": (lambda f, t: _args(f) + ["--config", str(t / "nope.yaml")], "no such file"),
+    "yaml path left out": (lambda f, t: _args(f) + ["--config"], "--config needs a YAML file path"),
+    "bad yaml": (lambda f, t: _args(f) + _yaml(t, "learning_rate: [1e-3\n"), "not valid YAML"),
+    "yaml not a mapping": (lambda f, t: _args(f) + _yaml(t, "- 1\n"), "must contain a YAML mapping"),
+    "unknown yaml key": (lambda f, t: _args(f) + _yaml(t, "warmup_ratio: 0.1\n"), "Unknown arguments from config"),
+    "yaml alias conflict": (lambda f, t: _args(f) + _yaml(t, "model: a\nmodel_name_or_path: b\n"), "keep one"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys, case):
+    argv, message = BAD[case]
+    assert main(["--use_cpu", "--output_dir", str(tmp_path / "out"), *argv(files, tmp_path)]) == 2
+    err = capsys.readouterr().err  # may start with a datasets progress bar, then the one error line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("fastfreeze sft: error: ") and message in last and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()  # refused before training
+
+
+# ------------------------------------------------------------------ training: nothing added, freeze held
+def test_cli_trains_exactly_as_the_hand_written_trainer(files, tmp_path):
+    out = tmp_path / "cli"
+    assert main(["--model", files["model"], "--data", files["data"], "--num-frozen-layers", str(K),
+                 "--cache", "memory", "--output_dir", str(out), *RUN]) == 0
+    # The same run written by hand from the library (the README's Python example).
+    args = SFTConfig(output_dir=str(tmp_path / "hand"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
+                     gradient_accumulation_steps=2, num_train_epochs=2, learning_rate=1e-3, save_strategy="no",
+                     report_to="none", disable_tqdm=True, dataloader_num_workers=0, max_length=64)
+    trainer = FastFreezeSFTTrainer(
+        model=transformers.AutoModelForCausalLM.from_pretrained(files["model"]), args=args,
+        train_dataset=datasets.load_dataset("json", data_files=files["data"], split="train"),
+        processing_class=transformers.AutoTokenizer.from_pretrained(files["model"]),
+        freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
+    trainer.train()
+    assert trainer.cache_summary().hits >= 16  # epoch 2 came from the cache in this arm
+    hand = {n: p.detach() for n, p in trainer.model.named_parameters()}
+    cli = _weights(out)
+    assert all(torch.equal(cli[n], hand[n]) for n in hand), [n for n in hand if not torch.equal(cli[n], hand[n])]
+    _assert_freeze_held(_weights(files["model"]), cli)
+
+
+def test_example_yaml_runs_as_python_m_and_saves_a_plain_hf_model(files, tmp_path):
+    """examples/sft.yaml as the README runs it, with flags pointing it at the tiny local model and data."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "fastfreeze.cli", "sft", "--config", str(ROOT / "examples" / "sft.yaml"),
+           "--model", files["model"], "--data", files["data"], "--num_frozen_layers", str(K), "--dtype", "float32",
+           "--output_dir", str(out), "--cache_dir", str(cache), "--max_length", "64", "--use_cpu", "--bf16", "false",
+           "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--disable_tqdm", "true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"fastfreeze sft: model saved to {out}" in run.stdout
+    _assert_freeze_held(_weights(files["model"]), _weights(out))
+    assert json.loads((out / "fastfreeze_config.json").read_text())["num_frozen_layers"] == K
+    assert any(cache.rglob("*")), "the YAML's disk cache was not written"
