@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if isinstance(e, Exception) and type(e).__name__ == "ConfigError" else f"{type(e).__name__}: {text}"
+
+
 def main(argv: list[str]) -> int:
     """Exit 0 with the results written, 2 on a config error. Usage: `main(["run.yaml", "--fresh"])`."""
     p = argparse.ArgumentParser(prog="fastfreeze continual", description="Run a continual-learning task sequence.")
@@ -21,11 +26,16 @@ def main(argv: list[str]) -> int:
         cfg = ContinualConfig.from_yaml(a.config)
         if a.output_dir:
             cfg.output_dir = a.output_dir
+        cfg.validate()
+    except (ConfigError, TypeError, ValueError) as e:  # a wrong type in the YAML surfaces as Type/ValueError
+        print(f"fastfreeze continual: {a.config}: {_one_line(e)}", file=sys.stderr)
+        return 2
+    try:
         if a.fresh and Path(cfg.output_dir).exists():
             shutil.rmtree(cfg.output_dir)
         results = run_continual(cfg)
-    except ConfigError as e:
-        print(f"fastfreeze continual: {e}", file=sys.stderr)
+    except ConfigError as e:  # found once data or model are loaded (e.g. k above the model's layers)
+        print(f"fastfreeze continual: {_one_line(e)}", file=sys.stderr)
         return 2
     print(f"results: {Path(cfg.output_dir) / 'results.json'}; report: {Path(cfg.output_dir) / 'report.md'}")
     for name, arm in results["arms"].items():

@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from fastfreeze.continual.config import ConfigError, StrategyConfig
     from fastfreeze.continual.presets import load_preset
-    from fastfreeze.continual.report import format_table
+    from fastfreeze.continual.report import findings, format_curve, format_table
     from fastfreeze.continual.runner import run_continual
 
     if a.threads is not None:
@@ -47,12 +47,12 @@ def main(argv: list[str]) -> int:
     print()
     print(f"Biography benchmark, preset {a.preset!r}: exact match of greedy answers ({time.time() - start:.0f}s).")
     print(format_table(results))
-    seq = results["arms"].get("seq")
-    if seq and seq.get("dense"):
-        h = seq["dense"]["history"]
-        low = min(h, key=lambda r: r["exact_match"])
-        print(f"Under SEQ, Task-0 accuracy fell from {100 * h[0]['exact_match']:.1f}% to "
-              f"{100 * low['exact_match']:.1f}% by step {low['step']} of Task 1.")
+    curve = format_curve(results)
+    if curve:
+        print("\nRecovery curve: Task-0 accuracy at checkpoints of Task 1, before and after a short recovery")
+        print(curve)
+    print()
+    print("\n".join(findings(results)))
     print(f"report: {out / 'report.md'}")
     print("plots:  " + ", ".join(str(out / v) for v in results.get("plots", {}).values()))
     print(f"results: {out / 'results.json'}")

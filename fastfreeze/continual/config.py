@@ -10,16 +10,14 @@ from typing import Any
 
 import yaml
 
-from .._hf_compat import training_argument_names
 from ..safety.keywords import resolve_keywords
+from .config_checks import (  # noqa: F401  (ConfigError and EarlyStopConfig are part of this module's API)
+    ConfigError, EarlyStopConfig, _check_arms, _check_recovery_curve, _type_ok, check_training_kwargs,
+)
 
 STRATEGIES = ("seq", "freeze", "replay", "ewc")
 DATA_FILE_SUFFIXES = (".csv", ".json", ".jsonl")
 MODEL_FAMILIES = ("llama", "gpt_neox")
-
-
-class ConfigError(ValueError):
-    """A continual-learning config is invalid; the message names the field and the fix."""
 
 
 def _from_dict(cls, data: Any, where: str):
@@ -32,6 +30,9 @@ def _from_dict(cls, data: Any, where: str):
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}.")
+    for f in dataclasses.fields(cls):
+        if f.name in data and not _type_ok(data[f.name], str(f.type)):
+            raise ConfigError(f"{where}.{f.name}={data[f.name]!r} has the wrong type; expected {f.type}.")
     return cls(**data)
 
 
@@ -118,6 +119,7 @@ class StrategyConfig:
     ewc_lambda: float = 0.0
     ewc_fisher_batches: int = 32  # batches of the previous task used for the diagonal Fisher
     cache: str | None = None  # FreezeConfig.cache: None | "memory" | "disk"
+    early_stop: dict | None = None  # EarlyStopConfig fields: stop each later task on a validation split
 
     @property
     def arm(self) -> str:
@@ -125,8 +127,13 @@ class StrategyConfig:
         if self.label:
             return self.label
         if self.name == "freeze":
-            return f"freeze{self.num_frozen_layers}"
-        return self.name
+            return f"freeze{self.num_frozen_layers}" + ("_es" if self.early_stop is not None else "")
+        return self.name + ("_es" if self.early_stop is not None else "")
+
+    @property
+    def stopping(self) -> "EarlyStopConfig | None":
+        """The parsed early-stop settings (None: train every later task to the end)."""
+        return None if self.early_stop is None else _from_dict(EarlyStopConfig, self.early_stop, "early_stop")
 
     def validate(self, num_layers: int | None, num_tasks: int) -> None:
         if self.name not in STRATEGIES:
@@ -147,6 +154,8 @@ class StrategyConfig:
             raise ConfigError(f"strategy ewc: ewc_lambda={self.ewc_lambda} must be > 0.")
         if self.cache not in (None, "memory", "disk"):
             raise ConfigError(f"strategy cache={self.cache!r}: use null, 'memory' or 'disk'.")
+        if self.early_stop is not None:
+            self.stopping.validate(self.arm)
 
     def differs_from_seq_at(self, task: int) -> bool:
         """Whether this arm trains `task` differently from plain sequential fine-tuning."""
@@ -176,6 +185,16 @@ class RecoveryConfig:
     fraction: float = 0.5
     arms: list | None = None  # None: every arm
     training: dict = field(default_factory=dict)
+    # Recovery curve: recover from checkpoints taken at these steps of `curve_task` ("end" = its last step),
+    # each multiplied by `step_scale` (the paper's steps scaled to a shorter task).
+    curve_steps: list | None = None
+    curve_task: int = 1
+    step_scale: float = 1.0
+    # Few-example recovery from the checkpoint at `few_from_step` (scaled): N QA rows of N different people,
+    # `few_max_steps` optimizer steps each; the half-of-the-people recovery at that step is the curve's.
+    few_examples: list | None = None
+    few_from_step: int = 150
+    few_max_steps: int = 30
 
 
 @dataclass
@@ -294,8 +313,18 @@ class ContinualConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} not found; pass a YAML file or use `fastfreeze demo`.")
-        with open(path) as f:
-            return cls.from_dict(yaml.safe_load(f) or {})
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f)
+        except yaml.YAMLError as e:  # e.g. a !!python/object tag, which safe_load refuses
+            where = getattr(e, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"config file {str(path)!r} is not plain YAML{at}: {what}; use plain mappings, "
+                              "lists, strings and numbers (no !!python tags).") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(path)!r} could not be read: {e}") from None
+        return cls.from_dict(data or {})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -341,6 +370,7 @@ class ContinualConfig:
             if not 0.0 < rec.fraction <= 1.0:
                 raise ConfigError(f"recovery.fraction={rec.fraction} must be in (0, 1].")
             _check_arms(rec.arms, labels, "recovery.arms")
+            _check_recovery_curve(rec, self.num_tasks)
         orth = self.orthogonality
         if orth.enabled:
             if not 1 <= orth.task < self.num_tasks:
@@ -354,31 +384,6 @@ class ContinualConfig:
         check_training_kwargs(self.training, "training")
         check_training_kwargs(self.pretrain.training, "pretrain.training")
         check_training_kwargs(self.recovery.training, "recovery.training")
-
-
-# Keys the runner owns; users set them through other config fields (or not at all).
-_RUNNER_OWNED = {"output_dir"}
-
-
-def check_training_kwargs(kwargs: dict, where: str) -> None:
-    """Reject keys that TrainingArguments does not know, naming the closest fix."""
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"{where}: expected a mapping of TrainingArguments fields, got {kwargs!r}.")
-    valid = training_argument_names()
-    unknown = sorted(k for k in kwargs if k not in valid)
-    if unknown:
-        raise ConfigError(f"{where}: {unknown} are not TrainingArguments fields (HF names, e.g. learning_rate).")
-    owned = sorted(k for k in kwargs if k in _RUNNER_OWNED)
-    if owned:
-        raise ConfigError(f"{where}: {owned} is set by the runner; set the top-level output_dir instead.")
-
-
-def _check_arms(arms, labels, where):
-    if arms is None:
-        return
-    missing = [a for a in arms if a not in labels]
-    if missing:
-        raise ConfigError(f"{where}: {missing} are not arms of this run; arms are {labels}.")
 
 
 def fingerprint(*parts: Any) -> str:

@@ -68,6 +68,30 @@ def plot_dense(arms: dict, path: Path) -> bool:
     return True
 
 
+def plot_recovery_curve(arms: dict, path: Path) -> bool:
+    """Task-0 exact match vs Task-1 step: unrecovered (dense curve, thin) and after recovery (markers), per arm."""
+    items = [(n, a) for n, a in arms.items() if a.get("recovery_curve")]
+    if not items:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, arm in items:
+        pts = arm["recovery_curve"]["points"]
+        steps = [p["step"] for p in pts]
+        line, = ax.plot(steps, [p["after"] for p in pts], "o-", lw=2, label=f"{name} recovered")
+        dense = (arm.get("dense") or {}).get("history")
+        if dense:
+            ax.plot([r["step"] for r in dense], [r["exact_match"] for r in dense], "-", lw=0.8,
+                    color=line.get_color(), alpha=0.7, label=f"{name} unrecovered (dense)")
+        ax.plot(steps, [p["before"] for p in pts], "x", color=line.get_color(), label=f"{name} unrecovered")
+    ax.set_xlabel("Task-1 step of the checkpoint")
+    ax.set_ylabel("Task-0 exact match (held-out people)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
 def plot_orthogonality(arms: dict, path: Path) -> bool:
     """Mean principal cosine between the two windows' updates, per layer and component (one panel per arm)."""
     items = [(n, a["orthogonality"]) for n, a in arms.items() if a.get("orthogonality") and a["orthogonality"].get("rows")]

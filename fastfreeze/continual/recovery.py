@@ -10,6 +10,10 @@ The runner performs the test as a stage of a run (`recovery:` in the config); on
 from __future__ import annotations
 
 import torch
+from transformers import TrainerCallback
+
+from .. import _io
+from .config import fingerprint
 
 
 def recovery_subset(dataset, fraction: float, seed: int):
@@ -26,3 +30,116 @@ def recovery_subset(dataset, fraction: float, seed: int):
     n = max(1, round(fraction * len(people)))
     chosen = {people[i] for i in order[:n]}
     return dataset.filter(lambda pid: pid in chosen, input_columns="person_id")
+
+
+def example_subset(dataset, n: int, seed: int):
+    """`n` QA rows, each from a different person (deterministic). Usage: `example_subset(task0_train, 10, 0)`.
+
+    One question per person, so ten examples are ten people (and mixed attributes), as in the paper's
+    few-example recovery; refuses n larger than the number of people.
+    """
+    people = sorted(set(dataset["person_id"]))
+    if not 1 <= n <= len(people):
+        raise ValueError(f"few-example recovery: n={n} must be in 1..{len(people)} (one row per person).")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(people), generator=g).tolist()
+    chosen = [people[i] for i in order[:n]]
+    rows_of: dict = {}
+    for i, pid in enumerate(dataset["person_id"]):
+        rows_of.setdefault(pid, []).append(i)
+    picks = torch.randint(0, 1 << 30, (n,), generator=g).tolist()
+    return dataset.select([rows_of[p][r % len(rows_of[p])] for p, r in zip(chosen, picks)])
+
+
+def curve_points(steps: list, scale: float, total: int) -> list[int]:
+    """Sorted distinct checkpoint steps: each int times `scale` (rounded), "end" = `total`; clipped to `total`.
+
+    Usage: `curve_points([0, 10, 150, "end"], 0.5, 120)` -> [0, 5, 75, 120].
+    """
+    out = {total if s == "end" else min(total, round(s * scale)) for s in steps}
+    return sorted(out)
+
+
+class SaveAtSteps(TrainerCallback):
+    """Saves the model (save_pretrained, atomically) into `dir_of(step)` after each step of `steps_of(max_steps)`.
+
+    Step 0 and the last step are not saved here: they are the previous and this stage's own checkpoints.
+    """
+
+    def __init__(self, steps_of, dir_of):
+        self.steps_of, self.dir_of = steps_of, dir_of
+        self.steps: set[int] = set()
+        self.saved: list[int] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.steps = {s for s in self.steps_of(state.max_steps) if 0 < s < state.max_steps}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps:
+            _io.write_dir(model.save_pretrained, self.dir_of(state.global_step))
+            self.saved.append(state.global_step)
+
+
+def checkpoint_of(stage_keys: list[str], task: int, step: int, total: int) -> str:
+    """The checkpoint key of `step` of `task`: the previous stage at 0, the task's own at its end."""
+    if step == 0:
+        return stage_keys[task - 1]
+    if step >= total:
+        return stage_keys[task]
+    return f"{stage_keys[task]}-step{step}"
+
+
+def _point(r: dict, task: int, curve_task: int) -> dict:
+    after = r["after"][str(task)]
+    return {"before": r["before"]["exact_match"], "before_first_token": r["before"]["first_token"],
+            "after": after["exact_match"], "after_first_token": after["first_token"],
+            "curve_task_after": r["after"][str(curve_task)]["exact_match"],
+            "train_examples": r["train_examples"], "steps": r["steps"]}
+
+
+def run_curve(runner, stage_keys: list[str], t: int) -> dict:
+    """Recovery from each curve checkpoint of task `t` (the runner's stage `{arm}/recovery_curve`)."""
+    rc = runner.cfg.recovery
+    total = runner.state["stages"][stage_keys[t]]["record"]["curve_checkpoints"]["total"]
+    points = []
+    for step in curve_points(rc.curve_steps, rc.step_scale, total):
+        src = checkpoint_of(stage_keys, t, step, total)
+        r = runner._recover(src, f"{stage_keys[t]}-recovery", save=False)
+        points.append({"step": step, "from": src, **_point(r, rc.task, t)})
+    return {"task": rc.task, "curve_task": t, "total_steps": total, "requested_steps": rc.curve_steps,
+            "step_scale": rc.step_scale, "points": points}
+
+
+def run_few_examples(runner, stage_keys: list[str], t: int) -> dict:
+    """Recovery from the `few_from_step` checkpoint with N examples (N people), then with `fraction` of the people."""
+    rc, cfg = runner.cfg.recovery, runner.cfg
+    total = runner.state["stages"][stage_keys[t]]["record"]["curve_checkpoints"]["total"]
+    step = curve_points([rc.few_from_step], rc.step_scale, total)[0]
+    src = checkpoint_of(stage_keys, t, step, total)
+    batch = {**cfg.training, **rc.training}.get("per_device_train_batch_size", 8)
+    rows = []
+    for n in rc.few_examples:
+        subset = example_subset(runner.data.train[rc.task], n, cfg.seed)
+        extra = {"max_steps": rc.few_max_steps, "per_device_train_batch_size": min(batch, n)}
+        r = runner._recover(src, f"{stage_keys[t]}-recovery", subset=subset, extra=extra, save=False)
+        rows.append({"examples": n, "people": n, **_point(r, rc.task, t)})
+    r = runner._recover(src, f"{stage_keys[t]}-recovery", save=False)
+    rows.append({"examples": r["train_examples"], "people": f"{rc.fraction:g} of the training people",
+                 **_point(r, rc.task, t)})
+    return {"task": rc.task, "curve_task": t, "step": step, "from": src, "rows": rows}
+
+
+def arm_recovery(runner, strat, stage_keys: list[str], fp_of: dict):
+    """(recovery curve, few-example recovery) records of one arm, each its own resumable stage (or None)."""
+    rc = runner.cfg.recovery
+    t = rc.curve_task
+    if not (t < len(stage_keys) and runner._curve_on(strat, t, stage_keys[t].startswith("trunk/"))):
+        return None, None
+    curve = few = None
+    if rc.curve_steps:
+        curve = runner._stage(f"{strat.arm}/recovery_curve", fingerprint(fp_of[t], rc),
+                              lambda: run_curve(runner, stage_keys, t), checkpoint=False)
+    if rc.few_examples:
+        few = runner._stage(f"{strat.arm}/recovery_few", fingerprint(fp_of[t], rc),
+                            lambda: run_few_examples(runner, stage_keys, t), checkpoint=False)
+    return curve, few

@@ -19,6 +19,10 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _share(v, of) -> str:
+    return "-" if not of else f"{100 * v / of:.0f}%"
+
+
 def _signed(v) -> str:
     return "-" if v is None else f"{100 * v:+.1f}"
 
@@ -30,6 +34,9 @@ def render_report(results: dict, plots: dict[str, str]) -> str:
     lines += _matrices_section(results, plots)
     lines += _dense_section(results, plots)
     lines += _recovery_section(results)
+    lines += recovery_curve_section(results, plots)
+    lines += _few_section(results)
+    lines += _early_stop_section(results)
     lines += _orthogonality_section(results, plots)
     lines += ["## Metric definitions", "", DEFINITIONS_MD, "## Stage timings (s)", "",
               ", ".join(f"{k}: {v}" for k, v in results["timings_s"].items()), ""]
@@ -117,6 +124,69 @@ def _recovery_section(results: dict) -> list[str]:
         last = r["after"][str(T - 1)]["exact_match"]
         lines.append(f"| {name} | {t} | {r['train_examples']} QA rows | {r['steps']} | "
                      f"{_pct(r['before']['exact_match'])} | {_pct(r['after'][t]['exact_match'])} | {_pct(last)} |")
+    return lines + [""]
+
+
+def recovery_curve_section(results: dict, plots: dict[str, str]) -> list[str]:
+    """The recovery curve: Task-0 accuracy at checkpoints of Task 1, unrecovered and after a short recovery."""
+    curves = {n: a["recovery_curve"] for n, a in results["arms"].items() if a.get("recovery_curve")}
+    if not curves:
+        return []
+    c0 = next(iter(curves.values()))
+    rc = results["config"]["recovery"]
+    lines = ["## Recovery curve", "",
+             f"From checkpoints of Task {c0['curve_task']} at the paper's steps {c0['requested_steps']} x "
+             f"{c0['step_scale']:g} (this run's Task {c0['curve_task']} has {c0['total_steps']} optimizer steps "
+             f"under SEQ): each is fine-tuned on {rc['fraction']:g} of Task {c0['task']}'s training people "
+             f"({rc['training'] or 'the QA training settings'}) and scored on its held-out test people. "
+             "Recovered close to the pre-Task-1 accuracy = the forgetting was spurious (alignment only); "
+             "a gap = real loss. Percent exact match.", ""]
+    if "recovery_curve" in plots:
+        lines += [f"![recovery curve]({plots['recovery_curve']})", ""]
+    lines += ["| arm | step | Task 0 unrecovered | Task 0 recovered | share of pre-Task-1 | "
+              f"Task {c0['curve_task']} after recovery |", "|---|---|---|---|---|---|"]
+    for name, c in curves.items():
+        pre = c["points"][0]["before"]
+        for p in c["points"]:
+            share = "-" if not pre else f"{100 * p['after'] / pre:.0f}%"
+            lines.append(f"| {name} | {p['step']} | {_pct(p['before'])} | {_pct(p['after'])} | {share} | "
+                         f"{_pct(p['curve_task_after'])} |")
+    return lines + [""]
+
+
+def _few_section(results: dict) -> list[str]:
+    few = {n: a["recovery_few"] for n, a in results["arms"].items() if a.get("recovery_few")}
+    if not few:
+        return []
+    rc = results["config"]["recovery"]
+    lines = ["## Few-example recovery", "",
+             f"From the checkpoint at step {next(iter(few.values()))['step']} of Task "
+             f"{next(iter(few.values()))['curve_task']}: N QA examples of N different training people, "
+             f"{rc['few_max_steps']} optimizer steps; last row: {rc['fraction']:g} of the training people "
+             "(the recovery curve's setting). Task-0 test people, percent exact match.", "",
+             "| arm | examples | people | before | after | share of pre-Task-1 |", "|---|---|---|---|---|---|"]
+    for name, f in few.items():
+        curve = results["arms"][name].get("recovery_curve")
+        pre = curve["points"][0]["before"] if curve else None
+        for r in f["rows"]:
+            share = "-" if not pre else f"{100 * r['after'] / pre:.0f}%"
+            lines.append(f"| {name} | {r['examples']} | {r['people']} | {_pct(r['before'])} | {_pct(r['after'])} | "
+                         f"{share} |")
+    return lines + [""]
+
+
+def _early_stop_section(results: dict) -> list[str]:
+    stops = {n: a["early_stop"] for n, a in results["arms"].items() if any(a.get("early_stop") or [])}
+    if not stops:
+        return []
+    lines = ["## Early stopping", "",
+             "Stopping step per task, chosen on a validation split of that task's training people "
+             "(its test split is never read); '-' = ran to the end.", "",
+             "| arm | " + " | ".join(f"task {t}" for t in range(results["num_tasks"])) + " |",
+             "|---" * (results["num_tasks"] + 1) + "|"]
+    for name, es in stops.items():
+        cells = ["" if e is None else (str(e["stopped_at"]) if e["stopped_at"] is not None else "-") for e in es]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -245,7 +315,7 @@ def format_table(results: dict) -> str:
 
 def write_outputs(results: dict, out: Path) -> dict[str, Path]:
     """results.json, report.md and plots into `out`. Returns the written paths by kind."""
-    from .plots import plot_accuracy_matrices, plot_dense, plot_orthogonality  # matplotlib, headless
+    from .plots import plot_accuracy_matrices, plot_dense, plot_orthogonality, plot_recovery_curve  # headless
 
     out = Path(out)
     plots: dict[str, str] = {}
@@ -253,6 +323,8 @@ def write_outputs(results: dict, out: Path) -> dict[str, Path]:
     plots["matrices"] = "accuracy_matrix.png"
     if plot_dense(results["arms"], out / "task0_during_task1.png"):
         plots["dense"] = "task0_during_task1.png"
+    if plot_recovery_curve(results["arms"], out / "recovery_curve.png"):
+        plots["recovery_curve"] = "recovery_curve.png"
     if plot_orthogonality(results["arms"], out / "orthogonality.png"):
         plots["orthogonality"] = "orthogonality.png"
     results["plots"] = plots
@@ -261,3 +333,47 @@ def write_outputs(results: dict, out: Path) -> dict[str, Path]:
     paths = {"results": out / "results.json", "report": out / "report.md"}
     paths.update({k: out / v for k, v in plots.items()})
     return paths
+
+
+def format_curve(results: dict) -> str:
+    """The demo's recovery curve: one row per checkpoint step, unrecovered / recovered Task-0 accuracy per arm."""
+    curves = {n: a["recovery_curve"] for n, a in results["arms"].items() if a.get("recovery_curve")}
+    if not curves:
+        return ""
+    steps = sorted({p["step"] for c in curves.values() for p in c["points"]})
+    lines = ["| Task-1 step | " + " | ".join(f"{n} unrecovered -> recovered" for n in curves) + " |",
+             "|---" * (len(curves) + 1) + "|"]
+    for s in steps:
+        cells = []
+        for c in curves.values():
+            p = next((p for p in c["points"] if p["step"] == s), None)
+            cells.append("" if p is None else f"{_pct(p['before'])}% -> {_pct(p['after'])}%")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def findings(results: dict, window: int = 150) -> list[str]:
+    """The demo's three findings, with their numbers: collapse, recovery from the collapse checkpoint, Freeze vs SEQ."""
+    arms = results["arms"]
+    seq = next((a for a in arms.values() if a["strategy"]["name"] == "seq"), None)
+    frz = [(n, a) for n, a in arms.items() if a["strategy"]["name"] == "freeze"]
+    out = []
+    if seq and seq.get("dense"):
+        h = [r for r in seq["dense"]["history"] if r["step"] <= window] or seq["dense"]["history"]
+        low = min(h, key=lambda r: r["exact_match"])
+        out.append(f"1. Collapse: under SEQ, Task-0 accuracy fell from {_pct(h[0]['exact_match'])}% to "
+                   f"{_pct(low['exact_match'])}% by step {low['step']} of Task 1 (target: within the first {window}).")
+    few = (seq or {}).get("recovery_few")
+    if few:
+        pre = seq["recovery_curve"]["points"][0]["before"] if seq.get("recovery_curve") else seq["accuracy_matrix"][0][0]
+        parts = [f"{r['examples']} examples -> {_pct(r['after'])}% ({_share(r['after'], pre)})" for r in few["rows"]]
+        out.append(f"2. Recovery from the step-{few['step']} checkpoint (Task-0 {_pct(few['rows'][0]['before'])}%, "
+                   f"pre-forgetting {_pct(pre)}%): " + "; ".join(parts) + " of the pre-forgetting accuracy "
+                   "(target: >= 80%).")
+    if seq and frz:
+        R = seq["accuracy_matrix"]
+        items = [f"{n} {_pct(a['accuracy_matrix'][-1][0])}% (last task {_pct(a['accuracy_matrix'][-1][-1])}%)"
+                 for n, a in frz]
+        out.append(f"3. Freeze vs SEQ after the last task: Task-0 SEQ {_pct(R[-1][0])}% (last task "
+                   f"{_pct(R[-1][-1])}%), " + ", ".join(items) + ".")
+    return out

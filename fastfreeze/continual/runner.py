@@ -28,7 +28,8 @@ from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint
 from .diagnostics import WindowSnapshots
 from .evaluate import DenseEvalCallback, EvalSet, evaluate, generate_exact_match
 from .metrics import all_metrics
-from .recovery import recovery_subset
+from .early_stop import early_stopper
+from .recovery import SaveAtSteps, arm_recovery, curve_points, recovery_subset
 from .report import write_outputs
 from .safety_eval import SafetyEvaluator
 from .trainers import EWCPenalty, diagonal_fisher, make_trainer, training_arguments
@@ -157,20 +158,23 @@ class Runner:
     def _run_arm(self, strat: StrategyConfig, pre_fp: str) -> dict:
         cfg = self.cfg
         prev_key, prev_fp = "pretrain", pre_fp
-        rows, stage_keys, dense, orth, safety = [], [], None, None, []
+        rows, stage_keys, dense, orth, safety, fp_of = [], [], None, None, [], {}
         shared = True
         for t in range(cfg.num_tasks):
             shared = shared and not strat.differs_from_seq_at(t)
             key = f"trunk/task{t}" if shared else f"{strat.arm}/task{t}"
             orth_on = self._orth_on(strat, t, shared)
+            curve_on = self._curve_on(strat, t, shared)
             fp = fingerprint(
                 prev_fp, cfg.training, cfg.evaluation, t,
                 None if shared else _behaviour(strat, t),
                 [cfg.orthogonality.boundary_step, cfg.orthogonality.energy] if orth_on else None,
+                *([self._curve_spec()] if curve_on else []),
             )
-            rec = self._stage(key, fp, lambda: self._train_task(strat, t, prev_key, key, shared, orth_on))
+            rec = self._stage(key, fp, lambda: self._train_task(strat, t, prev_key, key, shared, orth_on, curve_on))
             rows.append(rec["evals"])
             stage_keys.append(key)
+            fp_of[t] = fp
             safety.append(self._safety(key, fp))
             dense = rec.get("dense") or dense
             orth = rec.get("orthogonality") or orth
@@ -180,8 +184,30 @@ class Runner:
         if rc.enabled and (rc.arms is None or strat.arm in rc.arms):
             rfp = fingerprint(prev_fp, rc)
             recovery = self._stage(f"{strat.arm}/recovery", rfp, lambda: self._recover(prev_key, f"{strat.arm}/recovery"))
+        curve, few = arm_recovery(self, strat, stage_keys, fp_of)
         return {"strategy": strat, "rows": rows, "stages": stage_keys, "dense": dense, "orthogonality": orth,
-                "recovery": recovery, "safety": safety}
+                "recovery": recovery, "recovery_curve": curve, "recovery_few": few, "safety": safety}
+
+    def _curve_on(self, strat: StrategyConfig, t: int, shared: bool) -> bool:
+        """Whether task t's stage saves the recovery curve's intermediate checkpoints."""
+        rc = self.cfg.recovery
+        if not rc.enabled or t != rc.curve_task or (rc.curve_steps is None and rc.few_examples is None):
+            return False
+        if shared:
+            return rc.arms is None or any(s.arm in rc.arms and not s.differs_from_seq_at(t) for s in self.cfg.strategies)
+        return rc.arms is None or strat.arm in rc.arms
+
+    def _curve_spec(self) -> list:
+        rc = self.cfg.recovery
+        return [rc.curve_steps or [], rc.step_scale, rc.few_from_step if rc.few_examples else None]
+
+    def curve_steps_of(self, total: int) -> list[int]:
+        """The curve's checkpoint steps for a task of `total` optimizer steps (+ the few-example one)."""
+        rc = self.cfg.recovery
+        steps = list(rc.curve_steps or [])
+        if rc.few_examples:
+            steps.append(rc.few_from_step)
+        return curve_points(steps, rc.step_scale, total)
 
     def _orth_on(self, strat: StrategyConfig, t: int, shared: bool) -> bool:
         o = self.cfg.orthogonality
@@ -204,7 +230,7 @@ class Runner:
             ds = concatenate_datasets(parts)
         return ds
 
-    def _train_task(self, strat, t, prev_key, key, shared, orth_on) -> dict:
+    def _train_task(self, strat, t, prev_key, key, shared, orth_on, curve_on=False) -> dict:
         cfg = self.cfg
         model = self._load(prev_key)
         freeze = strat.name == "freeze" and not shared and t >= strat.from_task
@@ -224,6 +250,9 @@ class Runner:
         snaps = WindowSnapshots(cfg.orthogonality.boundary_step) if orth_on else None
         if snaps:
             callbacks.append(snaps)
+        saver = SaveAtSteps(self.curve_steps_of, lambda step: self._ckpt(f"{key}-step{step}")) if curve_on else None
+        stopper = early_stopper(self, strat, t, freeze)
+        callbacks += [cb for cb in (saver, stopper) if cb is not None]
         trainer = make_trainer(
             model, self._args(key, cfg.training), self._train_dataset(strat, t), self.data.collator,
             callbacks=callbacks,
@@ -245,6 +274,10 @@ class Runner:
             record["dense"] = {"task": 0, "every": ev.dense_every, "history": dense_cb.history}
         if snaps:
             record["orthogonality"] = snaps.result(cfg.orthogonality.energy)
+        if saver:
+            record["curve_checkpoints"] = {"total": out.global_step, "saved": saver.saved}
+        if stopper:
+            record["early_stop"] = stopper.record()
         if ev.generate_check_examples > 0:
             record["generate_check"] = self._generate_check(model, t)
         self._save(model, key)
@@ -272,17 +305,23 @@ class Runner:
         em_rows = tf["n"]
         return {"examples": em_rows, "generate_exact_match": gen, "teacher_forced_exact_match": tf["exact_match"]}
 
-    def _recover(self, from_key: str, key: str) -> dict:
-        """Fine-tune briefly on `fraction` of an old task's TRAIN people; score its held-out TEST people."""
+    def _recover(self, from_key: str, key: str, subset=None, extra: dict | None = None, save: bool = True) -> dict:
+        """Fine-tune briefly on `fraction` of an old task's TRAIN people (or `subset`); score its TEST people.
+
+        `from_key` is a checkpoint key (a folder under checkpoints/) or a path to a save_pretrained folder.
+        """
         cfg, rc = self.cfg, self.cfg.recovery
-        model = self._load(from_key)
+        path = Path(from_key) if Path(from_key).is_absolute() else self._ckpt(from_key)
+        model = AutoModelForCausalLM.from_pretrained(str(path)).to(self.device)
         before = evaluate(model, self.evalsets[rc.task], cfg.evaluation.batch_size)
-        subset = recovery_subset(self.data.train[rc.task], rc.fraction, cfg.seed)
-        kwargs = {**cfg.training, **rc.training}
+        if subset is None:
+            subset = recovery_subset(self.data.train[rc.task], rc.fraction, cfg.seed)
+        kwargs = {**cfg.training, **rc.training, **(extra or {})}
         trainer = make_trainer(model, self._args(key, kwargs), self.data.trainable(subset), self.data.collator)
         out = trainer.train()
         after = self._eval_tasks(model, cfg.num_tasks - 1)
-        self._save(model, key)
+        if save:
+            self._save(model, key)
         return {
             "task": rc.task,
             "from": from_key,
@@ -315,6 +354,9 @@ class Runner:
                 "dense": a["dense"],
                 "orthogonality": a["orthogonality"],
                 "recovery": a["recovery"],
+                "recovery_curve": a["recovery_curve"],
+                "recovery_few": a["recovery_few"],
+                "early_stop": [self.state["stages"][k]["record"].get("early_stop") for k in a["stages"]],
             }
             if cfg.safety.enabled:  # [before Task 0, after Task 0, ...]
                 out_arms[name]["safety"] = a["safety"]

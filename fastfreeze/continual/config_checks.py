@@ -1,0 +1,88 @@
+"""Checks shared by the continual config's sections: the error type, value types, TrainingArguments keys, arms."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .._hf_compat import training_argument_names
+
+
+class ConfigError(ValueError):
+    """A continual-learning config is invalid; the message names the field and the fix."""
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,), "list": (list,),
+          "None": (type(None),)}
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """Whether a YAML value fits a field's simple annotation ("int", "float | None", ...); others pass."""
+    allowed = []
+    for name in (part.strip() for part in annotation.split("|")):
+        if name not in _TYPES:
+            return True  # Any, a dataclass section or a generic: checked elsewhere
+        allowed += _TYPES[name]
+    if isinstance(value, bool) and bool not in allowed:
+        return False  # YAML `yes` is not a count
+    return isinstance(value, tuple(allowed))
+
+
+@dataclass
+class EarlyStopConfig:
+    """Early stopping of each later task, chosen on a validation split of that task's TRAINING people only.
+
+    Every `every` steps the arm scores `fraction` of the task's training people (all their questions);
+    it stops at the first check whose exact match is >= `target`, or after `patience` checks without a
+    gain. The task's test split is never read (tests/continual/test_early_stop.py asserts it).
+    """
+
+    every: int = 5
+    target: float = 0.95
+    patience: int = 3
+    fraction: float = 0.2
+
+    def validate(self, arm: str) -> None:
+        if self.every < 1 or self.patience < 1:
+            raise ConfigError(f"strategy {arm}: early_stop.every and early_stop.patience must be >= 1.")
+        if not 0.0 < self.target <= 1.0 or not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"strategy {arm}: early_stop.target and early_stop.fraction must be in (0, 1].")
+
+
+# Keys the runner owns; users set them through other config fields (or not at all).
+_RUNNER_OWNED = {"output_dir"}
+
+
+def check_training_kwargs(kwargs: dict, where: str) -> None:
+    """Reject keys that TrainingArguments does not know, naming the closest fix."""
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{where}: expected a mapping of TrainingArguments fields, got {kwargs!r}.")
+    valid = training_argument_names()
+    unknown = sorted(k for k in kwargs if k not in valid)
+    if unknown:
+        raise ConfigError(f"{where}: {unknown} are not TrainingArguments fields (HF names, e.g. learning_rate).")
+    owned = sorted(k for k in kwargs if k in _RUNNER_OWNED)
+    if owned:
+        raise ConfigError(f"{where}: {owned} is set by the runner; set the top-level output_dir instead.")
+
+
+def _check_arms(arms, labels, where):
+    if arms is None:
+        return
+    missing = [a for a in arms if a not in labels]
+    if missing:
+        raise ConfigError(f"{where}: {missing} are not arms of this run; arms are {labels}.")
+
+
+def _check_recovery_curve(rec: "RecoveryConfig", num_tasks: int) -> None:
+    if rec.curve_steps is None and rec.few_examples is None:
+        return
+    if not 1 <= rec.curve_task < num_tasks or rec.curve_task <= rec.task:
+        raise ConfigError(f"recovery.curve_task={rec.curve_task}: use a task after recovery.task, < num_tasks.")
+    for s in rec.curve_steps or []:
+        if s != "end" and (isinstance(s, bool) or not isinstance(s, int) or s < 0):
+            raise ConfigError(f"recovery.curve_steps: {s!r} is not a step; use ints >= 0 or 'end'.")
+    for n in rec.few_examples or []:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"recovery.few_examples: {n!r} is not a count; use ints >= 1, e.g. [10, 100].")
+    if rec.step_scale <= 0 or rec.few_from_step < 0 or rec.few_max_steps < 1:
+        raise ConfigError("recovery: step_scale must be > 0, few_from_step >= 0 and few_max_steps >= 1.")
