@@ -222,3 +222,14 @@ def test_example_yaml_runs_as_python_m_and_saves_a_plain_hf_model(files, tmp_pat
     _assert_freeze_held(_weights(files["model"]), _weights(out))
     assert json.loads((out / "fastfreeze_config.json").read_text())["num_frozen_layers"] == K
     assert any(cache.rglob("*")), "the YAML's disk cache was not written"
+
+
+def test_trl_lora_flags_put_the_adapter_on_the_trainable_blocks(files, tmp_path):
+    """`--use_peft --lora_target_modules q_proj v_proj` (every block, as for `trl sft`) is narrowed to blocks K..;
+    the output is the adapter, as `trl sft` saves it."""
+    out = tmp_path / "lora"
+    assert main(["--model", files["model"], "--data", files["data"], "--num-frozen-layers", str(K), "--max_steps", "2",
+                 "--use_peft", "--lora_target_modules", "q_proj", "v_proj", "--lora_r", "4", "--output_dir", str(out),
+                 *RUN]) == 0
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["layers_to_transform"] == [2, 3] and adapter["r"] == 4
