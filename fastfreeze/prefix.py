@@ -52,6 +52,7 @@ class _State:
         self.capture: _Capture | None = None
         self.boundary_requires_grad = False  # set under reentrant checkpointing of the suffix
         self.prefix_calls = 0  # how many times the prefix really ran (tests and logs)
+        self.standin_calls = 0  # how many prefix modules were swapped out for a stand-in (tests)
         self.offloaded = False
         # Prefix run times, for the "prefix time saved" estimate: (start, end, tokens) per run, where
         # start/end are perf_counter floats on CPU or CUDA events (read lazily, no sync in the step).
@@ -64,6 +65,14 @@ class _State:
         self.bypass = False
         self.fill = 0.0
         self.skip_only: set | None = None
+
+
+def _dtensor_type():
+    if not torch.distributed.is_available():
+        return None
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
 
 
 def _clock(t):
@@ -139,6 +148,38 @@ def _skipped_output(module: nn.Module, args, kwargs, fill: float):
 def _injected_output(module: nn.Module, state: "_State"):
     spec = module.__dict__.get("_ff_spec")
     return _as_output(state.injected, spec[-1] if spec else (None, 0))
+
+
+def _standin_output(spec, first, fill: float):
+    """A prefix module's stand-in output as a stride-0 view of one scalar: the suffix never reads
+    it (the install probe fills it with NaN to prove that), so nothing of size [B, T, H] is made."""
+    if spec[0] == "pass":
+        return _as_output(first, spec[1])
+    _, tail, dtype, n = spec
+    value = fill if dtype.is_floating_point else 0
+    scalar = torch.full((), value, dtype=dtype, device=first.device)
+    return _as_output(scalar.expand(*first.shape, *tail), n)
+
+
+class _StandIn(nn.Module):
+    """Takes a prefix module's place in its parent during a whole-batch cache hit (see
+    `FrozenPrefix.inject`): no parameters, no hooks, the recorded output form. The boundary
+    source's stand-in returns the injected boundary."""
+
+    def __init__(self, original: nn.Module, spec, state: "_State", source: bool):
+        super().__init__()
+        self.spec, self.state, self.source = spec, state, source
+        self.__dict__["original"] = original  # a plain attribute: its parameters must not show here
+        state.standin_calls += 1
+
+    @torch.compiler.disable
+    def forward(self, *args, **kwargs):
+        if self.source:
+            return _as_output(self.state.injected, self.spec[-1] if self.spec else (None, 0))
+        first = _first_arg(args, kwargs)
+        if not isinstance(first, torch.Tensor):  # an output form the recorded spec cannot derive
+            return self.original(*args, **kwargs)
+        return _standin_output(self.spec, first, self.state.fill)
 
 
 @torch.compiler.disable
@@ -263,17 +304,44 @@ class FrozenPrefix:
 
     # ---------------------------------------------------------------- run-time modes
     @contextlib.contextmanager
-    def inject(self, boundary: torch.Tensor | None):
-        """Within this block the model's forward uses `boundary` ([B, T, H]) as the prefix output."""
+    def inject(self, boundary: torch.Tensor | None, swap: bool = True):
+        """Within this block the model's forward uses `boundary` ([B, T, H]) as the prefix output.
+
+        With `swap=True` every prefix module whose output form is known (it ran once) is swapped, in
+        its parent, for a parameter-free stand-in, so it is not called at all: no FSDP all-gather of
+        its shard, no hooks, and stand-in outputs are stride-0 views (no [B, T, H] allocation).
+        `swap=False` calls the modules, which return placeholders: what a rank must do under FSDP
+        when another rank runs the prefix in the same step (its all-gathers must be matched)."""
         if boundary is None:
             yield
             return
         previous = self.state.injected
         self.state.injected = boundary
+        swapped = self._swap_in_standins() if swap else []
         try:
             yield
         finally:
+            for parent, name, original in reversed(swapped):
+                parent._modules[name] = original
             self.state.injected = previous
+
+    def _swap_in_standins(self) -> list:
+        """Replace each skippable prefix module in its parent's `_modules` (the probe's `skip_only`
+        restricts which); returns (parent, name, original) to restore, in swap order."""
+        swapped = []
+        only = self.state.skip_only
+        for path, m in zip(self.names, self.modules):
+            spec = m.__dict__.get("_ff_spec")
+            source = m is self.boundary_source
+            if not source and (spec is None or (only is not None and m not in only)):
+                continue
+            parent_path, _, name = path.rpartition(".")
+            parent = self.model.get_submodule(parent_path) if parent_path else self.model
+            if parent._modules.get(name) is not m:
+                continue  # not reachable by this name (already swapped, or wrapped): it just runs
+            parent._modules[name] = _StandIn(m, spec, self.state, source)
+            swapped.append((parent, name, m))
+        return swapped
 
     @contextlib.contextmanager
     def capture(self, stop: bool = False):
@@ -342,6 +410,11 @@ class FrozenPrefix:
             st.tokens += n
         st.timings.clear()
         return st.seconds / st.tokens if st.tokens else None
+
+    def sharded(self) -> bool:
+        """True when the prefix weights are DTensor shards (FSDP2): calling a prefix module then
+        all-gathers, a collective every rank must issue alike."""
+        return _dtensor_type() is not None and any(isinstance(p, _dtensor_type()) for p in self.parameters())
 
     def parameters(self):
         seen: set[int] = set()

@@ -81,6 +81,7 @@ class FreezeMixin(TrainerHooks):
         self.freeze_config = freeze_config
         self._ff_eval_depth = 0  # > 0 inside evaluate(): its metrics get no fastfreeze counters
         self._ff_scope_depth = 0  # > 0 inside a prefix scope (see _run_with_prefix)
+        self._ff_forwards = 0  # forwards of the (wrapped) model since train() began (_may_skip_prefix)
         self.freeze_runtime: FreezeRuntime | None = None
         if freeze_config is not None:
             if not isinstance(freeze_config, FreezeConfig):
@@ -135,8 +136,9 @@ class FreezeMixin(TrainerHooks):
         elif prefix.offloaded:
             prefix.restore()  # an uncached example: the prefix weights must come back
         mark, compiles = prefix.timing_mark(), compile_events()
-        with prefix.inject(boundary), prefix.capture() as cap:
+        with prefix.inject(boundary, swap=self._may_skip_prefix(prefix, boundary)), prefix.capture() as cap:
             result = fn(inputs)
+        self._ff_forwards += 1
         if compile_events() != compiles:
             # torch.compile compiled (part of) the model during this forward: its prefix run time
             # includes compilation, so it does not enter the time-saved estimate.
@@ -144,6 +146,22 @@ class FreezeMixin(TrainerHooks):
         if boundary is None and cap.boundary is not None:
             self._on_boundary_computed(inputs, cap.boundary)
         return result
+
+    def _may_skip_prefix(self, prefix: FrozenPrefix, boundary: torch.Tensor | None) -> bool:
+        """Whether this step's prefix modules may go uncalled (swapped for stand-ins, see
+        `FrozenPrefix.inject`): the whole batch is cached, the wrapped model has run one forward
+        since train() began (FSDP2 collects its units' states on the root's first forward, so none
+        may be missing then), and under FSDP every rank's batch is cached too, agreed with one
+        1-element all_reduce per step, which every rank issues whether it hit or not: a rank that
+        skipped its all-gathers while another ran the prefix would deadlock."""
+        if self.prefix_cache is None:
+            return False
+        hit = boundary is not None
+        if prefix.sharded() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            flag = torch.tensor([int(hit)], device=self.args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            hit = bool(flag.item())
+        return hit and self._ff_forwards > 0
 
     def _on_boundary_computed(self, inputs: dict, boundary: torch.Tensor) -> None:
         """A batch's boundary was just computed by the prefix: store its rows in the cache."""
@@ -276,6 +294,7 @@ class FreezeMixin(TrainerHooks):
         if resume_from_checkpoint:
             self._check_resume(resume_from_checkpoint)
         self._log_freeze_report()
+        self._ff_forwards = 0  # train() (re)wraps the model: its first forward calls every module
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _log_freeze_report(self) -> None:
@@ -315,7 +334,12 @@ class _FlushCache(TrainerCallback):
         self.runtime = runtime
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        # Every rank flushes, then waits for the others, then re-reads the shared index: a row any
+        # rank stored in this epoch is a hit for every rank from the next epoch on, not by timing.
         self.runtime.cache.flush()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        self.runtime.cache.refresh()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.runtime.cache.flush()

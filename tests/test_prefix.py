@@ -45,3 +45,37 @@ def test_capture_inject_compute_boundary_and_remove():
     model.train()
     assert model.model.layers[0].training
 
+
+
+def _count_calls(modules) -> tuple[list, list]:
+    calls = []
+    handles = [sub.register_forward_pre_hook(lambda m, a: calls.append(m)) for m in modules for sub in m.modules()]
+    return calls, handles
+
+
+def test_injected_forward_calls_no_prefix_module_and_allocates_no_placeholder():
+    """A whole-batch hit swaps each prefix module for a parameter-free stand-in: none is called (no
+    FSDP all-gather can happen), the embedding's stand-in output is a stride-0 view of one scalar
+    (no [B, T, H] tensor), the result is the same, and the modules are back in place afterwards."""
+    model = make_model("llama").eval()
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    ids = torch.randint(1, 90, (2, 7), generator=torch.Generator().manual_seed(0))
+    before = [m for m in model.modules()]
+    seen = {}
+    model.model.rotary_emb.register_forward_pre_hook(lambda m, a, kw: seen.__setitem__("x", a[0] if a else kw["x"]),
+                                                     with_kwargs=True)
+    with torch.no_grad():
+        with prefix.capture() as cap:
+            ref = model(input_ids=ids).logits
+        assert seen["x"].untyped_storage().nbytes() == 2 * 7 * 32 * 4  # the real embedding output
+        calls, handles = _count_calls(prefix.modules)
+        with prefix.inject(cap.boundary):
+            got = model(input_ids=ids).logits
+        assert calls == [] and torch.equal(got, ref)
+        assert seen["x"].shape == (2, 7, 32) and seen["x"].untyped_storage().nbytes() == 4  # one fp32 scalar
+        with prefix.inject(cap.boundary, swap=False):  # the modules are called (and return placeholders)
+            assert torch.equal(model(input_ids=ids).logits, ref)
+        assert len(calls) > 0 and seen["x"].untyped_storage().nbytes() == 2 * 7 * 32 * 4
+        for h in handles:
+            h.remove()
+    assert [m for m in model.modules()] == before  # every module back in its parent

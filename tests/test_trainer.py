@@ -235,3 +235,33 @@ def test_nested_prefix_scopes_act_once(tmp_path):
     seen = []
     assert t._run_with_prefix({}, lambda x: t._run_with_prefix(x, lambda y: seen.append(t._ff_scope_depth))) is None
     assert seen == [1] and t._ff_scope_depth == 0
+
+
+def test_warm_step_calls_no_prefix_module(tmp_path):
+    """Epoch 2 of a memory-cached run (32 rows, 8 a step: 4 steps an epoch): every batch is a hit and
+    no prefix module (nor any submodule) is called; in epoch 1 every step called them. The trained
+    weights equal the run without a cache, frozen ones bitwise."""
+    from transformers import TrainerCallback
+
+    calls, per_step = [], []
+
+    class PerStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            per_step.append(len(calls))
+            calls.clear()
+
+    t = _trainer(str(tmp_path / "cached"), steps=8, cfg=FreezeConfig(num_frozen_layers=2, cache="memory"))
+    for m in t.prefix.modules:
+        for sub in m.modules():
+            sub.register_forward_pre_hook(lambda *a: calls.append(1))
+    t.add_callback(PerStep())
+    t.train()
+    assert len(per_step) == 8 and all(n > 0 for n in per_step[:4]) and per_step[4:] == [0] * 4, per_step
+    assert t.cache_summary().hits == 32 and t.prefix.state.standin_calls > 0
+    ref = _trainer(str(tmp_path / "plain"), steps=8)
+    ref.train()
+    for (name, p), q in zip(ref.model.named_parameters(), t.model.parameters()):
+        if p.requires_grad:
+            assert max_rel_diff(q, p) <= 1e-6, name  # fp32, same kernels; only the prefix's route differs
+        else:
+            assert torch.equal(q, p), name

@@ -138,10 +138,8 @@ class DiskCache(PrefixCache):
                 f.write(b"\0")
             os.remove(probe)
         except OSError as e:
-            raise CacheWriteError(
-                f"prefix cache directory {self.path} is not writable ({e.strerror or e}); pass a "
-                "writable cache_dir, use cache='memory', or cache=None to train without a cache"
-            ) from e
+            raise CacheWriteError(f"prefix cache directory {self.path} is not writable ({e.strerror or e}); pass a "
+                                  "writable cache_dir, use cache='memory', or cache=None to train without a cache") from e
 
     def _refresh(self, force: bool = False) -> None:
         """Load manifests published since the last look (cheap: one stat unless the dir changed)."""
@@ -222,10 +220,8 @@ class DiskCache(PrefixCache):
     def _corrupt(self, name: str, reason: str) -> None:
         where = os.path.join(self.path, name)
         if self.strict:
-            raise CacheCorruptError(
-                f"prefix cache shard {where}.bin is corrupt: {reason}. Delete it (or the whole "
-                f"{self.path}) to rebuild, or open the cache with strict=False to quarantine it"
-            )
+            raise CacheCorruptError(f"prefix cache shard {where}.bin is corrupt: {reason}. Delete it (or the whole "
+                                    f"{self.path}) to rebuild, or open the cache with strict=False to quarantine it")
         qdir = os.path.join(self.path, "quarantine")
         stamp = f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
         try:
@@ -285,6 +281,10 @@ class DiskCache(PrefixCache):
             shard.verified = True
         shard.buf = torch.frombuffer(mm, dtype=torch.uint8)
         return shard.buf
+
+    def refresh(self) -> None:
+        """Load every shard published so far (the trainer calls it after an epoch-end barrier)."""
+        self._refresh(force=True)
 
     def verify(self) -> int:
         """Open and checksum every known shard now (e.g. before forking DataLoader workers, so they

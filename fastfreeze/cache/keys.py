@@ -108,6 +108,14 @@ def _json_default(obj):
     return repr(obj)
 
 
+def _is_dtensor(t: torch.Tensor) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
 def _hash_tensor(name: str, t: torch.Tensor) -> bytes:
     if t.device.type == "meta":
         raise ValueError(
@@ -130,7 +138,9 @@ def prefix_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]], **fact
 
     Put everything the boundary state depends on in ``facts``: model config dict, compute dtype,
     attn_implementation, kernel set, ``library_versions()``, num_frozen_layers. Deterministic across
-    processes; the tensor order does not matter (sorted by name). Cost: one sha256 pass over the
+    processes; the tensor order does not matter (sorted by name). DTensor shards (FSDP2) are hashed
+    as their full tensor (a collective: every rank must call this), so the fingerprint is the
+    unsharded model's on every rank. Cost: one sha256 pass over the
     bytes on CPU, tensors hashed in parallel threads (GPU tensors copied to host in 64 MiB chunks):
     measured 0.8 GiB/s on 2 busy CPU cores, i.e. ~2.5 s for a 1B-parameter bf16 prefix; compute it
     once per run, not per step.
@@ -141,10 +151,16 @@ def prefix_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]], **fact
     for name, t in items:
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"prefix_fingerprint: {name!r} is a {type(t).__name__}, not a tensor")
-    workers = min(8, os.cpu_count() or 1, max(1, len(items)))
+    # Sharded (DTensor, e.g. FSDP2) tensors are hashed as the full tensor, so every rank and an
+    # unsharded copy of the model agree; gathering one is a collective, so it happens here, in one
+    # thread, one tensor at a time, in the sorted order every rank shares.
+    digests = {name: _hash_tensor(name, t.full_tensor()) for name, t in items if _is_dtensor(t)}
+    local = [(name, t) for name, t in items if name not in digests]
+    workers = min(8, os.cpu_count() or 1, max(1, len(local)))
     # hashlib releases the GIL on large buffers, so threads give real parallelism.
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = list(pool.map(lambda nt: _hash_tensor(*nt), items))
+        digests.update(zip([n for n, _ in local], pool.map(lambda nt: _hash_tensor(*nt), local)))
+    digests = [digests[name] for name, _ in items]
     h = hashlib.sha256(_FP_VERSION)
     h.update(struct.pack("<q", len(items)))
     for d in digests:

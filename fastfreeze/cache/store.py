@@ -196,6 +196,9 @@ class PrefixCache:
     def flush(self) -> None:
         """Persist pending entries (no-op for memory)."""
 
+    def refresh(self) -> None:
+        """See entries other processes published since the last look (no-op for memory: per process)."""
+
     def close(self) -> None:
         """Flush; the object stays usable."""
         self.flush()

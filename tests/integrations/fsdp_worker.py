@@ -1,0 +1,163 @@
+"""One rank of the FSDP2 test: `torchrun --nproc_per_node 2 tests/integrations/fsdp_worker.py OUT_DIR SCENARIO` (gloo, CPU).
+
+accelerate turns FSDP on only for accelerator devices (AcceleratorState sets DistributedType.FSDP
+inside its MULTI_GPU/NPU/XPU/... branch; multi-process CPU is MULTI_CPU, which Trainer then wraps in
+DDP, and DDP refuses a model that is already `fully_shard`-ed). So on CPU the worker builds the
+Trainer a GPU user would build (`TrainingArguments(fsdp=..., fsdp_config=fsdp_config(model))`) and
+then marks accelerate's state FSDP, exactly what the MULTI_GPU branch does (`_force_fsdp`): from
+there on, accelerate's own FSDP2 preparation (`fully_shard` per wrapped class) and Trainer's FSDP
+save path run as on GPUs. Writes each rank's counters as JSON and rank 0's final weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+torch.set_num_threads(1)
+
+import torch.distributed as dist  # noqa: E402
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from torch.distributed.tensor import DTensor  # noqa: E402
+
+from transformers import TrainerCallback  # noqa: E402
+
+from fastfreeze import FastFreezeTrainer, FreezeConfig  # noqa: E402
+from fastfreeze.cache.runtime import compute_fingerprint  # noqa: E402
+from fastfreeze.integrations.distributed import fsdp_config  # noqa: E402
+from tests._helpers import make_model, make_rows, pad_collator  # noqa: E402
+from tests.parity.harness import training_args  # noqa: E402
+
+K, ROWS, STEPS, PAD_TO = 2, 16, 8, 12  # 2 epochs of 4 global batches of 4 (2 ranks x 2)
+SCENARIOS = ("nocache", "memory", "disk")
+
+
+class ForcedFSDPTrainer(FastFreezeTrainer):
+    """FastFreezeTrainer whose accelerate state is FSDP on CPU (see the module docstring)."""
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+        self.force_fsdp()
+
+    def force_fsdp(self) -> None:
+        # Again before saving: something in accelerate sets the shared state back to MULTI_CPU
+        # during train() (found: `accelerator.is_fsdp2` is False afterwards, so `get_state_dict`
+        # would return the DTensor shards instead of the full state dict).
+        self.accelerator.state.distributed_type = DistributedType.FSDP
+        self.is_fsdp_enabled = True
+
+
+def make_trainer(out: str, cfg: FreezeConfig, per_device: int, cls=ForcedFSDPTrainer):
+    model = make_model("llama")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    fsdp = dict(fsdp="full_shard auto_wrap", fsdp_config=fsdp_config(model)) if distributed else {}
+    args = training_args(out, steps=STEPS, grad_accum=1, per_device_train_batch_size=per_device,
+                         ddp_backend="gloo" if distributed else None, logging_steps=4, **fsdp)
+    return cls(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
+               data_collator=pad_collator(pad_to=PAD_TO), freeze_config=cfg)
+
+
+class GatherCounter(TrainerCallback):
+    """Per optimizer step: FSDP2 all-gathers that really ran (its `foreach_all_gather`, attributed to
+    the unit being unsharded), split into prefix units and the rest. Test instrumentation only."""
+
+    def __init__(self, prefix_modules):
+        from torch.distributed.fsdp._fully_shard import _fsdp_param_group as pg
+
+        self.prefix_ids, self.current, self.now = {id(m) for m in prefix_modules}, [], {"prefix": 0, "other": 0}
+        self.steps: list = []
+        unshard, gather = pg.FSDPParamGroup.unshard, pg.foreach_all_gather
+
+        def counted_unshard(group, *a, **kw):
+            self.current.append(group)
+            try:
+                return unshard(group, *a, **kw)
+            finally:
+                self.current.pop()
+
+        def counted_gather(*a, **kw):
+            mods = self.current[-1].modules if self.current else ()
+            self.now["prefix" if any(id(m) in self.prefix_ids for m in mods) else "other"] += 1
+            return gather(*a, **kw)
+
+        pg.FSDPParamGroup.unshard, pg.foreach_all_gather = counted_unshard, counted_gather
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(dict(self.now))
+        self.now.update(prefix=0, other=0)
+
+
+def _optimizer_bytes(trainer) -> dict:
+    """This rank's optimizer-state bytes, split by whether the parameter is frozen, and the local
+    (shard) element count of the trainable parameters they belong to."""
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    frozen = {id(p) for p in trainer.model.parameters() if not p.requires_grad}
+    out = {"frozen_state_bytes": 0, "moment_bytes": 0, "trainable_local_numel": 0, "params_with_state": []}
+    for p, st in trainer.optimizer.state.items():
+        out["params_with_state"].append(names.get(id(p), "?"))
+        for key, v in st.items():
+            local = v.to_local() if isinstance(v, DTensor) else v
+            nbytes = local.numel() * local.element_size()
+            if id(p) in frozen:
+                out["frozen_state_bytes"] += nbytes
+            elif key in ("exp_avg", "exp_avg_sq"):
+                out["moment_bytes"] += nbytes
+    for p in trainer.model.parameters():
+        if p.requires_grad:
+            out["trainable_local_numel"] += (p.to_local() if isinstance(p, DTensor) else p).numel()
+    return out
+
+
+def run(root: str, scenario: str, rank: int) -> dict:
+    cache = {"nocache": None, "memory": "memory", "disk": "disk"}[scenario]
+    cfg = FreezeConfig(num_frozen_layers=K, cache=cache,
+                       cache_dir=os.path.join(root, "disk-cache") if cache == "disk" else None)
+    t = make_trainer(os.path.join(root, scenario), cfg, per_device=2)
+    if scenario == "memory":
+        t.build_prefix_cache()  # every row on every rank: each step is a hit on both ranks
+    counter = GatherCounter(t.prefix.modules)
+    t.add_callback(counter)
+    t.train()
+    params = dict(t.model.named_parameters())
+    summary = t.cache_summary()
+    stats = {"rank": rank, "is_fsdp_enabled": t.is_fsdp_enabled, "world_size": t.args.world_size,
+             "distributed_type": str(t.accelerator.state.distributed_type),
+             "dtensor": sorted(n for n, p in params.items() if isinstance(p, DTensor)), "params": sorted(params),
+             "frozen_with_grad": sorted(n for n, p in params.items() if not p.requires_grad and p.grad is not None),
+             "gathers": counter.steps, "prefix_calls": t.prefix.prefix_calls,
+             "cache": None if summary is None else {"hits": summary.hits, "misses": summary.misses,
+                                                    "entries": summary.entries},
+             **_optimizer_bytes(t)}
+    if cache:
+        stats["fingerprint_at_open"] = t.prefix_cache.cache.fingerprint
+        stats["fingerprint_sharded"] = compute_fingerprint(t.model, t.prefix, cfg, t.freeze_runtime.kernel_set)
+    full = {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu() for n, p in params.items()}
+    if scenario == "nocache":
+        stats["is_fsdp2_after_train"] = t.accelerator.is_fsdp2
+        t.force_fsdp()
+        t.save_model(os.path.join(root, "saved"))  # FULL_STATE_DICT (fsdp_config's default): a plain checkpoint
+    if rank == 0:
+        torch.save(full, os.path.join(root, f"{scenario}.pt"))
+    return stats
+
+
+def main() -> None:
+    root, scenarios = sys.argv[1], sys.argv[2].split(",")
+    rank = int(os.environ["RANK"])
+    for scenario in scenarios:
+        stats = run(root, scenario, rank)
+        with open(os.path.join(root, f"{scenario}.rank{rank}.json"), "w") as f:
+            json.dump(stats, f)
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
