@@ -120,12 +120,13 @@ def parse(argv: list[str]):
 
 
 def _looks_local(path: str) -> bool:
-    """A name that can only be a local path (not a Hub id `org/name`)."""
-    return path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.splitext(path)[1] != ""
+    """A name that can only be a local path, not a Hub id `org/name` (which may contain dots: `Qwen2.5-0.5B`)."""
+    return path.startswith((".", "/", "~")) or path.count("/") > 1
 
 
-def check_model_path(path: str | None, num_frozen_layers: int) -> None:
-    """Refuse a missing model and a k beyond its depth before any weights load (the trainer checks k again)."""
+def check_model_path(path: str | None, num_frozen_layers: int, **config_kwargs) -> None:
+    """Refuse a missing model and a k beyond its depth before any weights load (the trainer checks k again).
+    `config_kwargs` (revision, trust_remote_code) reach AutoConfig as they reach the model."""
     from transformers import AutoConfig
 
     if not path:
@@ -135,7 +136,7 @@ def check_model_path(path: str | None, num_frozen_layers: int) -> None:
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
         raise UsageError(f"--model {path!r} has no config.json; pass a directory written by save_pretrained.")
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        config = AutoConfig.from_pretrained(path, local_files_only=True, **config_kwargs)
     except (OSError, ValueError) as e:
         raise UsageError(f"--model {path!r}: not a local model or one in the HF cache ({' '.join(str(e).split())})") from e
     depth = getattr(config.get_text_config(), "num_hidden_layers", None)
@@ -144,7 +145,7 @@ def check_model_path(path: str | None, num_frozen_layers: int) -> None:
                          f"use a value in 0..{depth}.")
 
 
-def load_local_dataset(path: str, streaming: bool = False):
+def load_local_dataset(path: str, streaming: bool = False, name: str | None = None):
     """A DatasetDict from a local data file, a save_to_disk directory or a directory of data files (never the Hub).
 
     Usage: splits = load_local_dataset("train.jsonl")   # {"train": Dataset}
@@ -153,13 +154,15 @@ def load_local_dataset(path: str, streaming: bool = False):
 
     if not os.path.exists(path):
         raise UsageError(f"--data {path!r} does not exist; pass a {_DATA_KINDS}.")
+    if name is not None and not os.path.isdir(path):
+        raise UsageError(f"--dataset_config {name!r} selects a config of a folder of data files; {path!r} is not one.")
     if os.path.isdir(path):
         if any(os.path.exists(os.path.join(path, marker)) for marker in ("dataset_dict.json", "state.json")):
             data = datasets.load_from_disk(path)
             data = data if isinstance(data, datasets.DatasetDict) else datasets.DatasetDict({"train": data})
             return datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in data.items()}) if streaming else data
         try:  # a folder of data files: datasets infers the format and the splits from the file names
-            return datasets.load_dataset(path, streaming=streaming)
+            return datasets.load_dataset(path, name=name, streaming=streaming)
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(f"--data {path!r}: no data files found in it ({' '.join(str(e).split())}).") from e
     builder = _FILE_BUILDERS.get(os.path.splitext(path)[1].lower())
@@ -175,7 +178,7 @@ def load_splits(script_args, training_args, mixture_args):
 
         data = get_dataset(mixture_args)
     elif script_args.dataset_name:
-        data = load_local_dataset(script_args.dataset_name, script_args.dataset_streaming)
+        data = load_local_dataset(script_args.dataset_name, script_args.dataset_streaming, script_args.dataset_config)
     else:
         raise UsageError("--data FILE_OR_DIR is required (or --dataset_name, or a `datasets:` list in the YAML).")
     wanted = [script_args.dataset_train_split]
@@ -225,7 +228,8 @@ def build_trainer(script_args, training_args, model_args, mixture_args, freeze_a
     from fastfreeze.integrations.trl import FastFreezeSFTTrainer
 
     freeze_config = freeze_args.to_freeze_config()
-    check_model_path(model_args.model_name_or_path, freeze_config.num_frozen_layers)
+    check_model_path(model_args.model_name_or_path, freeze_config.num_frozen_layers,
+                     revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code)
     train, evaluation = load_splits(script_args, training_args, mixture_args)
     model, processor = load_model(model_args, training_args)
     return FastFreezeSFTTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
