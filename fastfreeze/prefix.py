@@ -10,6 +10,13 @@ change only, per instance, the forwards of the prefix modules:
   computing one, while the modules before it skip their work (`inject`): the cache's fast path;
 - the boundary source's output can be *captured* for storing in a cache (`capture`).
 
+On a whole-batch cache hit the prefix modules are not even called: `inject` swaps each for a
+parameter-free stand-in in its parent, so nothing of the prefix runs, hooks included (FSDP's
+all-gathers), and no placeholder of size [B, T, H] is made.
+
+Long because the three routes of a prefix module (computed, placeholder, stand-in) share one state
+and one output form (`_ff_spec`), and are easiest to check side by side.
+
 Substituting at the boundary source's output, not at block k's input, matters: block k may be
 activation-checkpointed, and a checkpoint replays block k with its original inputs, so a
 substitution there would be undone in the backward replay.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -73,6 +74,23 @@ def drop_empty_param_groups(optimizer):
     return optimizer
 
 
+def warn_memory_cache_per_process(config: FreezeConfig, world_size: int) -> bool:
+    """Warn (and return True) when a memory cache serves a multi-process run: each rank keeps its own
+    rows and the sampler deals each rank other rows every epoch, so only a rank's own rows are ever
+    hits (under FSDP a warm step then needs every rank to hit). A disk cache on a directory every rank
+    shares is reused by all of them from the next epoch on.
+
+    Usage: warn_memory_cache_per_process(trainer.freeze_config, trainer.args.world_size)
+    """
+    if config.cache != "memory" or world_size <= 1:
+        return False
+    warnings.warn(
+        f"fastfreeze: cache='memory' lives in each of the {world_size} processes; a row is reused only by the "
+        "rank that computed it. For reuse across ranks use FreezeConfig(cache='disk', cache_dir=<a directory "
+        "every rank shares>), or call trainer.build_prefix_cache() on every rank before train().", stacklevel=3)
+    return True
+
+
 class FreezeMixin(TrainerHooks):
     """Adds `freeze_config=` to a Trainer class. See `FastFreezeTrainer`."""
 
@@ -101,6 +119,7 @@ class FreezeMixin(TrainerHooks):
             if self.prefix_cache is not None:
                 self.data_collator = self.prefix_cache.wrap_collator(self.data_collator)
                 self.add_callback(_FlushCache(self.prefix_cache))
+                warn_memory_cache_per_process(freeze_config, self.args.world_size)
 
     # ------------------------------------------------------------------ accessors
     @property

@@ -265,3 +265,12 @@ def test_warm_step_calls_no_prefix_module(tmp_path):
             assert max_rel_diff(q, p) <= 1e-6, name  # fp32, same kernels; only the prefix's route differs
         else:
             assert torch.equal(q, p), name
+
+
+def test_memory_cache_warns_under_multi_process():
+    from fastfreeze.trainer import warn_memory_cache_per_process
+
+    with pytest.warns(UserWarning, match="cache='disk'"):
+        assert warn_memory_cache_per_process(FreezeConfig(num_frozen_layers=2, cache="memory"), 2)
+    assert not warn_memory_cache_per_process(FreezeConfig(num_frozen_layers=2, cache="memory"), 1)
+    assert not warn_memory_cache_per_process(FreezeConfig(num_frozen_layers=2, cache="disk", cache_dir="/tmp/x"), 2)

@@ -2,28 +2,39 @@
 
 DDP (torchrun / accelerate launch): nothing to configure. Frozen parameters are left out of DDP's
 gradient buckets; the prefix has no collective of its own, so a rank whose batch is a cache hit
-(prefix skipped) and a rank that runs the prefix stay in step (tested: tests/integrations/test_ddp.py).
-A memory cache is per process and the sampler deals each rank a different half of the data every
-epoch, so under DDP prefer `FreezeConfig(cache="disk", cache_dir=<shared dir>)`: every rank writes
-its own shards and reads everyone's.
+(prefix skipped) and a rank that runs the prefix stay in step (tested:
+tests/integrations/test_distributed.py). A memory cache is per process and the sampler deals each
+rank a different half of the data every epoch, so under DDP prefer
+`FreezeConfig(cache="disk", cache_dir=<shared dir>)`: every rank writes its own shards, and at each
+epoch end every rank flushes, waits for the others and re-reads the index, so a row any rank stored
+in epoch e is a hit for every rank from epoch e+1 on. FastFreezeTrainer warns about a memory cache
+in a multi-process run.
 
-FSDP: a cache hit still *calls* every prefix module (they return placeholders), so every rank issues
-the same all-gathers and nothing deadlocks, but a sharded prefix is all-gathered for nothing on a
-hit. `fsdp_config()` wraps every decoder block and the embedding in their own units, so that:
+FSDP2: when the whole batch is cached on every rank, the prefix modules are not called (swapped for
+stand-ins), so their shards are not all-gathered; the ranks agree on that with one 1-element
+all_reduce per step (a rank that hits while another misses calls its prefix modules, so the
+all-gathers still pair up). The cache fingerprint hashes the full tensors of DTensor shards: the
+same on every rank and equal to the unsharded model's, so a cache built on one GPU serves a sharded
+run. `fsdp_config()` wraps every decoder block and the embedding in their own units, so that:
 - FSDP2 (default in transformers >= 5): parameters are sharded one by one; frozen ones never get a
-  gradient buffer or optimizer state;
+  gradient buffer or optimizer state (tested on 2 CPU ranks: tests/integrations/test_fsdp.py);
 - FSDP1 (`version=1`): each flat parameter must be all-frozen or all-trainable to avoid gradient
   memory for frozen weights; with the blocks and the embedding in their own units the root unit
   holds only the final norm and LM head. `use_orig_params=True` is still set, as HF/accelerate do,
-  so a mixed unit works, at the price of a gradient buffer for that unit.
+  so a mixed unit works, at the price of a gradient buffer for that unit. Not tested (FSDP1 needs
+  a GPU here: accelerate turns FSDP on only for accelerator devices), and a cache hit still
+  all-gathers an FSDP1-wrapped prefix (the wrapper, not the module, sits in the parent).
+Trainer cannot run FSDP on CPU: accelerate 1.15 sets FSDP only for accelerator devices (multi-process
+CPU is MULTI_CPU, wrapped in DDP; DDP refuses a model already `fully_shard`-ed). The CPU test marks
+accelerate's state FSDP after Trainer built its Accelerator (tests/integrations/fsdp_worker.py).
 A head tied to the frozen embedding would share one weight across two units: pass
 `FreezeConfig(untie_embeddings=True)` for FSDP.
 Call `trainer.build_prefix_cache()` *before* `trainer.train()`: HF Trainer wraps the model when
 training starts, so the precompute runs on the plain module on each rank, with no collective.
 
 DeepSpeed: ZeRO-1/2 keep full parameters on every rank and only partition optimizer state and
-gradients of trainable parameters; the prefix is untouched (documented, not tested here: no GPU in
-CI). ZeRO-3 partitions parameters at load time, so the prefix weights that the cache fingerprint
+gradients of trainable parameters; the prefix is untouched (see examples/README.md for what was
+run on CPU). ZeRO-3 partitions parameters at load time, so the prefix weights that the cache fingerprint
 hashes are empty placeholders: do not combine ZeRO-3 with the prefix cache. HF Trainer builds two
 optimizer groups (decay / no decay) and keeps an empty one (e.g. LoRA trains no bias or norm), which
 older DeepSpeed versions reject: FastFreezeTrainer's `create_optimizer` drops it
