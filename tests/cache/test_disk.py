@@ -14,7 +14,7 @@ from fastfreeze.cache import (
     open_cache,
     prefix_fingerprint,
 )
-from fastfreeze.cache import CacheCorruptError, DiskCache
+from fastfreeze.cache import CacheCorruptError, DiskCache, MemoryCache
 from tests._helpers import cache_rows as rows, fingerprint_tensors as _tensors
 
 H = 8
@@ -88,6 +88,22 @@ def test_concurrent_writers_both_visible(tmp_path):
             assert torch.equal(cache.get(k), v)
     manifests = [n for n in os.listdir(tmp_path / "fp") if n.endswith(".json")]
     assert len(manifests) == 2
+
+
+def test_refresh_loads_shards_another_process_published(tmp_path):
+    """What the trainer does after the epoch-end barrier: `refresh()` lists the directory now, whatever
+    the refresh interval and the directory's mtime say; before it, the reader's index lacks the rows."""
+    reader, writer = DiskCache(tmp_path, "fp", refresh_interval=3600), DiskCache(tmp_path, "fp")
+    reader._mtime_racy = False  # as if the last listing were old enough for mtime to be trusted
+    reader._dir_mtime = os.stat(reader.path).st_mtime_ns
+    data = rows(3, seed=4)
+    writer.put_many(list(data), list(data.values()))
+    writer.flush()
+    os.utime(reader.path, ns=(reader._dir_mtime, reader._dir_mtime))  # a coarse clock: mtime unchanged
+    assert not any(k in reader._index for k in data)
+    reader.refresh()
+    assert all(torch.equal(reader.get(k), v) for k, v in data.items())
+    MemoryCache("fp").refresh()  # per process: nothing to look for
 
 
 def test_disk_bound_and_auto_flush(tmp_path):
