@@ -33,6 +33,11 @@ import time
 from dataclasses import dataclass
 
 import torch
+
+try:  # a torch built without distributed has no DTensor (and nothing sharded)
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover
+    DTensor = None
 from torch import nn
 
 from . import _patch
@@ -72,14 +77,6 @@ class _State:
         self.bypass = False
         self.fill = 0.0
         self.skip_only: set | None = None
-
-
-def _dtensor_type():
-    if not torch.distributed.is_available():
-        return None
-    from torch.distributed.tensor import DTensor
-
-    return DTensor
 
 
 def _clock(t):
@@ -421,7 +418,7 @@ class FrozenPrefix:
     def sharded(self) -> bool:
         """True when the prefix weights are DTensor shards (FSDP2): calling a prefix module then
         all-gathers, a collective every rank must issue alike."""
-        return _dtensor_type() is not None and any(isinstance(p, _dtensor_type()) for p in self.parameters())
+        return DTensor is not None and any(isinstance(p, DTensor) for p in self.parameters())
 
     def parameters(self):
         seen: set[int] = set()

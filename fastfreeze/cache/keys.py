@@ -25,6 +25,11 @@ from typing import Iterable
 
 import torch
 
+try:  # a torch built without distributed has no DTensor (and nothing sharded)
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover
+    DTensor = None
+
 __all__ = ["batch_keys", "example_key", "library_versions", "prefix_fingerprint"]
 
 _KEY_VERSION = b"fastfreeze-key-v1"
@@ -109,11 +114,7 @@ def _json_default(obj):
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(t, DTensor)
+    return DTensor is not None and isinstance(t, DTensor)
 
 
 def _hash_tensor(name: str, t: torch.Tensor) -> bytes:
