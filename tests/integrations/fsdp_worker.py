@@ -35,7 +35,7 @@ from tests._helpers import make_model, make_rows, pad_collator  # noqa: E402
 from tests.parity.harness import training_args  # noqa: E402
 
 K, ROWS, STEPS, PAD_TO = 2, 16, 8, 12  # 2 epochs of 4 global batches of 4 (2 ranks x 2)
-SCENARIOS = ("nocache", "memory", "disk")
+SCENARIOS = ("nocache", "memory", "memory_rank0", "disk")
 
 
 class ForcedFSDPTrainer(FastFreezeTrainer):
@@ -116,12 +116,15 @@ def _optimizer_bytes(trainer) -> dict:
 
 
 def run(root: str, scenario: str, rank: int) -> dict:
-    cache = {"nocache": None, "memory": "memory", "disk": "disk"}[scenario]
+    cache = {"nocache": None, "memory": "memory", "memory_rank0": "memory", "disk": "disk"}[scenario]
     cfg = FreezeConfig(num_frozen_layers=K, cache=cache,
                        cache_dir=os.path.join(root, "disk-cache") if cache == "disk" else None)
     t = make_trainer(os.path.join(root, scenario), cfg, per_device=2)
-    if scenario == "memory":
-        t.build_prefix_cache()  # every row on every rank: each step is a hit on both ranks
+    if scenario == "memory" or (scenario == "memory_rank0" and rank == 0):
+        # "memory": every row on every rank, so each step is a hit on both ranks. "memory_rank0":
+        # rank 0 hits every step while rank 1 misses, so rank 0 must still join the prefix all-gathers.
+        t.build_prefix_cache()
+    calls_before = t.prefix.prefix_calls
     counter = GatherCounter(t.prefix.modules)
     t.add_callback(counter)
     t.train()
@@ -131,7 +134,7 @@ def run(root: str, scenario: str, rank: int) -> dict:
              "distributed_type": str(t.accelerator.state.distributed_type),
              "dtensor": sorted(n for n, p in params.items() if isinstance(p, DTensor)), "params": sorted(params),
              "frozen_with_grad": sorted(n for n, p in params.items() if not p.requires_grad and p.grad is not None),
-             "gathers": counter.steps, "prefix_calls": t.prefix.prefix_calls,
+             "gathers": counter.steps, "prefix_calls": t.prefix.prefix_calls - calls_before,
              "cache": None if summary is None else {"hits": summary.hits, "misses": summary.misses,
                                                     "entries": summary.entries},
              **_optimizer_bytes(t)}

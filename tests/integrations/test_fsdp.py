@@ -3,8 +3,9 @@
 accelerate enables FSDP only on accelerator devices, so tests/integrations/fsdp_worker.py builds the
 Trainer a GPU user builds and marks accelerate's state FSDP (see its docstring); every check below
 first asserts that FSDP2 really ran (DTensor parameters, `is_fsdp_enabled`), so a silent fall-back
-to DDP fails. One launch runs three set-ups: no cache, a memory cache built before training on each
-rank, and a disk cache both ranks share and fill lazily in epoch 1.
+to DDP fails. One launch runs four set-ups: no cache, a memory cache built before training on each
+rank, one built on rank 0 only (rank 0 hits while rank 1 computes: rank 0 must still join the prefix
+all-gathers, or the launch deadlocks), and a disk cache both ranks share and fill lazily in epoch 1.
 """
 from __future__ import annotations
 
@@ -118,9 +119,20 @@ def test_warm_step_all_gathers_nothing_of_the_prefix(fsdp_run):
         assert r["prefix_calls"] == STEPS_PER_EPOCH
 
 
+def test_a_rank_that_hits_joins_the_prefix_all_gathers_of_a_rank_that_misses(fsdp_run):
+    """memory_rank0: rank 0 never computes its prefix (prefix_calls 0, no miss), yet on every step of
+    epoch 1, where rank 1 computes, it all-gathers the prefix units exactly as rank 1 does (the
+    per-step agreement); the weights equal the no-cache run (checked above)."""
+    _, stats, _ = fsdp_run
+    r0, r1 = stats["memory_rank0"]
+    assert r0["prefix_calls"] == 0 and r0["cache"]["misses"] == 0 and r1["prefix_calls"] > 0, (r0, r1)
+    assert [g["prefix"] for g in r0["gathers"]] == [g["prefix"] for g in r1["gathers"]]
+    assert all(g["prefix"] > 0 for g in r0["gathers"][:STEPS_PER_EPOCH])
+
+
 def test_fingerprint_of_sharded_prefix_equals_unsharded(fsdp_run, single_process):
     _, stats, _ = fsdp_run
-    for s in ("memory", "disk"):
+    for s in ("memory", "memory_rank0", "disk"):
         for r in stats[s]:
             assert r["fingerprint_sharded"] == r["fingerprint_at_open"] == single_process["fingerprint"], r
 
