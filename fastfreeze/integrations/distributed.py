@@ -21,8 +21,9 @@ run. `fsdp_config()` wraps every decoder block and the embedding in their own un
 - FSDP1 (`version=1`): each flat parameter must be all-frozen or all-trainable to avoid gradient
   memory for frozen weights; with the blocks and the embedding in their own units the root unit
   holds only the final norm and LM head. `use_orig_params=True` is still set, as HF/accelerate do,
-  so a mixed unit works, at the price of a gradient buffer for that unit. Not tested: accelerate's
-  FSDP1 plugin refuses to be built without an accelerator device. A cache hit still all-gathers an
+  so a mixed unit works, at the price of a gradient buffer for that unit. Not tested: through
+  Trainer on CPU, accelerate's FSDP1 plugin refuses `sync_module_states` without an accelerator
+  device, and without it torch's FSDP1 rejects accelerate's `device_id` ("cpu vs cpu:0"). A cache hit still all-gathers an
   FSDP1-wrapped prefix (the wrapper, not the module, sits in the parent).
 Trainer cannot run FSDP on CPU: accelerate 1.15 sets FSDP only for accelerator devices (multi-process
 CPU is MULTI_CPU, wrapped in DDP; DDP refuses a model already `fully_shard`-ed). The CPU test marks
