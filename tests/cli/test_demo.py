@@ -13,6 +13,13 @@ def test_demo_prints_the_table(quick_run, capsys):
     assert str(out / "report.md") in text
     rows = dict((label, (t0, t1)) for label, t0, t1 in summary_rows(results))
     assert rows["after Task 1, SEQ"] == tuple(results["arms"]["seq"]["accuracy_matrix"][1])
+    # The recovery curve (quick: paper steps x 0.08 -> 0, 4, 12, 24) and the three findings, numbered, at the end.
+    assert "| Task-1 step | seq unrecovered -> recovered | freeze1 unrecovered -> recovered |" in text
+    assert [line.split(" |")[0] for line in text.splitlines() if line.startswith("| ") and "% ->" in line] == [
+        "| 0", "| 4", "| 12", "| 24"]
+    found = [line for line in text.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    assert [f[:3] for f in found] == ["1. ", "2. ", "3. "]
+    assert "Recovery from the step-12 checkpoint" in found[1] and "10 examples ->" in found[1]
 
 
 def test_bad_frozen_layers_exit_2(tmp_path, capsys):

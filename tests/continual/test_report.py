@@ -81,3 +81,26 @@ def test_write_outputs_writes_results_report_and_plots(tmp_path):
     assert json.loads(paths["results"].read_text())["plots"]["dense"] == "task0_during_task1.png"
     assert "![dense](task0_during_task1.png)" in paths["report"].read_text()
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def _curve_results():
+    seq = {"strategy": {"name": "seq"}, "accuracy_matrix": [[0.9, 0.0], [0.2, 0.98]],
+           "dense": {"history": [{"step": 0, "exact_match": 0.9}, {"step": 40, "exact_match": 0.1},
+                                 {"step": 200, "exact_match": 0.05}]},
+           "recovery_curve": {"points": [{"step": 0, "before": 0.9, "after": 0.92},
+                                         {"step": 150, "before": 0.4, "after": 0.75}]},
+           "recovery_few": {"step": 150, "rows": [{"examples": 10, "before": 0.4, "after": 0.45},
+                                                   {"examples": 600, "before": 0.4, "after": 0.75}]}}
+    frz = {"strategy": {"name": "freeze"}, "accuracy_matrix": [[0.9, 0.0], [0.5, 0.97]]}
+    return {"arms": {"seq": seq, "freeze2": frz}}
+
+
+def test_findings_quote_the_numbers():
+    from fastfreeze.continual.report import findings, format_curve
+
+    f = findings(_curve_results())
+    assert f[0] == ("1. Collapse: under SEQ, Task-0 accuracy fell from 90.0% to 10.0% by step 40 of Task 1 "
+                    "(target: within the first 150).")  # the step-200 low is outside the window
+    assert "10 examples -> 45.0% (50%); 600 examples -> 75.0% (83%)" in f[1]
+    assert f[2].startswith("3. Freeze vs SEQ after the last task: Task-0 SEQ 20.0% (last task 98.0%), freeze2 50.0%")
+    assert format_curve(_curve_results()).splitlines()[3] == "| 150 | 40.0% -> 75.0% |"

@@ -29,9 +29,10 @@ def test_quick_preset_writes_results_report_and_plots(quick_run):
     assert ("emb", True) in frozen and ("0", True) in frozen and ("1", False) in frozen
     assert not any(r["frozen"] for r in on_disk["arms"]["seq"]["orthogonality"]["rows"])
     report = (out / "report.md").read_text()
-    for section in ("## Accuracy matrices", "## Recovery test", "## Update orthogonality", "Backward transfer"):
+    for section in ("## Accuracy matrices", "## Recovery test", "## Update orthogonality", "Backward transfer",
+                    "## Recovery curve", "## Few-example recovery"):
         assert section in report
-    for png in ("accuracy_matrix.png", "task0_during_task1.png", "orthogonality.png"):
+    for png in ("accuracy_matrix.png", "task0_during_task1.png", "orthogonality.png", "recovery_curve.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
