@@ -36,7 +36,7 @@ training starts, so the precompute runs on the plain module on each rank, with n
 DeepSpeed: ZeRO-1/2 keep full parameters on every rank and only partition optimizer state and
 gradients of trainable parameters; the prefix is untouched (see examples/README.md for what was
 run on CPU). ZeRO-3 partitions parameters at load time, so the prefix weights that the cache fingerprint
-hashes are empty placeholders: do not combine ZeRO-3 with the prefix cache. HF Trainer builds two
+hashes are empty placeholders: the prefix cache refuses them (UnsupportedModelError naming the fix). HF Trainer builds two
 optimizer groups (decay / no decay) and keeps an empty one (e.g. LoRA trains no bias or norm), which
 older DeepSpeed versions reject: FastFreezeTrainer's `create_optimizer` drops it
 (`fastfreeze.trainer.drop_empty_param_groups`, usable on any optimizer).
