@@ -1,4 +1,4 @@
-"""`fastfreeze demo`: the tiny Biography experiment on CPU (SEQ vs Freeze vs recovery), printed as one table.
+"""`fastfreeze demo`: the tiny Biography experiment on CPU (SEQ vs Freeze, the recovery curve), table + findings.
 
 Usage: `fastfreeze demo [--preset quick|tiny] [--output-dir runs/demo] [--num-frozen-layers K]`.
 No download: the data, tokenizer and model are built locally. Rerunning resumes (finished stages

@@ -2,6 +2,7 @@
 
 Stages (each checkpointed with save_pretrained, recorded atomically in `state.json`):
   pretrain -> baseline eval -> trunk/task0 [-> trunk/task1 ...] -> {arm}/task{t} -> {arm}/recovery
+  [-> {arm}/recovery_curve, {arm}/recovery_few: from checkpoints saved during recovery.curve_task]
 Arms share every leading task that they train exactly like SEQ (the "trunk"), so SEQ and
 Freeze(k, from_task=1) pretrain and learn Task 0 once and branch at Task 1. Each stage starts
 from the previous stage's checkpoint on disk, so a resumed run equals an uninterrupted one.
