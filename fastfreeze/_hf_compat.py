@@ -121,12 +121,18 @@ def compile_events() -> int:
 
 
 # ------------------------------------------------------------------------------ TRL
-def trl_load_model(name: str, args: Any) -> nn.Module:
-    """Load a model id the way SFTTrainer does (`model_init_kwargs`, no device_map under distributed
-    training, `trust_remote_code`), so the freeze can be applied before SFTTrainer sees the model."""
+def trl_load_model(name: str, args: Any, quantization_config: Any = None) -> nn.Module:
+    """Load a model id the way SFTTrainer does (`model_init_kwargs`, SFTTrainer's own
+    `quantization_config=`, no device_map under distributed training, `trust_remote_code`), so the
+    freeze can be applied before SFTTrainer sees the model."""
     from trl.trainer.utils import create_model_from_path
 
     kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
+    if quantization_config is not None:
+        if "quantization_config" in kwargs:
+            raise ValueError("quantization_config is set both as a trainer argument and in "
+                             "args.model_init_kwargs: set it in one place (the trainer argument).")
+        kwargs["quantization_config"] = quantization_config
     if args is not None and args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
         kwargs["device_map"] = None  # as SFTTrainer does: device_map="auto" fails under distributed training
     kwargs.setdefault("trust_remote_code", getattr(args, "trust_remote_code", False))

@@ -122,3 +122,21 @@ def test_peft_adapter_types_and_default_targets():
     assert kinds == set(types)
     assert hf.peft_default_targets("llama") == ["q_proj", "v_proj"]
     assert hf.peft_default_targets("no-such-model") is None
+
+
+def test_trl_load_model_passes_quantization_config(tmp_path, monkeypatch):
+    """SFTTrainer(model=<id>, quantization_config=q) loads with q; our pre-freeze load must too (it
+    used to drop q, and SFTTrainer then only warned that it was ignored)."""
+    pytest.importorskip("trl")
+    import trl.trainer.utils as trl_utils
+    from trl import SFTConfig
+
+    seen = {}
+    monkeypatch.setattr(trl_utils, "create_model_from_path", lambda name, **kw: seen.update(kw) or name)
+    args = SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True)
+    q = object()  # stands in for a BitsAndBytesConfig (bitsandbytes is not installed here)
+    hf.trl_load_model("m", args, quantization_config=q)
+    assert seen["quantization_config"] is q
+    args.model_init_kwargs = {"quantization_config": object()}
+    with pytest.raises(ValueError, match="one place"):
+        hf.trl_load_model("m", args, quantization_config=q)

@@ -71,7 +71,8 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
                     raise FreezeConfigError(
                         "FastFreezeSFTTrainer(model=<id>) with a freeze needs `args=SFTConfig(...)` to load the model.")
                 # SFTTrainer accepts a model id; the freeze needs the instance first: load it as TRL does.
-                model = trl_load_model(model, args)
+                # SFTTrainer would only warn that a quantization_config beside a loaded model is ignored.
+                model = trl_load_model(model, args, kwargs.pop("quantization_config", None))
             if peft_config is not None:
                 # SFTTrainer would wrap the model after our freeze; wrap first so the adapter placement is
                 # validated against the prefix. Seeding first gives the adapter init SFTTrainer would give.

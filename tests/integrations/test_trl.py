@@ -172,3 +172,21 @@ def test_flash_attention_2_padding_free(tmp_path):
     assert fps["sdpa"] != fps["flash_attention_2"]
     for a, b in zip(runs["flash_attention_2"]["losses"], runs["sdpa"]["losses"]):
         assert abs(a - b) <= 2e-2 * abs(b)  # bf16 (8-bit mantissa), two kernels summing differently
+
+
+def test_model_id_with_quantization_config_reaches_the_load(tmp_path, monkeypatch):
+    """FastFreezeSFTTrainer(model=<id>, quantization_config=q) loads the id with q, as SFTTrainer does."""
+    import fastfreeze.integrations.trl as fftrl
+
+    seen = {}
+
+    def load(name, args, quantization_config=None):
+        seen["q"] = quantization_config
+        return make_model("llama")
+
+    monkeypatch.setattr(fftrl, "trl_load_model", load)
+    q = object()
+    FastFreezeSFTTrainer(model="some/id", args=sft_args(str(tmp_path)), train_dataset=sft_dataset(8),
+                         processing_class=_tokenizer(), quantization_config=q,
+                         freeze_config=FreezeConfig(num_frozen_layers=K))
+    assert seen["q"] is q
