@@ -174,7 +174,6 @@ class _StandIn(nn.Module):
         super().__init__()
         self.spec, self.state, self.source = spec, state, source
         self.__dict__["original"] = original  # a plain attribute: its parameters must not show here
-        state.standin_calls += 1
 
     @torch.compiler.disable
     def forward(self, *args, **kwargs):
@@ -251,6 +250,9 @@ class FrozenPrefix:
             )
         self.state = _State()
         self.installed = False
+        # One stand-in per module, made once: torch.compile guards on the modules it calls, so a
+        # fresh stand-in every warm step would recompile every step (and hit the recompile limit).
+        self._standins: dict[int, _StandIn] = {}
 
     # ---------------------------------------------------------------- install / remove
     def install(self) -> "FrozenPrefix":
@@ -343,7 +345,11 @@ class FrozenPrefix:
             parent = self.model.get_submodule(parent_path) if parent_path else self.model
             if parent._modules.get(name) is not m:
                 continue  # not reachable by this name (already swapped, or wrapped): it just runs
-            parent._modules[name] = _StandIn(m, spec, self.state, source)
+            standin = self._standins.get(id(m))
+            if standin is None or standin.spec is not spec:
+                standin = self._standins[id(m)] = _StandIn(m, spec, self.state, source)
+            parent._modules[name] = standin
+            self.state.standin_calls += 1
             swapped.append((parent, name, m))
         return swapped
 

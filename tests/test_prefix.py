@@ -79,3 +79,22 @@ def test_injected_forward_calls_no_prefix_module_and_allocates_no_placeholder():
         for h in handles:
             h.remove()
     assert [m for m in model.modules()] == before  # every module back in its parent
+
+
+def test_standins_are_made_once_per_module():
+    """Every warm step swaps in the *same* stand-in objects: torch.compile guards on the modules a
+    compiled forward calls, so new ones each step would recompile each step."""
+    model = make_model("llama").eval()
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    ids = torch.randint(1, 90, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with prefix.capture() as cap:
+            model(input_ids=ids)
+        seen = []
+        for _ in range(2):
+            with prefix.inject(cap.boundary):
+                seen.append([id(m) for m in model.model.layers[:2]] + [id(model.model.embed_tokens)])
+                model(input_ids=ids)
+    assert seen[0] == seen[1]
+    assert not set(seen[0]) & {id(m) for m in prefix.modules}  # they were swapped out
+    assert prefix.state.standin_calls == 2 * len(seen[0])
