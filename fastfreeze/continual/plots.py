@@ -59,8 +59,13 @@ def plot_dense(arms: dict, path: Path) -> bool:
     if not drawn:
         plt.close(fig)
         return False
-    ax.set_xlabel("optimizer step of Task 1")
-    ax.set_ylabel("Task-0 accuracy (held-out people)")
+    return _save_accuracy_axes(fig, ax, "optimizer step of Task 1", "Task-0 accuracy (held-out people)", path)
+
+
+def _save_accuracy_axes(fig, ax, xlabel: str, ylabel: str, path: Path) -> bool:
+    """The accuracy-vs-step plots' common frame (labels, 0..1 axis, legend, grid), then save."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -83,13 +88,7 @@ def plot_recovery_curve(arms: dict, path: Path) -> bool:
             ax.plot([r["step"] for r in dense], [r["exact_match"] for r in dense], "-", lw=0.8,
                     color=line.get_color(), alpha=0.7, label=f"{name} unrecovered (dense)")
         ax.plot(steps, [p["before"] for p in pts], "x", color=line.get_color(), label=f"{name} unrecovered")
-    ax.set_xlabel("Task-1 step of the checkpoint")
-    ax.set_ylabel("Task-0 exact match (held-out people)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    return True
+    return _save_accuracy_axes(fig, ax, "Task-1 step of the checkpoint", "Task-0 exact match (held-out people)", path)
 
 
 def plot_orthogonality(arms: dict, path: Path) -> bool:

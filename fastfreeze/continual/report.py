@@ -20,6 +20,7 @@ def _pct(v) -> str:
 
 
 def _share(v, of) -> str:
+    """`v` as a share of `of` ('-' when there is nothing to compare with)."""
     return "-" if not of else f"{100 * v / of:.0f}%"
 
 
@@ -148,8 +149,7 @@ def recovery_curve_section(results: dict, plots: dict[str, str]) -> list[str]:
     for name, c in curves.items():
         pre = c["points"][0]["before"]
         for p in c["points"]:
-            share = "-" if not pre else f"{100 * p['after'] / pre:.0f}%"
-            lines.append(f"| {name} | {p['step']} | {_pct(p['before'])} | {_pct(p['after'])} | {share} | "
+            lines.append(f"| {name} | {p['step']} | {_pct(p['before'])} | {_pct(p['after'])} | {_share(p['after'], pre)} | "
                          f"{_pct(p['curve_task_after'])} |")
     return lines + [""]
 
@@ -169,9 +169,8 @@ def _few_section(results: dict) -> list[str]:
         curve = results["arms"][name].get("recovery_curve")
         pre = curve["points"][0]["before"] if curve else None
         for r in f["rows"]:
-            share = "-" if not pre else f"{100 * r['after'] / pre:.0f}%"
             lines.append(f"| {name} | {r['examples']} | {r['people']} | {_pct(r['before'])} | {_pct(r['after'])} | "
-                         f"{share} |")
+                         f"{_share(r['after'], pre)} |")
     return lines + [""]
 
 
