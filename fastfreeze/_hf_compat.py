@@ -162,7 +162,9 @@ def peft_adapter_types() -> tuple[type, ...]:
 
 def peft_default_targets(model_type: str | None) -> list[str] | None:
     """PEFT's default LoRA target modules for an architecture (what `target_modules=None` means)."""
-    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+    from peft.utils import (
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults,
+    )
 
     targets = defaults.get(model_type)
     return sorted(targets) if targets else None

@@ -23,7 +23,12 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import _io
-from ._hf_compat import TrainerHooks, compile_events, remove_unused_columns, uses_reentrant_checkpointing
+from ._hf_compat import (
+    TrainerHooks,
+    compile_events,
+    remove_unused_columns,
+    uses_reentrant_checkpointing,
+)
 from .cache.collator import BOUNDARY_KEY
 from .cache.runtime import PrefixCacheRuntime
 from .config import FreezeConfig, FreezeConfigError

@@ -78,7 +78,13 @@ def make_parser():
 
     Usage: script, training, model, mixture, freeze = make_parser().parse_args_and_config(argv)
     """
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, SFTConfig, TrlParser
+    from trl import (
+        DatasetMixtureConfig,
+        ModelConfig,
+        ScriptArguments,
+        SFTConfig,
+        TrlParser,
+    )
 
     class Parser(TrlParser):
         def error(self, message):  # argparse would print the whole (very long) usage first

@@ -12,7 +12,12 @@ import yaml
 
 from ..safety.keywords import resolve_keywords
 from .config_checks import (  # noqa: F401  (ConfigError and EarlyStopConfig are part of this module's API)
-    ConfigError, EarlyStopConfig, _check_arms, _check_recovery_curve, _type_ok, check_training_kwargs,
+    ConfigError,
+    EarlyStopConfig,
+    _check_arms,
+    _check_recovery_curve,
+    _type_ok,
+    check_training_kwargs,
 )
 
 STRATEGIES = ("seq", "freeze", "replay", "ewc")

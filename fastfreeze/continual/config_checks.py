@@ -73,7 +73,7 @@ def _check_arms(arms, labels, where):
         raise ConfigError(f"{where}: {missing} are not arms of this run; arms are {labels}.")
 
 
-def _check_recovery_curve(rec: "RecoveryConfig", num_tasks: int) -> None:
+def _check_recovery_curve(rec: Any, num_tasks: int) -> None:  # rec: config.RecoveryConfig (imports this module)
     if rec.curve_steps is None and rec.few_examples is None:
         return
     if not 1 <= rec.curve_task < num_tasks or rec.curve_task <= rec.task:

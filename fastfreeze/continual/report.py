@@ -314,7 +314,12 @@ def format_table(results: dict) -> str:
 
 def write_outputs(results: dict, out: Path) -> dict[str, Path]:
     """results.json, report.md and plots into `out`. Returns the written paths by kind."""
-    from .plots import plot_accuracy_matrices, plot_dense, plot_orthogonality, plot_recovery_curve  # headless
+    from .plots import (  # headless
+        plot_accuracy_matrices,
+        plot_dense,
+        plot_orthogonality,
+        plot_recovery_curve,
+    )
 
     out = Path(out)
     plots: dict[str, str] = {}

@@ -27,9 +27,9 @@ from .. import _io
 from . import build
 from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint
 from .diagnostics import WindowSnapshots
+from .early_stop import early_stopper
 from .evaluate import DenseEvalCallback, EvalSet, evaluate, generate_exact_match
 from .metrics import all_metrics
-from .early_stop import early_stopper
 from .recovery import SaveAtSteps, arm_recovery, curve_points, recovery_subset
 from .report import write_outputs
 from .safety_eval import SafetyEvaluator

@@ -38,8 +38,8 @@ from transformers.trainer_utils import set_seed
 
 from .._hf_compat import sft_padding_free, trl_load_model
 from ..config import FreezeConfig, FreezeConfigError
-from .peft import restrict_to_suffix
 from ..trainer import FreezeMixin
+from .peft import restrict_to_suffix
 
 __all__ = ["FastFreezeSFTTrainer"]
 
