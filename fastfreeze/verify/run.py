@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_callback import PrinterCallback
+from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from .._hf_compat import optimizer_names
 from ..config import FreezeConfig
