@@ -127,6 +127,17 @@ def adapt_training_kwargs(kwargs: dict) -> dict:
     return out
 
 
+def checkpointing_training_kwargs(enabled: bool, use_reentrant: bool | None = None) -> dict:
+    """TrainingArguments kwargs that turn activation checkpointing on or off (and pick reentrant or not):
+    transformers 5.24 names them `activation_checkpointing(_kwargs)`, 5.17 `gradient_checkpointing(_kwargs)`."""
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    prefix = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    out: dict = {prefix: enabled}
+    if use_reentrant is not None:
+        out[f"{prefix}_kwargs"] = {"use_reentrant": use_reentrant}
+    return out
+
+
 def optimizer_names() -> set[str] | None:
     """The optimizer names Trainer accepts (`--optim`); None when this transformers does not list them."""
     return None if OptimizerNames is None else {o.value for o in OptimizerNames}

@@ -206,3 +206,12 @@ def test_package_imports_no_dependency_internals_outside_the_shims():
              for path in sorted(root.rglob("*.py")) if path.name != "_hf_compat.py"
              for m in pattern.finditer(path.read_text())]
     assert not leaks, "route these through fastfreeze/_hf_compat.py:\n" + "\n".join(leaks)
+
+
+def test_checkpointing_training_kwargs_turn_checkpointing_on(tmp_path):
+    kw = hf.checkpointing_training_kwargs(True, use_reentrant=False)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **kw)
+    (flag,) = [k for k in kw if not k.endswith("_kwargs")]
+    assert getattr(args, flag) is True
+    assert getattr(args, f"{flag}_kwargs") == {"use_reentrant": False}
+    assert hf.checkpointing_training_kwargs(False) == {flag: False}
