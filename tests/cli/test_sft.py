@@ -19,7 +19,7 @@ pytest.importorskip("trl")
 from trl import SFTConfig  # noqa: E402
 from trl.scripts.sft import make_parser as trl_sft_parser  # noqa: E402
 
-from fastfreeze.cli.sft import FreezeArguments, load_local_dataset, main, parse  # noqa: E402
+from fastfreeze.cli.sft import FreezeArguments, load_local_dataset, load_model, main, parse  # noqa: E402
 from fastfreeze.config import FreezeConfig  # noqa: E402
 from fastfreeze.data.tokenize import build_word_tokenizer  # noqa: E402
 from fastfreeze.integrations.trl import FastFreezeSFTTrainer  # noqa: E402
@@ -103,6 +103,19 @@ def test_freeze_arguments_are_freeze_config_fields_with_its_defaults():
     assert set(ours) == set(theirs)
     assert {**ours, "cache": None, "num_frozen_layers": None} == {**theirs, "num_frozen_layers": None}
     assert ours["cache"] == "none" and FreezeArguments(num_frozen_layers=3).to_freeze_config() == FreezeConfig(3)
+
+
+def test_model_flags_and_init_kwargs_reach_the_loaded_model(files, tmp_path):
+    # `--dtype` / `--attn_implementation` (ModelConfig) and `--model_init_kwargs` (SFTConfig) shape the model as
+    # `trl sft` does; the loader used up model_init_kwargs, so SFTTrainer does not warn that an instance ignores them.
+    _, training, model_args, _, _ = parse(["--model", files["model"], "--data", files["data"], "--num_frozen_layers",
+                                           "1", "--output_dir", str(tmp_path), "--dtype", "bfloat16",
+                                           "--attn_implementation", "eager", "--model_init_kwargs",
+                                           '{"use_cache": false}', *RUN])
+    model, processor = load_model(model_args, training)
+    assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "eager"
+    assert model.config.use_cache is False and training.model_init_kwargs is None
+    assert processor.pad_token_id == model.config.pad_token_id
 
 
 def test_help_lists_trl_and_freeze_options(capsys):
