@@ -206,7 +206,7 @@ def test_cli_trains_exactly_as_the_hand_written_trainer(files, tmp_path):
     out = tmp_path / "cli"
     assert main(["--model", files["model"], "--data", files["data"], "--num-frozen-layers", str(K),
                  "--cache", "memory", "--output_dir", str(out), *RUN]) == 0
-    # The same run written by hand from the library (the README's Python example).
+    # The same run written by hand from the library (FastFreezeSFTTrainer, as in docs/integrations.md).
     args = SFTConfig(output_dir=str(tmp_path / "hand"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
                      gradient_accumulation_steps=2, num_train_epochs=2, learning_rate=1e-3, save_strategy="no",
                      report_to="none", disable_tqdm=True, dataloader_num_workers=0, max_length=64)
@@ -224,7 +224,7 @@ def test_cli_trains_exactly_as_the_hand_written_trainer(files, tmp_path):
 
 
 def test_example_yaml_runs_as_python_m_and_saves_a_plain_hf_model(files, tmp_path):
-    """examples/sft.yaml as the README runs it, with flags pointing it at the tiny local model and data."""
+    """examples/sft.yaml as docs/sft.md runs it, with flags pointing it at the tiny local model and data."""
     out, cache = tmp_path / "out", tmp_path / "cache"
     cmd = [sys.executable, "-m", "fastfreeze.cli", "sft", "--config", str(ROOT / "examples" / "sft.yaml"),
            "--model", files["model"], "--data", files["data"], "--num_frozen_layers", str(K), "--dtype", "float32",
