@@ -204,7 +204,7 @@ def load_model(model_args, training_args):
     Usage: model, processor = load_model(model_args, training_args)
     """
     from transformers import AutoProcessor
-    from transformers.trainer_utils import set_seed
+    from transformers import set_seed
     from trl import get_quantization_config
 
     from fastfreeze._hf_compat import trl_load_model
