@@ -114,6 +114,7 @@ def parse(argv: list[str]):
     if argv.count("--config") and argv[-1] == "--config":
         raise UsageError("--config needs a YAML file path.")
     try:
+        _check_config_file(argv)
         return make_parser().parse_args_and_config(argv)
     except FileNotFoundError as e:
         raise UsageError(f"--config {e.filename!r}: no such file.") from e
@@ -123,6 +124,22 @@ def parse(argv: list[str]):
         raise
     except (ValueError, TypeError) as e:  # unknown flags or YAML keys, and SFTConfig's own checks
         raise UsageError(" ".join(str(e).split())) from e
+
+
+def _check_config_file(argv: list[str]) -> None:
+    """A --config file must hold a mapping (option: value); said here in our words, not TRL's."""
+    import yaml
+
+    if "--config" not in argv:
+        return
+    path = argv[argv.index("--config") + 1]
+    if not os.path.isfile(path):
+        return  # TRL's FileNotFoundError is turned into one line by parse()
+    with open(path) as f:
+        loaded = yaml.safe_load(f)
+    if not isinstance(loaded, dict):
+        raise UsageError(f"--config {path!r} must hold a YAML mapping of option: value lines, "
+                         f"not a {type(loaded).__name__}.")
 
 
 def _looks_local(path: str) -> bool:
