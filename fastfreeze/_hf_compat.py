@@ -18,6 +18,10 @@ from typing import Any, Callable
 from torch import nn
 from transformers import TrainingArguments
 
+import datasets
+from datasets.fingerprint import Hasher
+from transformers.trainer_utils import get_last_checkpoint
+
 try:  # internal module paths: a release that moves one breaks only the feature that needs it
     from transformers.loss.loss_utils import ForCausalLMLoss
 except ImportError:  # pragma: no cover - checked by tests/test_hf_compat.py
@@ -30,6 +34,10 @@ try:
     from transformers.training_args import OptimizerNames
 except ImportError:  # pragma: no cover
     OptimizerNames = None
+try:
+    from datasets.table import InMemoryTable
+except ImportError:  # pragma: no cover
+    InMemoryTable = None
 
 
 # ------------------------------------------------------------------------------ transformers config / model
@@ -103,8 +111,6 @@ class TrainerHooks:
 def last_checkpoint(output_dir: str) -> str | None:
     """The newest `checkpoint-N` folder Trainer wrote under `output_dir` (None if there is none), as
     `resume_from_checkpoint=True` finds it."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     return get_last_checkpoint(output_dir)
 
 
@@ -185,8 +191,6 @@ def dataset_fingerprint(dataset: Any) -> str:
     fingerprint = getattr(dataset, "_fingerprint", None)
     if isinstance(fingerprint, str):
         return fingerprint
-    from datasets.fingerprint import Hasher
-
     return Hasher.hash(dataset)
 
 
@@ -194,11 +198,7 @@ def dataset_from_arrow(table: Any, info: Any) -> Any:
     """A `datasets.Dataset` over an in-memory pyarrow table with `info` (features, description),
     without re-encoding every value in Python as `Dataset.from_dict` does; from_dict where a
     release moves the table class."""
-    import datasets
-
-    try:
-        from datasets.table import InMemoryTable
-    except ImportError:  # pragma: no cover - checked by tests/test_hf_compat.py
+    if InMemoryTable is None:  # pragma: no cover - checked by tests/test_hf_compat.py
         return datasets.Dataset.from_dict(table.to_pydict(), features=info.features, info=info)
     return datasets.Dataset(InMemoryTable(table), info=info)
 
