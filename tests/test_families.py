@@ -5,9 +5,9 @@ import pytest
 import torch
 import transformers
 
-from benchmarks.compat_models import build_model, tiny_config
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze, resolve
 from fastfreeze.families import FAMILIES as TABLE
+from fastfreeze._tiny_models import build_model, tiny_config
 from tests._helpers import FAMILIES, make_model
 
 
