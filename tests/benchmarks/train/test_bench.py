@@ -8,6 +8,7 @@ import torch
 
 from benchmarks.train import bench as bench_train
 from benchmarks.train import presets
+from tests._helpers import assert_losses_close
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,9 @@ def test_freeze_arms_train_identically(toy_result):
     for ckpt in (False, True):
         arms = [r for r in result["arms"] if r["k"] == 2 and r["ckpt"] == ckpt and r["kind"] != "full"]
         ref = arms[0]["losses"]
+        assert len(arms) >= 6, [r["name"] for r in arms]
         for r in arms[1:]:
-            assert r["losses"] == pytest.approx(ref, rel=1e-5), r["name"]
+            assert_losses_close(r["losses"], ref, rtol=1e-5)  # fp32, op order only (docstring)
     full = next(r for r in result["arms"] if r["kind"] == "full" and not r["ckpt"])
     naive = next(r for r in result["arms"] if r["kind"] == "naive" and not r["ckpt"] and r["k"] == 2)
     assert full["losses"][0] == pytest.approx(naive["losses"][0], rel=1e-6)  # same weights at step 1
