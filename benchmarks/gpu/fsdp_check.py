@@ -23,10 +23,9 @@ import transformers
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from fastfreeze import FastFreezeTrainer, FreezeConfig
+from fastfreeze import FastFreezeTrainer, FreezeConfig, _io
 from fastfreeze.data import PaddingCollator
 from fastfreeze.integrations.distributed import fsdp_config
-from fastfreeze import _io
 
 K, STEPS, ROWS, VOCAB = 2, 8, 32, 512
 RTOL = 1e-4  # fp32 on GPU with TF32 off; FSDP (world size 1) reorders nothing, cuBLAS may pick other kernels

@@ -16,6 +16,7 @@ import json
 import re
 import sys
 from pathlib import Path
+
 from fastfreeze import _io
 
 MAX_FILES = 8

@@ -242,7 +242,7 @@ def evaluate_targets(rows):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output folder")
     p.add_argument("--quick", action="store_true", help="hidden 4096 only, 4096 tokens, no LCE at 16384")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")

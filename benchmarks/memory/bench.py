@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
 from fastfreeze import _io
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,7 +159,7 @@ def _meta(argv, preset, seconds) -> dict:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="mem-1b", choices=sorted(_presets()))
     p.add_argument("--kernels", default="both", choices=("both", "torch", "triton"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

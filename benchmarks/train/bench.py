@@ -230,7 +230,7 @@ def rerender(path: Path, preset: tp.Preset, k: int) -> int:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="cpu-small", choices=sorted(tp.PRESETS))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--arms", default=",".join(ta.ARM_KINDS),

@@ -11,7 +11,7 @@ Step time is taken as proportional to FLOPs, so only ratios are predicted.
 
 Usage:
     python -m benchmarks.train.flop_model --preset gpu-1b          # table of predicted ratios vs naive freezing
-    from benchmarks.flop_model import predicted_ratio; predicted_ratio(preset, "ff-warm", k=8, ckpt=False)
+    from benchmarks.train.flop_model import predicted_ratio; predicted_ratio(preset, "ff-warm", k=8, ckpt=False)
 """
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from fastfreeze import _io
+
+from fastfreeze import _io  # noqa: E402
 
 LABELS = {"full": "full FT", "naive": "naive freeze", "liger": "naive + Liger", "ff": "FastFreeze",
           "ff-warm": "FF warm cache", "ff-cold": "FF cold cache", "floor": "suffix-only floor",
