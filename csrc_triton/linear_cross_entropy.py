@@ -1,6 +1,8 @@
 """Fused LM head + cross-entropy, chunked over tokens so the [tokens x vocab] logits never exist in full."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -71,21 +73,40 @@ def _chunk_size(n_tokens: int, n_vocab: int, chunk_size: int | None) -> int:
     return max(1, min(int(chunk_size), n_tokens))
 
 
-def _run(hidden, weight, bias, labels, ignore_index, softcap, scale, need_dx, need_dw, need_db, chunk_size):
+@dataclass(frozen=True)
+class RunOptions:
+    """How the chunked pass runs: the loss's options and which gradients it computes (none: forward only).
+
+    Usage: ``_run(h, w, None, labels, None, RunOptions(ignore_index=-100))``
+    """
+
+    ignore_index: int = -100
+    softcap: float | None = None
+    chunk_size: int | None = None
+    need_dx: bool = False
+    need_dw: bool = False
+    need_db: bool = False
+
+    @property
+    def compute_grad(self) -> bool:
+        return self.need_dx or self.need_dw or self.need_db
+
+
+def _run(hidden, weight, bias, labels, scale, opts: RunOptions):
     """All chunks: per-token loss [N] (fp32) and, when training, dX / dW / dbias for grad_output = 1."""
     n_tokens, _ = hidden.shape
     n_vocab = weight.shape[0]
     dev = hidden.device
-    compute_grad = need_dx or need_dw or need_db
+    softcap = opts.softcap
     loss_rows = _common.alloc((n_tokens,), torch.float32, dev, "lce.loss_rows")
-    dx = _common.alloc(hidden.shape, hidden.dtype, dev, "lce.dx") if need_dx else None
-    dw = _common.alloc(weight.shape, weight.dtype, dev, "lce.dw") if need_dw else None
-    db = torch.zeros(n_vocab, dtype=torch.float32, device=dev) if need_db else None
+    dx = _common.alloc(hidden.shape, hidden.dtype, dev, "lce.dx") if opts.need_dx else None
+    dw = _common.alloc(weight.shape, weight.dtype, dev, "lce.dw") if opts.need_dw else None
+    db = torch.zeros(n_vocab, dtype=torch.float32, device=dev) if opts.need_db else None
     if n_tokens == 0:
         if dw is not None:
             dw.zero_()
         return loss_rows, dx, dw, db
-    chunk = _chunk_size(n_tokens, n_vocab, chunk_size)
+    chunk = _chunk_size(n_tokens, n_vocab, opts.chunk_size)
     buf = _common.alloc((chunk, n_vocab), hidden.dtype, dev, "lce.logits_chunk")
     block_v = min(_common.next_pow2(n_vocab), MAX_BLOCK_V)
     scale_t = scale if scale is not None else loss_rows  # unused pointer when not training
@@ -101,20 +122,20 @@ def _run(hidden, weight, bias, labels, ignore_index, softcap, scale, need_dx, ne
         _common.launch(
             _ce_rows_kernel, (end - start,),
             logits, labels[start:end], loss_rows[start:end], scale_t, logits.stride(0), n_vocab,
-            int(ignore_index), float(softcap or 0.0),
-            HAS_SOFTCAP=softcap is not None, COMPUTE_GRAD=compute_grad, BLOCK_V=block_v,
+            int(opts.ignore_index), float(softcap or 0.0),
+            HAS_SOFTCAP=softcap is not None, COMPUTE_GRAD=opts.compute_grad, BLOCK_V=block_v,
             num_warps=_common.row_warps(block_v),
         )
-        if need_dx:
+        if dx is not None:
             torch.mm(logits, weight, out=dx[start:end])
-        if need_dw:
+        if dw is not None:
             # dW accumulates in the weight's dtype (no fp32 [V, H] copy: that alone would cost
             # more than the memory this op saves); one rounding per chunk, chunks are few.
             if start == 0:
                 torch.mm(logits.t(), h, out=dw)
             else:
                 dw.addmm_(logits.t(), h)
-        if need_db:
+        if db is not None:
             db.add_(logits.sum(0, dtype=torch.float32))
     return loss_rows, dx, dw, db
 
@@ -138,12 +159,11 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, labels, bias, ignore_index, softcap, reduction, num_items_in_batch, chunk_size):
-        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_db = bias is not None and ctx.needs_input_grad[3]
+        opts = RunOptions(ignore_index, softcap, chunk_size, need_dx=ctx.needs_input_grad[0],
+                          need_dw=ctx.needs_input_grad[1], need_db=bias is not None and ctx.needs_input_grad[3])
         # The scale must be known before the chunks run: the denominator depends only on labels.
         _, scale = _reduce(torch.zeros(0, device=hidden.device), labels, ignore_index, reduction, num_items_in_batch)
-        loss_rows, dx, dw, db = _run(hidden, weight, bias, labels, ignore_index, softcap, scale,
-                                     need_dx, need_dw, need_db, chunk_size)
+        loss_rows, dx, dw, db = _run(hidden, weight, bias, labels, scale, opts)
         loss, _ = _reduce(loss_rows, labels, ignore_index, reduction, num_items_in_batch)
         ctx.grads = (dx, dw, db)
         ctx.bias_dtype = bias.dtype if bias is not None else None
@@ -222,6 +242,5 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
                                  "(or wrap the call in torch.no_grad())")
             return LinearCrossEntropyFunction.apply(hidden, weight, labels, bias, ignore_index, softcap, reduction,
                                                     num_items_in_batch, chunk_size)
-        loss_rows, _, _, _ = _run(hidden, weight, bias, labels, ignore_index, softcap, None,
-                                  False, False, False, chunk_size)
+        loss_rows, _, _, _ = _run(hidden, weight, bias, labels, None, RunOptions(ignore_index, softcap, chunk_size))
         return _reduce(loss_rows, labels, ignore_index, reduction, num_items_in_batch)[0]

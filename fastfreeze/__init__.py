@@ -4,14 +4,37 @@ Usage:
     from fastfreeze import FastFreezeTrainer, FreezeConfig
     trainer = FastFreezeTrainer(model=model, args=args, train_dataset=ds,
                                 freeze_config=FreezeConfig(num_frozen_layers=6))
+
+How a training step flows, and where each part lives:
+
+    batch -> (cache hit | prefix) -> boundary -> suffix -> loss
+
+- The *prefix*: the input embedding, blocks[:k], and whatever runs wholly before block 0 or feeds the
+  boundary (position embeddings, embedding norms, bare scales). `freeze.py` decides what is frozen, by
+  module index and by execution order on a probe forward (never by a module's type or name); `prefix.py`
+  (`FrozenPrefix`) runs it with no autograd and in eval mode, per model instance; `probe.py` proves at
+  install that this fast path computes what the model's own forward computes, or refuses it.
+- The *boundary*: the hidden state the prefix hands to block k (or to the final norm when every block is
+  frozen), one [batch, seq, hidden] tensor. `prefix.py` captures it and injects it; `cache/` stores it
+  per example (keys, memory store, disk store), looks it up in the collator (DataLoader workers) and
+  fills it (runtime), so on a hit the prefix is not called at all.
+- The *suffix*: the model's own blocks[k:], final norm and LM head, with the per-instance swaps of
+  `kernels.py` (csrc_triton RMSNorm and SwiGLU; forward-only variants in the prefix) and the fused loss
+  (`csrc_triton.linear_cross_entropy`: the [tokens x vocab] logits never exist). It trains under the
+  plain Trainer's autograd; nothing of it is re-implemented.
+- The *loss*: the model's own (HF's ForCausalLMLoss), or the fused one with Triton kernels.
+
+`runtime.apply_freeze` assembles them (freeze -> probe -> kernels -> prefix) on one model;
+`trainer.FreezeMixin` wires that into `transformers.Trainer` (and, in `integrations.trl`, TRL's SFTTrainer).
 """
-from .families import FAMILIES, UnsupportedModelError, resolve
+from .families import UnsupportedModelError
 from .config import FreezeConfig, FreezeConfigError
 from .freeze import FreezeReport, freeze_bottom_layers
-from .prefix import FrozenPrefix
-from .runtime import FreezeRuntime, apply_freeze
+from .probe import ProbeReport
+from .cache.store import CacheSummary
+from .runtime import apply_freeze
 from .trainer import FastFreezeTrainer, FreezeMixin
-from ._version import __version__  # noqa: F401 (the package version)
+from ._version import __version__
 
 
 def __getattr__(name):
@@ -22,7 +45,12 @@ def __getattr__(name):
         return FastFreezeSFTTrainer
     raise AttributeError(f"module 'fastfreeze' has no attribute {name!r}")
 
+
+# The public API. FastFreezeSFTTrainer is public too (`from fastfreeze import FastFreezeSFTTrainer`) but is
+# left out here: it needs TRL, and `from fastfreeze import *` must work without that optional extra.
+# Everything else stays importable from its module (e.g. `fastfreeze.families.resolve`,
+# `fastfreeze.runtime.FreezeRuntime`, `fastfreeze.prefix.FrozenPrefix`).
 __all__ = [
-    "FAMILIES", "FastFreezeTrainer", "FreezeConfig", "FreezeConfigError", "FreezeMixin", "FreezeReport",
-    "FreezeRuntime", "FrozenPrefix", "UnsupportedModelError", "apply_freeze", "freeze_bottom_layers", "resolve",
+    "CacheSummary", "FastFreezeTrainer", "FreezeConfig", "FreezeConfigError", "FreezeMixin", "FreezeReport",
+    "ProbeReport", "UnsupportedModelError", "__version__", "apply_freeze", "freeze_bottom_layers",
 ]

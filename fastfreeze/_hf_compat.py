@@ -44,6 +44,21 @@ def attn_implementation(config: Any) -> str:
     return str(getattr(config, "_attn_implementation", None))
 
 
+def set_attn_implementation(model: nn.Module, attn: str) -> None:
+    """Switch a model's attention kernel ("eager", "sdpa", ...): the model's public
+    `set_attn_implementation` where this transformers has it, else the config attribute it reads."""
+    setter = getattr(model, "set_attn_implementation", None)
+    if callable(setter):
+        setter(attn)
+    else:  # pragma: no cover - transformers without the setter
+        model.config._attn_implementation = attn
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether `from_pretrained` loaded `model` with a quantizer (bitsandbytes, GPTQ, ...)."""
+    return bool(getattr(model, "is_quantized", False)) or getattr(model, "hf_quantizer", None) is not None
+
+
 def causal_lm_loss() -> Callable | None:
     """transformers' causal-LM loss function (`model.loss_function` of a plain *ForCausalLM); None if
     this transformers has moved it (the fused loss then stays off)."""
@@ -85,6 +100,14 @@ class TrainerHooks:
         return self.prepare_batch(inputs, super()._prepare_inputs)
 
 
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder Trainer wrote under `output_dir` (None if there is none), as
+    `resume_from_checkpoint=True` finds it."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir)
+
+
 def remove_unused_columns(trainer: Any, dataset: Any, description: str) -> Any:
     """`dataset` with only the columns the model's forward takes, as Trainer's DataLoaders see it."""
     return trainer._remove_unused_columns(dataset, description=description)
@@ -101,6 +124,17 @@ def adapt_training_kwargs(kwargs: dict) -> dict:
     out = dict(kwargs)
     if "warmup_ratio" in out and "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:
         out["warmup_steps"] = float(out.pop("warmup_ratio"))
+    return out
+
+
+def checkpointing_training_kwargs(enabled: bool, use_reentrant: bool | None = None) -> dict:
+    """TrainingArguments kwargs that turn activation checkpointing on or off (and pick reentrant or not):
+    transformers 5.24 names them `activation_checkpointing(_kwargs)`, 5.17 `gradient_checkpointing(_kwargs)`."""
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    prefix = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    out: dict = {prefix: enabled}
+    if use_reentrant is not None:
+        out[f"{prefix}_kwargs"] = {"use_reentrant": use_reentrant}
     return out
 
 
@@ -142,6 +176,42 @@ def trl_load_model(name: str, args: Any, quantization_config: Any = None) -> nn.
 def sft_padding_free(trainer: Any) -> bool:
     """Whether an SFTTrainer flattens each batch into one row (padding-free / BFD packing)."""
     return bool(getattr(trainer, "padding_free", False))
+
+
+# ------------------------------------------------------------------------------ datasets
+def dataset_fingerprint(dataset: Any) -> str:
+    """The fingerprint `datasets` keeps for a Dataset (`dataset._fingerprint`, updated by every
+    transform); hashed from the dataset itself where a release drops the attribute."""
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if isinstance(fingerprint, str):
+        return fingerprint
+    from datasets.fingerprint import Hasher
+
+    return Hasher.hash(dataset)
+
+
+def dataset_from_arrow(table: Any, info: Any) -> Any:
+    """A `datasets.Dataset` over an in-memory pyarrow table with `info` (features, description),
+    without re-encoding every value in Python as `Dataset.from_dict` does; from_dict where a
+    release moves the table class."""
+    import datasets
+
+    try:
+        from datasets.table import InMemoryTable
+    except ImportError:  # pragma: no cover - checked by tests/test_hf_compat.py
+        return datasets.Dataset.from_dict(table.to_pydict(), features=info.features, info=info)
+    return datasets.Dataset(InMemoryTable(table), info=info)
+
+
+# ------------------------------------------------------------------------------ PEFT
+def is_peft_model(model: Any) -> bool:
+    """Whether `model` is a PEFT wrapper (PeftModel, PeftMixedModel, or a tuner model such as LoraModel
+    built directly). Without peft imported no such model can exist, so peft is not imported here."""
+    peft, tuners = sys.modules.get("peft"), sys.modules.get("peft.tuners.tuners_utils")
+    candidates = (getattr(peft, "PeftModel", None), getattr(peft, "PeftMixedModel", None),
+                  getattr(tuners, "BaseTuner", None))
+    types = tuple(t for t in candidates if isinstance(t, type))
+    return bool(types) and isinstance(model, types)
 
 
 # ------------------------------------------------------------------------------ PEFT

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 KERNEL_CHOICES = ("auto", "triton", "torch")
@@ -12,6 +12,9 @@ CACHE_CHOICES = (None, "memory", "disk")
 # Keys that decide what the model *is* after freezing; a resumed run must match them exactly.
 # Runtime-only knobs (kernels, cache location) may change between runs without changing results.
 _IDENTITY_KEYS = ("num_frozen_layers", "freeze_embeddings", "untie_embeddings")
+# Fields that earlier versions saved into every checkpoint's freeze config but nothing ever read: a saved
+# config that has them still loads (they are dropped), so old checkpoints stay resumable.
+_RETIRED_KEYS = ("extra",)
 
 
 class FreezeConfigError(ValueError):
@@ -64,7 +67,6 @@ class FreezeConfig:
     fused_loss: bool = True
     probe: bool = True
     allow_eval_prefix: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         k = self.num_frozen_layers
@@ -108,6 +110,7 @@ class FreezeConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FreezeConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in _RETIRED_KEYS}
         unknown = set(data) - names
         if unknown:
             raise FreezeConfigError(f"Unknown FreezeConfig fields {sorted(unknown)}; known: {sorted(names)}.")

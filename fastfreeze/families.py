@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._hf_compat import text_config
+from . import _hf_compat
+from ._hf_compat import is_peft_model, text_config
 
 
 class UnsupportedModelError(ValueError):
@@ -109,10 +110,6 @@ def _model_type(model: nn.Module) -> str:
     return getattr(config, "model_type", "") or ""
 
 
-def is_peft_model(model: nn.Module) -> bool:
-    return type(model).__module__.startswith("peft")
-
-
 def check_supported(model: nn.Module) -> None:
     """Refuse, with the fix, models fastfreeze cannot freeze-split: encoder-decoders, non-causal-LMs,
     quantized models and PEFT wrappers (those go through `fastfreeze.integrations.peft`)."""
@@ -130,7 +127,7 @@ def check_supported(model: nn.Module) -> None:
             f"{cls} is an encoder-decoder model; fastfreeze freezes the bottom layers of decoder-only causal "
             "LMs. Load an `AutoModelForCausalLM` instead."
         )
-    if getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None) is not None:
+    if _hf_compat.is_quantized(model):
         raise UnsupportedModelError(
             f"{cls} is quantized; fastfreeze does not support quantized weights yet. Load it in "
             "bf16/fp16/fp32 (no `quantization_config`)."

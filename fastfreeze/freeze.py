@@ -283,14 +283,3 @@ def _unique_params(model: nn.Module):
         if id(p) not in seen:
             seen.add(id(p))
             yield p
-
-
-def snapshot_frozen(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of every frozen parameter, to prove later that training left them bitwise unchanged."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if not p.requires_grad}
-
-
-def changed_frozen(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> list[str]:
-    """Names of snapshot parameters whose bits differ now (empty list: unchanged)."""
-    current = dict(model.named_parameters())
-    return [n for n, t in snapshot.items() if not torch.equal(current[n].detach().cpu(), t)]

@@ -20,12 +20,12 @@ import warnings
 
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from . import _io
 from ._hf_compat import (
     TrainerHooks,
     compile_events,
+    last_checkpoint,
     remove_unused_columns,
     uses_reentrant_checkpointing,
 )
@@ -332,7 +332,7 @@ class FreezeMixin(TrainerHooks):
     def _check_resume(self, resume_from_checkpoint) -> None:
         path = resume_from_checkpoint
         if isinstance(path, bool):
-            path = get_last_checkpoint(self.args.output_dir)
+            path = last_checkpoint(self.args.output_dir)
             if path is None:
                 return  # Trainer raises its own clear error for this
         saved_file = os.path.join(path, FREEZE_CONFIG_NAME)

@@ -9,6 +9,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 import fastfreeze.trainer as ff_trainer
+from fastfreeze._hf_compat import set_attn_implementation
 from fastfreeze import FreezeConfig
 from fastfreeze.data import PaddingCollator
 from fastfreeze.verify import verify
@@ -59,12 +60,7 @@ def make_model(family: str, seed: int = 0, attn: str = "eager", dtype=torch.floa
     cfg = cfg_fn()
     torch.manual_seed(seed)
     model = getattr(transformers, cls_name)(cfg)
-    model.config._attn_implementation = attn
-    if hasattr(model, "set_attn_implementation"):
-        try:
-            model.set_attn_implementation(attn)
-        except Exception:
-            pass
+    set_attn_implementation(model, attn)
     return model.to(dtype)
 
 

@@ -33,3 +33,10 @@ def test_round_trip_and_identity():
     with pytest.raises(FreezeConfigError, match="0..2"):
         cfg.validate_for(2)
 
+
+
+def test_a_freeze_config_saved_with_the_retired_extra_field_still_loads():
+    # Checkpoints written before `extra` was dropped carry `"extra": {}` in their freeze config; resume reads it.
+    old = {**FreezeConfig(num_frozen_layers=2).to_dict(), "extra": {}}
+    assert FreezeConfig.from_dict(old) == FreezeConfig(num_frozen_layers=2)
+    assert "extra" not in FreezeConfig(num_frozen_layers=2).to_dict()

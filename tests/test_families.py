@@ -5,9 +5,10 @@ import pytest
 import torch
 import transformers
 
-from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze, resolve
-from fastfreeze.families import FAMILIES as TABLE
+from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
 from fastfreeze._tiny_models import build_model, tiny_config
+from fastfreeze.families import FAMILIES as TABLE
+from fastfreeze.families import resolve
 from tests._helpers import FAMILIES, make_model
 
 

@@ -140,3 +140,78 @@ def test_trl_load_model_passes_quantization_config(tmp_path, monkeypatch):
     args.model_init_kwargs = {"quantization_config": object()}
     with pytest.raises(ValueError, match="one place"):
         hf.trl_load_model("m", args, quantization_config=q)
+
+
+def test_set_attn_implementation_uses_the_public_setter():
+    model = make_model("llama", attn="eager")
+    assert callable(getattr(model, "set_attn_implementation", None)), "PreTrainedModel.set_attn_implementation is gone"
+    hf.set_attn_implementation(model, "sdpa")
+    assert hf.attn_implementation(model.config) == "sdpa"
+
+
+def test_is_quantized_reads_what_from_pretrained_sets():
+    model = make_model("llama")
+    assert not hf.is_quantized(model)
+    model.hf_quantizer = object()  # what from_pretrained(quantization_config=...) attaches
+    assert hf.is_quantized(model)
+
+
+def test_dataset_fingerprint_follows_every_transform():
+    ds = Dataset.from_dict({"x": [1, 2, 3]})
+    assert isinstance(getattr(ds, "_fingerprint", None), str), "datasets.Dataset._fingerprint is gone: the fallback hashes"
+    mapped = ds.map(lambda r: {"x": r["x"] + 1})
+    assert hf.dataset_fingerprint(ds) == hf.dataset_fingerprint(Dataset.from_dict({"x": [1, 2, 3]}))
+    assert hf.dataset_fingerprint(mapped) != hf.dataset_fingerprint(ds)
+
+
+def test_dataset_from_arrow_equals_from_dict():
+    import datasets
+    import pyarrow as pa
+
+    features = datasets.Features({"text": datasets.Value("string"), "n": datasets.Value("int32")})
+    columns = {"text": ["a", "b"], "n": [1, 2]}
+    info = datasets.DatasetInfo(description="d", features=features)
+    got = hf.dataset_from_arrow(pa.Table.from_pydict(columns, schema=features.arrow_schema), info)
+    want = Dataset.from_dict(columns, features=features)
+    assert got.features == want.features and got.to_dict() == want.to_dict()
+    assert got.info.description == "d"
+    from datasets.table import InMemoryTable  # noqa: F401  (the fast path: a release that moves it falls back)
+
+
+def test_is_peft_model_recognises_wrappers_only():
+    peft = pytest.importorskip("peft")
+    model = make_model("llama")
+    assert not hf.is_peft_model(model)
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    assert hf.is_peft_model(wrapped)
+    assert not hf.is_peft_model(wrapped.get_base_model())
+
+
+def test_last_checkpoint_finds_the_newest(tmp_path):
+    assert hf.last_checkpoint(str(tmp_path)) is None
+    for step in (5, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert hf.last_checkpoint(str(tmp_path)).endswith("checkpoint-10")
+
+
+def test_package_imports_no_dependency_internals_outside_the_shims():
+    """New code reaches transformers / TRL / PEFT / accelerate / datasets internals only through
+    fastfreeze/_hf_compat.py: any `from <dep>.<submodule> import` elsewhere in the package fails here."""
+    import re
+    from pathlib import Path
+
+    root = Path(hf.__file__).resolve().parent
+    pattern = re.compile(r"^\s*(?:from|import)\s+(transformers|trl|peft|accelerate|datasets)\.[\w.]+", re.M)
+    leaks = [f"{path.relative_to(root.parent)}: {m.group(0).strip()}"
+             for path in sorted(root.rglob("*.py")) if path.name != "_hf_compat.py"
+             for m in pattern.finditer(path.read_text())]
+    assert not leaks, "route these through fastfreeze/_hf_compat.py:\n" + "\n".join(leaks)
+
+
+def test_checkpointing_training_kwargs_turn_checkpointing_on(tmp_path):
+    kw = hf.checkpointing_training_kwargs(True, use_reentrant=False)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **kw)
+    (flag,) = [k for k in kw if not k.endswith("_kwargs")]
+    assert getattr(args, flag) is True
+    assert getattr(args, f"{flag}_kwargs") == {"use_reentrant": False}
+    assert hf.checkpointing_training_kwargs(False) == {flag: False}

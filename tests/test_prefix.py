@@ -5,7 +5,8 @@ import pytest
 import torch
 import transformers
 
-from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze, resolve
+from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
+from fastfreeze.families import resolve
 from tests._helpers import make_model
 
 

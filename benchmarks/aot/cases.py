@@ -160,7 +160,7 @@ def lce_cases(vocab: int, hidden: int, dt, rows: int, aligned: bool, label: str)
         h, w = _meta(rows, hidden, dtype=dt), _meta(vocab, hidden, dtype=dt)
         labels = _meta(rows, dtype=torch.int64)
         scale = _meta((), dtype=torch.float32) if train else None
-        lce._run(h, w, None, labels, -100, softcap, scale, train, train, False, None)
+        lce._run(h, w, None, labels, scale, lce.RunOptions(softcap=softcap, need_dx=train, need_dw=train))
 
     out = []
     for softcap in (None, 30.0):

@@ -114,6 +114,7 @@ def parse(argv: list[str]):
     if argv.count("--config") and argv[-1] == "--config":
         raise UsageError("--config needs a YAML file path.")
     try:
+        _check_config_file(argv)
         return make_parser().parse_args_and_config(argv)
     except FileNotFoundError as e:
         raise UsageError(f"--config {e.filename!r}: no such file.") from e
@@ -123,6 +124,22 @@ def parse(argv: list[str]):
         raise
     except (ValueError, TypeError) as e:  # unknown flags or YAML keys, and SFTConfig's own checks
         raise UsageError(" ".join(str(e).split())) from e
+
+
+def _check_config_file(argv: list[str]) -> None:
+    """A --config file must hold a mapping (option: value); said here in our words, not TRL's."""
+    import yaml
+
+    if "--config" not in argv:
+        return
+    path = argv[argv.index("--config") + 1]
+    if not os.path.isfile(path):
+        return  # TRL's FileNotFoundError is turned into one line by parse()
+    with open(path) as f:
+        loaded = yaml.safe_load(f)
+    if not isinstance(loaded, dict):
+        raise UsageError(f"--config {path!r} must hold a YAML mapping of option: value lines, "
+                         f"not a {type(loaded).__name__}.")
 
 
 def _looks_local(path: str) -> bool:
@@ -198,27 +215,29 @@ def load_splits(script_args, training_args, mixture_args):
 
 
 def load_model(model_args, training_args):
-    """The model and its processor, loaded as SFTTrainer loads a model id (seeded, `trl sft`'s init kwargs),
-    but from local files only, so nothing is downloaded.
+    """The model and its processor, loaded as SFTTrainer loads a model id (seeded, `trl sft`'s init kwargs, through
+    `_hf_compat.trl_load_model`, the loader FastFreezeSFTTrainer uses), but from local files only.
 
     Usage: model, processor = load_model(model_args, training_args)
     """
     from transformers import AutoProcessor
-    from transformers.trainer_utils import set_seed
+    from transformers import set_seed
     from trl import get_quantization_config
-    from trl.trainer.utils import create_model_from_path
 
-    kwargs = dict(revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code,
-                  attn_implementation=model_args.attn_implementation, dtype=model_args.dtype, local_files_only=True)
-    kwargs.update(training_args.model_init_kwargs or {})
-    training_args.model_init_kwargs = None  # used here; SFTTrainer would warn that an instance ignores them
+    from fastfreeze._hf_compat import trl_load_model
+
+    init = dict(revision=model_args.model_revision, attn_implementation=model_args.attn_implementation,
+                dtype=model_args.dtype, local_files_only=True)
+    init.update(training_args.model_init_kwargs or {})
     quantization = get_quantization_config(model_args)
     if quantization is not None:
-        kwargs["quantization_config"] = quantization
-    if training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
-        kwargs["device_map"] = None  # as SFTTrainer: device_map="auto" fails under distributed training
+        init["quantization_config"] = quantization  # the --load_in_4bit/8bit flags win over model_init_kwargs
+    training_args.model_init_kwargs = init
     set_seed(training_args.seed)  # SFTTrainer seeds before creating a model from an id
-    model = create_model_from_path(model_args.model_name_or_path, **kwargs)
+    try:
+        model = trl_load_model(model_args.model_name_or_path, training_args)
+    finally:
+        training_args.model_init_kwargs = None  # used here; SFTTrainer would warn that an instance ignores them
     processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
                                               trust_remote_code=training_args.trust_remote_code, local_files_only=True)
     return model, processor

@@ -26,8 +26,8 @@ from typing import Any, Mapping
 
 import datasets
 import pyarrow as pa
-from datasets.table import InMemoryTable
 
+from fastfreeze._hf_compat import dataset_from_arrow
 from fastfreeze.data.biography_pools import (
     ATTRIBUTES,
     BIO_TEMPLATES,
@@ -344,7 +344,7 @@ def make_biography(config: BiographyConfig) -> datasets.DatasetDict:
         # value in Python, which doubles the time of the paper preset.
         table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
         info = datasets.DatasetInfo(description=description, features=features)
-        return datasets.Dataset(InMemoryTable(table), info=info)
+        return dataset_from_arrow(table, info)
 
     splits: dict[str, datasets.Dataset] = {
         "bios": build(bios, _BIO_FEATURES)

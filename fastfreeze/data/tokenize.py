@@ -17,6 +17,7 @@ import datasets
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .._hf_compat import dataset_fingerprint
 from .collate import IGNORE_INDEX
 
 __all__ = [
@@ -123,7 +124,7 @@ def _fingerprint(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, 
     # An explicit fingerprint spares datasets from pickling/hashing the tokenizer (slow, and it warns
     # when that fails); the backend's JSON identifies the tokenizer exactly.
     h = hashlib.sha256()
-    h.update(dataset._fingerprint.encode())
+    h.update(dataset_fingerprint(dataset).encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     h.update(backend.to_str().encode() if backend is not None else repr(tokenizer).encode())
     h.update(repr((tokenizer.eos_token_id, parts)).encode())

@@ -21,21 +21,18 @@ run. `fsdp_config()` wraps every decoder block and the embedding in their own un
 - FSDP1 (`version=1`): each flat parameter must be all-frozen or all-trainable to avoid gradient
   memory for frozen weights; with the blocks and the embedding in their own units the root unit
   holds only the final norm and LM head. `use_orig_params=True` is still set, as HF/accelerate do,
-  so a mixed unit works, at the price of a gradient buffer for that unit. Not tested: through
-  Trainer on CPU, accelerate's FSDP1 plugin refuses `sync_module_states` without an accelerator
-  device, and without it torch's FSDP1 rejects accelerate's `device_id` ("cpu vs cpu:0"). A cache hit still all-gathers an
-  FSDP1-wrapped prefix (the wrapper, not the module, sits in the parent).
-Trainer cannot run FSDP on CPU: accelerate 1.15 sets FSDP only for accelerator devices (multi-process
-CPU is MULTI_CPU, wrapped in DDP; DDP refuses a model already `fully_shard`-ed). The CPU test marks
-accelerate's state FSDP after Trainer built its Accelerator (tests/integrations/fsdp_worker.py).
+  so a mixed unit works, at the price of a gradient buffer for that unit. Not tested, and a cache hit
+  still all-gathers an FSDP1-wrapped prefix (the wrapper, not the module, sits in the parent).
+Why FSDP1 and DeepSpeed are untested and how the FSDP2 test runs on CPU (Trainer enables FSDP only on
+accelerator devices): docs/multi-process.md.
 A head tied to the frozen embedding would share one weight across two units: pass
 `FreezeConfig(untie_embeddings=True)` for FSDP.
 Call `trainer.build_prefix_cache()` *before* `trainer.train()`: HF Trainer wraps the model when
 training starts, so the precompute runs on the plain module on each rank, with no collective.
 
 DeepSpeed: ZeRO-1/2 keep full parameters on every rank and only partition optimizer state and
-gradients of trainable parameters; the prefix is untouched (see examples/README.md for what was
-run on CPU). ZeRO-3 partitions parameters at load time, so the prefix weights that the cache fingerprint
+gradients of trainable parameters; the prefix is untouched (not tested: docs/multi-process.md).
+ZeRO-3 partitions parameters at load time, so the prefix weights that the cache fingerprint
 hashes are empty placeholders: the prefix cache refuses them (UnsupportedModelError naming the fix). HF Trainer builds two
 optimizer groups (decay / no decay) and keeps an empty one (e.g. LoRA trains no bias or norm), which
 older DeepSpeed versions reject: FastFreezeTrainer's `create_optimizer` drops it

@@ -34,7 +34,7 @@ except ImportError as err:  # an optional extra: say how to get it
 
 import logging
 
-from transformers.trainer_utils import set_seed
+from transformers import set_seed
 
 from .._hf_compat import sft_padding_free, trl_load_model
 from ..config import FreezeConfig, FreezeConfigError

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_callback import PrinterCallback
+from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from .._hf_compat import optimizer_names
 from ..config import FreezeConfig
@@ -40,7 +39,7 @@ __all__ = ["reference_freeze", "verify"]
 def reference_freeze(model: nn.Module, config: FreezeConfig) -> None:
     """The seed recipe, generically: requires_grad=False on the embedding-side modules and blocks[:k]
     (never True on anything: what the model keeps frozen stays frozen); plus the parameters the boundary
-    depends on, which the README's rule freezes and FreezeReport states (e.g. bare scales on the base
+    depends on, which the rule in docs/models.md freezes and FreezeReport states (e.g. bare scales on the base
     model). The head gets its own copy of a tied embedding matrix first when `untie_embeddings` asks."""
     parts = resolve(model)
     if config.freeze_embeddings and config.untie_embeddings:

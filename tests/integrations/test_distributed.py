@@ -136,14 +136,13 @@ def test_single_process_logs_fastfreeze_metrics(single_process):
 def test_fsdp_config_and_empty_param_groups():
     from fastfreeze.integrations.distributed import fsdp_config
     from fastfreeze.trainer import drop_empty_param_groups
-    from accelerate.utils.dataclasses import get_module_class_from_name
     from tests._helpers import make_model
 
     model = make_model("gpt2")
     cfg = fsdp_config(model)
     assert cfg["version"] == 2 and cfg["transformer_layer_cls_to_wrap"] == ["GPT2Block", "Embedding"]
-    for name in cfg["transformer_layer_cls_to_wrap"]:  # what accelerate does with the names
-        assert get_module_class_from_name(model, name) is not None
+    classes = {type(m).__name__ for m in model.modules()}  # accelerate resolves the names among these
+    assert set(cfg["transformer_layer_cls_to_wrap"]) <= classes
     assert fsdp_config(model, version=1)["use_orig_params"] is True
     with pytest.raises(ValueError, match="version"):
         fsdp_config(model, version=3)
@@ -152,4 +151,6 @@ def test_fsdp_config_and_empty_param_groups():
     opt = torch.optim.AdamW([{"params": [lin.weight]}, {"params": [], "weight_decay": 0.0}])
     assert len(drop_empty_param_groups(opt).param_groups) == 1
     with pytest.raises(ValueError, match="no parameters"):
-        drop_empty_param_groups(torch.optim.SGD([{"params": []}], lr=0.1))
+        emptied = torch.optim.SGD([lin.weight], lr=0.1)
+        emptied.param_groups[0]["params"] = []  # built non-empty: torch may refuse an empty group itself
+        drop_empty_param_groups(emptied)

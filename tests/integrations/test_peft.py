@@ -123,9 +123,10 @@ def _trl_cli_lora():
 
 
 def _adapter_modules(model):
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from fastfreeze._hf_compat import peft_adapter_types
 
-    return sorted(n.split("model.layers.", 1)[1] for n, m in model.named_modules() if isinstance(m, BaseTunerLayer))
+    tuner_layer = peft_adapter_types()[0]
+    return sorted(n.split("model.layers.", 1)[1] for n, m in model.named_modules() if isinstance(m, tuner_layer))
 
 
 def test_restrict_to_suffix_narrows_cli_targets():

@@ -1,13 +1,12 @@
 """Runs the reference arm (seed snippet + plain Trainer) and the fastfreeze arm side by side."""
 from __future__ import annotations
 
-import inspect
-
 import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig
+from fastfreeze._hf_compat import checkpointing_training_kwargs
 from tests._helpers import make_model, make_rows, pad_collator, seed_snippet_freeze
 
 
@@ -35,9 +34,7 @@ def training_args(out_dir: str, steps: int = 20, grad_accum: int = 2, gc: bool =
               gradient_accumulation_steps=grad_accum, learning_rate=1e-3, weight_decay=0.01, warmup_steps=2,
               logging_steps=5, save_strategy="no", report_to=[], seed=0, data_seed=0, use_cpu=True,
               dataloader_num_workers=0, disable_tqdm=True)
-    params = inspect.signature(TrainingArguments.__init__).parameters
-    gc_name = "activation_checkpointing" if "activation_checkpointing" in params else "gradient_checkpointing"
-    kw[gc_name] = gc
+    kw.update(checkpointing_training_kwargs(gc))
     kw.update(extra)
     return TrainingArguments(**kw)
 

@@ -9,8 +9,10 @@ import os
 import pytest
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from fastfreeze import FreezeConfig
+from fastfreeze._hf_compat import compile_events
 from tests._helpers import assert_losses_close, make_model, make_rows, pad_collator, seed_snippet_freeze
 from tests.parity.harness import FFTrainer, RefTrainer, max_rel_diff, training_args
 
@@ -44,8 +46,20 @@ class _DynamoRecords(logging.Handler):
         return [r.getMessage() for r in self.records]
 
 
+class _FramesPerStep(TrainerCallback):
+    """Frames Dynamo compiled during each optimizer step (the `compile_events` shim)."""
+
+    def __init__(self):
+        self.per_step, self._mark = [], compile_events()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = compile_events()
+        self.per_step.append(now - self._mark)
+        self._mark = now
+
+
 def _run(arm: str, out: str, backend: str, cache=None):
-    torch._dynamo.reset()
+    torch.compiler.reset()
     model = make_model("llama")
     args = training_args(out, steps=4, torch_compile=True, torch_compile_backend=backend, logging_steps=1)
     data = dict(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
@@ -61,12 +75,14 @@ def _run(arm: str, out: str, backend: str, cache=None):
         else:
             trainer = FFTrainer(**data, freeze_config=FreezeConfig(num_frozen_layers=K, cache=cache))
         trainer.recorded = []
+        frames = _FramesPerStep()
+        trainer.add_callback(frames)
         trainer.train()
     finally:
         torch._logging.set_logs()
         dynamo_logger.removeHandler(records)
-        torch._dynamo.reset()
-    return {"trainer": trainer, "losses": list(trainer.recorded), "dynamo": records.messages(),
+        torch.compiler.reset()
+    return {"trainer": trainer, "losses": list(trainer.recorded), "dynamo": records.messages(), "frames": frames.per_step,
             "params": {n: p.detach().clone() for n, p in model.named_parameters()}}
 
 
@@ -87,6 +103,9 @@ def test_torch_compile_matches_plain_trainer_and_prefix_stays_eager(cache, backe
     # per-instance flags (one recompile per module, up to the limit) nor meets time.perf_counter.
     assert not [m for m in ff["dynamo"] if "recompile_limit" in m or "cache_size_limit" in m], ff["dynamo"]
     assert not [m for m in ff["dynamo"] if "_prefix_forward" in m or "fastfreeze" in m], ff["dynamo"]
+    # The same, counted rather than read from log text: after the first step of each epoch (the cold
+    # compile, then the first warm step's stand-ins) no step compiles anything; a storm compiles every step.
+    assert len(ff["frames"]) == 4 and ff["frames"][1] == ff["frames"][3] == 0, ff["frames"]
 
     assert len(ff["losses"]) == len(ref["losses"]) == 8
     assert_losses_close(ff["losses"], ref["losses"], rtol=RTOL)  # fp32, the same aten ops (RTOL above)

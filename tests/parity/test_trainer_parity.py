@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
+from fastfreeze._hf_compat import checkpointing_training_kwargs
 from tests._helpers import FAMILIES, assert_losses_close, make_model
 from tests.parity.harness import max_rel_diff, run_arm
 
@@ -112,13 +113,7 @@ def test_prefix_stays_in_eval_mode_and_skips_dropout(tmp_path):
 def test_parity_with_reentrant_checkpointing(tmp_path):
     """Reentrant checkpointing drops parameter grads of a block whose inputs need no grad (HF issue
     21381); the boundary is made to require grad in that mode, so the first trainable block still learns."""
-    import inspect
-
-    from transformers import TrainingArguments
-
-    params = inspect.signature(TrainingArguments.__init__).parameters
-    key = "activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in params else "gradient_checkpointing_kwargs"
-    extra = {key: {"use_reentrant": True}}
+    extra = checkpointing_training_kwargs(True, use_reentrant=True)
     ref = run_arm("llama", 2, "ref", str(tmp_path / "ref"), gc=True, steps=4, evaluate=False, **extra)
     ff = run_arm("llama", 2, "ff", str(tmp_path / "ff"), gc=True, steps=4, evaluate=False, **extra)
     initial = make_model("llama").state_dict()

@@ -29,7 +29,7 @@ STEPS = 6  # x grad accumulation 2 = 12 micro-batches; the interpreter makes eve
 
 # The harness trains on CPU (use_cpu=True). On a CUDA machine tests/conftest.py leaves the
 # interpreter off, so CPU tensors cannot reach the kernels there; the GPU side is covered by
-# tests/kernels/test_model_swaps.py, which runs on CUDA models.
+# tests/test_kernels.py, which runs on CUDA models.
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="CPU parity run needs TRITON_INTERPRET=1 (set by tests/conftest.py without CUDA)")
 

@@ -40,8 +40,8 @@ def test_structure(preset):
     assert r("ff-warm", True) < r("ff-warm")
 
 
-def test_gpu_predictions_quoted_in_readme():
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+def test_gpu_predictions_quoted_in_the_performance_doc():
+    readme = (Path(__file__).resolve().parents[3] / "docs" / "performance.md").read_text()
     for preset in ("gpu-1b", "gpu-8b-slice"):
         p = tp.PRESETS[preset]
         warm = flop_model.predicted_ratio(p, "ff-warm", p.k, False)
