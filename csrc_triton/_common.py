@@ -11,7 +11,7 @@ import torch
 ALLOC_LOG: list[str] | None = None  # tests set a list here to record allocation tags
 
 # Every kernel launch goes through `launch`, so tools can see the exact arguments a launcher passes:
-# benchmarks/aot.py records them (on meta tensors, nothing runs) and asks Triton's own binder which
+# benchmarks/aot/check.py records them (on meta tensors, nothing runs) and asks Triton's own binder which
 # specialization a GPU would compile; the memory tracker pauses its counting while a kernel runs.
 # LAUNCH_HOOK(kernel, grid, args, kwargs) replaces the launch when set. Production: None.
 LAUNCH_HOOK = None
@@ -39,7 +39,7 @@ def next_pow2(n: int) -> int:
 def row_warps(block_elems: int, per_warp: int = 512, max_warps: int = 16) -> int:
     """num_warps for a program that streams `block_elems` elements: ~`per_warp` elements per warp, a power of 2
     in 2..max_warps (Triton rejects other counts at launch; the interpreter ignores num_warps, so only the AOT
-    check, benchmarks/aot.py, sees it)."""
+    check, benchmarks/aot/check.py, sees it)."""
     w = int(min(max_warps, max(2, block_elems // per_warp)))
     return 1 << (w.bit_length() - 1)
 
@@ -68,7 +68,7 @@ def check_float(name: str, t: torch.Tensor) -> None:
 def check_device(name: str, t: torch.Tensor) -> None:
     """Compiled Triton kernels need CUDA tensors; CPU tensors only work under the interpreter.
 
-    Meta tensors pass only while a LAUNCH_HOOK records launches (benchmarks/aot.py plans real
+    Meta tensors pass only while a LAUNCH_HOOK records launches (benchmarks/aot/check.py plans real
     shapes without memory): nothing is launched on them then."""
     if t.device.type == "meta" and LAUNCH_HOOK is not None:
         return

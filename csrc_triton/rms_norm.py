@@ -131,7 +131,7 @@ def _forward(x, weight, residual, eps, offset, gemma, store_rstd):
         n_rows, n_cols, float(eps), float(offset),
         HAS_RES=residual is not None, STORE_RSTD=store_rstd, GEMMA=gemma,
         # 32 bytes per thread per tensor (16 bf16 / 8 fp32), up to 32 warps: fp32 at BLOCK_N=8192 spilled on
-        # sm_80 with the former 16-warp cap (benchmarks/aot.py); bf16 launches are unchanged.
+        # sm_80 with the former 16-warp cap (benchmarks/aot/check.py); bf16 launches are unchanged.
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n, 1024 // x2.element_size(), 32),
     )
     return y, (s if residual is not None else None), (rstd if store_rstd else None), x2
@@ -157,7 +157,7 @@ def _backward(dy, ds, x2, weight, rstd, offset, need_dx, need_dw):
         n_rows, n_cols, float(offset),
         HAS_DS=ds is not None, COMPUTE_DX=need_dx, COMPUTE_DW=need_dw,
         # One 16-byte vector per thread per tensor (8 bf16 / 4 fp32 elements), up to 32 warps. The AOT check
-        # (benchmarks/aot.py) found the former 512 elements per warp, <= 16 warps, spilling at BLOCK_N=8192
+        # (benchmarks/aot/check.py) found the former 512 elements per warp, <= 16 warps, spilling at BLOCK_N=8192
         # (odd hidden) and on sm_80 at fp32 hidden 896, and 106 registers (occupancy 0.25) at bf16 4096.
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n, 512 // x2.element_size(), 32),
     )

@@ -86,6 +86,19 @@ def make_rows(n: int = 16, seed: int = 1, min_len: int = 5, max_len: int = 12):
     return rows
 
 
+def assert_losses_close(got, expected, *, rtol: float) -> None:
+    """Two runs' per-step losses agree: the same, non-zero number of steps, and |got - expected| <= rtol * |expected|
+    at every step. The tolerance has no default: each caller says why its value holds (dtype, kernels, ops).
+
+    Usage: ``assert_losses_close(ff["losses"], ref["losses"], rtol=1e-5)  # fp32, same ops in both arms``
+    """
+    got, expected = list(got), list(expected)
+    assert expected, "no losses to compare: the reference run recorded none"
+    assert len(got) == len(expected), f"{len(got)} losses vs {len(expected)} in the reference"
+    for step, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert abs(a - b) <= rtol * abs(b), f"step {step}: loss {a} vs reference {b} (rtol {rtol})"
+
+
 def pad_collator(padding_side: str = "right", pad_to: int | None = None) -> PaddingCollator:
     """Pads input_ids (0), attention_mask and labels (-100) to the longest row (at least `pad_to`), on either side."""
     return PaddingCollator(0, padding_side=padding_side, pad_to=pad_to)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import transformers
 
-from benchmarks.compat_models import build_model, tiny_config
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
+from fastfreeze._tiny_models import build_model, tiny_config
 from fastfreeze.families import FAMILIES as TABLE
 from fastfreeze.families import resolve
 from tests._helpers import FAMILIES, make_model

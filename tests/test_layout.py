@@ -1,5 +1,6 @@
-"""The package's layout rules, checked: the import contracts (layers, no cycles) hold and catch a deliberate cycle,
-function-level imports only for optional dependencies, small files and functions with a docstring, a test per module."""
+"""The package's layout rules, checked: the import contracts (layers, no cycles, package -> benchmarks -> tests one way)
+hold and catch deliberate breaks, function-level imports only for optional dependencies, small files and functions with
+a docstring, a test per module, and tests/ laid out like the packages it tests."""
 from __future__ import annotations
 
 import ast
@@ -13,6 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fastfreeze"
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+BENCHMARKS = sorted(p for p in (ROOT / "benchmarks").rglob("*.py"))
+TREES = ("fastfreeze", "benchmarks", "tests")  # import-linter's root packages (pyproject.toml)
 
 # Modules imported inside functions only: optional dependencies (a missing one breaks only what needs it,
 # and triton must be imported after TRITON_INTERPRET is set), and matplotlib (headless backend, plots only).
@@ -23,9 +26,7 @@ LAZY_ALLOWED = {"trl", "peft", "csrc_triton", "triton", "matplotlib", "psutil",
 LAZY_ANYTHING = ("cli",)
 LONG_MARK = "Long because"  # a file over 400 lines or a function over 60 lines says why in its docstring
 # Modules whose tests live elsewhere, and why.
-TESTED_ELSEWHERE = {
-    "kernels.py": "tests/kernels/test_model_swaps.py (next to the kernel tests)",
-}
+TESTED_ELSEWHERE: dict[str, str] = {}
 
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
@@ -37,21 +38,32 @@ def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
 def test_import_contracts_hold():
     run = _lint_imports(ROOT)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "Contracts: 2 kept, 0 broken." in run.stdout, run.stdout
+    assert "Contracts: 6 kept, 0 broken." in run.stdout, run.stdout
 
 
 @pytest.mark.parametrize("importer,line,broken", [
     # config (bottom layer) importing the trainer: a layer violation and a cycle (trainer imports config)
-    ("config.py", "from fastfreeze import trainer",
+    ("fastfreeze/config.py", "from fastfreeze import trainer",
      ["fastfreeze.config is not allowed to import fastfreeze.trainer:", "- .config -> .trainer (1 import)"]),
     # two modules of one layer importing each other: no layer is crossed, the cycle alone breaks a contract
-    ("cache/store.py", "from fastfreeze.cache import collator",
+    ("fastfreeze/cache/store.py", "from fastfreeze.cache import collator",
      ["No cycles are allowed in fastfreeze.cache.", "- .store -> .collator (1 import)"]),
+    # the type-only cycle benchmarks had (step timing <-> the arms), back again
+    ("benchmarks/train/roundrobin.py", "from benchmarks.train import arms",
+     ["No cycles are allowed in benchmarks.train.", "- .roundrobin -> .arms (1 import)"]),
+    # a lower concern reaching up: the training benchmark importing the memory benchmark that runs it
+    ("benchmarks/train/bench.py", "from benchmarks.memory import bench",
+     ["benchmarks.train is not allowed to import benchmarks.memory:"]),
+    # the package importing its tests; a package test importing a benchmark
+    ("fastfreeze/config.py", "from tests import _helpers", ["the package imports neither its benchmarks nor its tests"]),
+    ("tests/test_io.py", "from benchmarks.train import presets",
+     ["only tests/benchmarks/ imports benchmarks", "tests.test_io -> benchmarks.train.presets"]),
 ])
 def test_a_deliberate_cycle_breaks_a_contract(tmp_path, importer, line, broken):
-    shutil.copytree(PACKAGE, tmp_path / "fastfreeze", ignore=shutil.ignore_patterns("__pycache__"))
+    for tree in TREES:
+        shutil.copytree(ROOT / tree, tmp_path / tree, ignore=shutil.ignore_patterns("__pycache__", "results"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    with open(tmp_path / "fastfreeze" / importer, "a") as f:
+    with open(tmp_path / importer, "a") as f:
         f.write(f"\n{line}  # deliberate cycle\n")
     run = _lint_imports(tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
@@ -94,7 +106,7 @@ def test_function_level_imports_only_for_optional_dependencies():
 
 def test_files_and_functions_are_small_and_say_what_they_are():
     problems = []
-    for path in MODULES:
+    for path in MODULES + BENCHMARKS:
         rel, text = path.relative_to(ROOT), path.read_text()
         tree = ast.parse(text)
         doc = ast.get_docstring(tree) or ""
@@ -135,5 +147,22 @@ def test_the_tree_reads_like_the_architecture():
     assert top == sorted([
         "__init__.py", "_hf_compat.py", "_io.py", "_patch.py", "_version.py", "adapters.py", "cache", "cli",
         "config.py", "continual", "data", "families.py", "freeze.py", "integrations", "kernels.py", "prefix.py",
-        "probe.py", "runtime.py", "safety", "trainer.py", "verify",
+        "probe.py", "runtime.py", "safety", "trainer.py", "verify", "_tiny_models.py",
     ]), top
+
+
+def _packages(top: Path) -> set[Path]:
+    """Every package folder under `top` (itself included), relative to `top`."""
+    return {p.parent.relative_to(top) for p in top.rglob("__init__.py") if "__pycache__" not in p.parts}
+
+
+def test_tests_mirror_the_packages():
+    """tests/<path>/ tests fastfreeze/<path>/; tests/csrc_triton/ and tests/benchmarks/<path>/ test those trees.
+    parity/ holds the cross-cutting contract (fastfreeze against the plain recipe), not one module."""
+    mirrored = _packages(PACKAGE) | {Path("csrc_triton") / p for p in _packages(ROOT / "csrc_triton")}
+    mirrored |= {Path("benchmarks") / p for p in _packages(ROOT / "benchmarks")}
+    strays = sorted(str(p) for p in _packages(ROOT / "tests") - mirrored - {Path("parity")})
+    assert not strays, f"test folders with no package folder of that path: {strays}"
+    loose = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
+                   if p.parent != ROOT / "tests" and not (p.parent / "__init__.py").is_file())
+    assert not loose, f"test files outside a test package (name clashes across folders): {loose}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.compat_models import build_model, tiny_config
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
 from fastfreeze import prefix as prefix_mod
+from fastfreeze._tiny_models import build_model, tiny_config
 from tests._helpers import make_model
 
 

@@ -13,7 +13,8 @@ from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
 from fastfreeze import FreezeConfig, FreezeConfigError  # noqa: E402
 from fastfreeze.integrations.peft import restrict_to_suffix, suffix_lora_kwargs  # noqa: E402
-from tests._helpers import lora_model, make_model, make_rows, pad_collator, seed_snippet_freeze  # noqa: E402
+from tests._helpers import (assert_losses_close, lora_model, make_model, make_rows, pad_collator,  # noqa: E402
+                            seed_snippet_freeze)
 from tests.parity.harness import FFTrainer, RefTrainer, max_rel_diff, training_args  # noqa: E402
 
 RTOL = 1e-5  # fp32, same ops both arms (see tests/parity/test_trainer_parity.py)
@@ -41,8 +42,7 @@ def test_lora_suffix_parity(cache, tmp_path):
     ref = run("ref", str(tmp_path / "ref"))
     ff = run("ff", str(tmp_path / "ff"), FreezeConfig(num_frozen_layers=K, cache=cache))
     assert len(ff["losses"]) == len(ref["losses"]) == 16
-    for a, b in zip(ff["losses"], ref["losses"]):
-        assert abs(a - b) <= RTOL * abs(b)
+    assert_losses_close(ff["losses"], ref["losses"], rtol=RTOL)  # fp32, same ops in both arms (RTOL above)
     initial = {n: p.detach().clone() for n, p in lora_model().named_parameters()}
     trained = [n for n, p in ref["model"].named_parameters() if p.requires_grad]
     assert trained and all("lora_" in n for n in trained)
@@ -203,8 +203,7 @@ def test_sft_cli_lora_goes_on_the_suffix_and_matches_the_seed_recipe(tmp_path, c
                       "params": {n.replace(".base_layer", ""): p.detach().clone()
                                  for n, p in trainer.model.named_parameters()}}
     assert len(arms["ff"]["losses"]) == len(arms["ref"]["losses"]) == 8
-    for a, b in zip(arms["ff"]["losses"], arms["ref"]["losses"]):
-        assert abs(a - b) <= RTOL * abs(b)
+    assert_losses_close(arms["ff"]["losses"], arms["ref"]["losses"], rtol=RTOL)  # fp32, same ops (RTOL above)
     for n, p in arms["ff"]["params"].items():
         p_ref = arms["ref"]["params"][n]
         if "lora_" in n:

@@ -1,1 +1,0 @@
-"""Tests of the benchmark tooling (FLOP model, memory accounting, GPU-suite rehearsal)."""

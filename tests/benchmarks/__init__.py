@@ -1,0 +1,1 @@
+"""Tests of benchmarks/, one folder per concern, as benchmarks/ is laid out."""
