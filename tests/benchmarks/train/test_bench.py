@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def test_every_arm_runs_and_is_timed(toy_result):
     assert "| ff-warm | 2 | off |" in md and "Targets:" in md and "predicted**" in md
     assert all(0 < r["predicted_step_vs_naive"] < 2 for r in result["arms"])  # FLOP model beside every arm
     meta = result["meta"]
-    assert meta["versions"]["torch"] == torch.__version__ and meta["git_commit"] and meta["device"].startswith("CPU")
+    assert meta["versions"]["torch"] == metadata.version("torch") and meta["git_commit"] and meta["device"].startswith("CPU")
 
 
 def test_freeze_arms_train_identically(toy_result):
