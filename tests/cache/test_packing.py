@@ -1,0 +1,28 @@
+"""Tests of the packed-document check: passes where attention keeps documents apart, refuses with the reason where not."""
+import torch
+
+from fastfreeze import FreezeConfig, apply_freeze
+from fastfreeze.cache.packing import packed_documents_refusal
+from tests._helpers import make_model
+
+
+def test_packed_check_passes_on_eager_and_sdpa_and_refuses_attention_that_crosses_documents():
+    for attn in ("eager", "sdpa"):
+        prefix = apply_freeze(make_model("llama", attn=attn), FreezeConfig(num_frozen_layers=2)).prefix
+        assert packed_documents_refusal(prefix) is None, attn
+    calls, tokens = prefix.prefix_calls, prefix.prefix_tokens
+    real = prefix.compute_boundary
+
+    def crossing(**inputs):  # what an attention kernel that ignores position restarts computes
+        return real(**inputs, attention_mask=torch.ones_like(inputs["input_ids"]))
+
+    prefix.compute_boundary = crossing
+    reason = packed_documents_refusal(prefix)
+    assert reason is not None and "see each other" in reason and "'sdpa'" in reason
+    assert (prefix.prefix_calls, prefix.prefix_tokens) == (calls, tokens)  # the check's runs are not counted
+
+
+def test_packed_check_is_refused_on_the_meta_device():
+    prefix = apply_freeze(make_model("llama"), FreezeConfig(num_frozen_layers=2)).prefix
+    prefix.offload("meta")
+    assert "meta device" in packed_documents_refusal(prefix)
