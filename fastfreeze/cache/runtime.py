@@ -29,7 +29,7 @@ from .disk import DiskCache
 from .keys import library_versions, prefix_fingerprint
 from .packing import packed_documents_refusal
 from .segments import MissingSegments, Segments, missing_inputs, segment_batch
-from .store import CacheWriteError, MemoryCache, PrefixCache
+from .store import CacheWarning, CacheWriteError, MemoryCache, PrefixCache
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class PrefixCacheRuntime:
                 f"fastfreeze: the prefix cache reached cache_max_bytes={self.cache.max_bytes:,} "
                 f"({self.cache.summary()}); it stops adding entries (nothing is evicted): what is cached stays "
                 "served, the rest is computed by the prefix every time. Raise cache_max_bytes to cache more "
-                "(`fastfreeze estimate` gives the size the dataset needs).", stacklevel=3)
+                "(`fastfreeze estimate` gives the size the dataset needs).", CacheWarning, stacklevel=3)
         return n
 
     def fill_missing(self, inputs: dict, boundary: torch.Tensor, missing: MissingSegments) -> torch.Tensor | None:

@@ -89,3 +89,40 @@ def test_injected_boundary_needs_no_prefix_weights():
     with rt.prefix.inject(boundary):
         loss_cached = model(**batch).loss
     assert torch.equal(loss, loss_cached)
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_cap_stops_adding_and_changes_nothing_else(kind, tmp_path, caplog):
+    """cache_max_bytes: past it the cache stops adding entries (nothing is evicted), says so once, and
+    training is unchanged; the cache's size is logged once, at the end of the first epoch."""
+    import logging
+    import os
+    import warnings
+
+    from fastfreeze.cache import CacheWarning
+    from tests._helpers import make_rows
+
+    hidden = make_model("llama").config.hidden_size
+    full = sum(len(r["input_ids"]) for r in make_rows(32)) * hidden * 4  # fp32 rows of the 32 training rows
+    cap = full // 2
+    base = run_arm("llama", 2, "ff", str(tmp_path / "base"), steps=8, pad_to=12, evaluate=False)
+    caplog.set_level(logging.INFO, logger="fastfreeze")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run = run_arm("llama", 2, "ff", str(tmp_path / "capped"), steps=8, pad_to=12, evaluate=False,
+                      freeze_config=_cfg(kind, tmp_path, cache_max_bytes=cap))
+    summary = run["trainer"].cache_summary()
+    assert 0 < summary.bytes <= cap and 0 < summary.entries < 32 and summary.refused > 0, summary
+    if kind == "disk":
+        on_disk = sum(os.path.getsize(os.path.join(summary.path, f)) for f in os.listdir(summary.path) if f.endswith(".bin"))
+        assert on_disk == summary.bytes
+    capped = [w for w in seen if issubclass(w.category, CacheWarning) and "stops adding" in str(w.message)]
+    assert len(capped) == 1
+    # Epoch 2: the cached rows hit, the rest ran the prefix again (a row past the cap is never stored).
+    assert summary.hits > 0 and run["trainer"].prefix.prefix_calls > 4
+    for a, b in zip(run["losses"], base["losses"]):
+        assert abs(a - b) <= RTOL * abs(b)
+    for name, p in base["params"].items():
+        assert max_rel_diff(run["params"][name], p) <= RTOL, name
+    sized = [r for r in caplog.records if "after the first epoch the prefix cache holds" in r.getMessage()]
+    assert len(sized) == 1 and f"{summary.bytes:,} bytes" in sized[0].getMessage()
