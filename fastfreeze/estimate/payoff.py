@@ -1,8 +1,9 @@
 """When the boundary cache pays: its size, reading a boundary vs recomputing the prefix, and the epoch it has paid for itself.
 
 Per token, a cache hit replaces the prefix's forward (``prefix_flops`` at the device's achieved FLOP/s)
-by reading ``hidden x dtype bytes`` from the cache. Reading runs in the DataLoader, beside the step,
-so a warm step takes the longer of the suffix's compute and the read. Epoch 1 computes every boundary
+by reading ``hidden x dtype bytes`` from the cache. The read is counted in full on top of the suffix's
+compute (HF Trainer's default ``dataloader_num_workers=0`` runs the collator, and so the read, in the
+training process between steps; with workers part of it overlaps, so this errs against the cache). Epoch 1 computes every boundary
 and writes it; from epoch 2 on every token is a hit. The cache has paid for itself at the first epoch e
 where ``cold + write + (e - 1) x warm <= e x cold``; never when a warm step is not faster than a cold one.
 
@@ -67,7 +68,7 @@ class Payoff:
     prefix_s: float  # recomputing the prefix
     read_s: float  # reading the boundary
     cold_s: float  # a step without a hit (prefix runs)
-    warm_s: float  # a step served by the cache (max of compute and read)
+    warm_s: float  # a step served by the cache (suffix compute + read)
     write_s: float  # storing the boundary once
     read_beats_recompute: bool
     paid_off_epoch: int | None
@@ -83,7 +84,7 @@ def payoff(shape: ModelShape, k: int, ckpt: bool, dev: Device, read_bytes_per_s:
     read_s = per_tok / read_bytes_per_s
     write_s = per_tok / (write_bytes_per_s or read_bytes_per_s)
     cold_s = step_flops(shape, "ff", k, ckpt) / dev.flops
-    warm_s = max(step_flops(shape, "ff-warm", k, ckpt) / dev.flops, read_s)
+    warm_s = step_flops(shape, "ff-warm", k, ckpt) / dev.flops + read_s
     paid = None
     if warm_s < cold_s:
         # smallest e >= 1 with (cold + write) + (e - 1) warm <= e cold, i.e. e >= 1 + write / (cold - warm)

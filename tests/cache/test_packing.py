@@ -26,3 +26,13 @@ def test_packed_check_is_refused_on_the_meta_device():
     prefix = apply_freeze(make_model("llama"), FreezeConfig(num_frozen_layers=2)).prefix
     prefix.offload("meta")
     assert "meta device" in packed_documents_refusal(prefix)
+
+
+def test_a_prefix_that_cannot_run_on_ids_and_positions_is_refused_not_fatal():
+    prefix = apply_freeze(make_model("llama"), FreezeConfig(num_frozen_layers=2)).prefix
+
+    def broken(**inputs):
+        raise RuntimeError("needs pixel_values")
+
+    prefix.compute_boundary = broken
+    assert "could not run the prefix (RuntimeError: needs pixel_values)" in packed_documents_refusal(prefix)
