@@ -126,3 +126,29 @@ def test_cap_stops_adding_and_changes_nothing_else(kind, tmp_path, caplog):
         assert max_rel_diff(run["params"][name], p) <= RTOL, name
     sized = [r for r in caplog.records if "after the first epoch the prefix cache holds" in r.getMessage()]
     assert len(sized) == 1 and f"{summary.bytes:,} bytes" in sized[0].getMessage()
+
+
+def test_half_cached_padded_batches_run_the_prefix_on_their_missing_rows_only(tmp_path):
+    """Every other training row precomputed: the prefix then runs on exactly the other rows (each at
+    the batch width, 12), whatever batch they land in; losses and weights equal the no-cache run's."""
+    from datasets import Dataset
+
+    from tests._helpers import make_rows
+    from tests.parity.harness import FFTrainer, training_args
+
+    base = run_arm("llama", 2, "ff", str(tmp_path / "base"), steps=4, pad_to=12, evaluate=False)
+    rows = make_rows(32)
+    trainer = FFTrainer(model=make_model("llama"), args=training_args(str(tmp_path / "o"), steps=4),
+                        train_dataset=Dataset.from_list(rows), data_collator=pad_collator(pad_to=12),
+                        freeze_config=_cfg("memory", tmp_path))
+    trainer.recorded = []
+    trainer.build_prefix_cache(Dataset.from_list(rows[::2]), batch_size=4)
+    tokens = trainer.prefix.prefix_tokens
+    trainer.train()  # 4 steps x grad accum 2 x batch 4 = one epoch of the 32 rows
+    assert trainer.prefix.prefix_tokens - tokens == 16 * 12
+    summary = trainer.cache_summary()
+    assert (summary.hits, summary.entries) == (16, 32)
+    for a, b in zip(trainer.recorded, base["losses"]):
+        assert abs(a - b) <= RTOL * abs(b)
+    for name, p in base["params"].items():
+        assert max_rel_diff(dict(trainer.model.named_parameters())[name].detach(), p) <= RTOL, name
