@@ -36,3 +36,16 @@ def test_a_prefix_that_cannot_run_on_ids_and_positions_is_refused_not_fatal():
 
     prefix.compute_boundary = broken
     assert "could not run the prefix (RuntimeError: needs pixel_values)" in packed_documents_refusal(prefix)
+
+
+def test_install_time_runs_leave_the_prefix_counters_at_zero(tmp_path):
+    """The probe's and the packed-document check's prefix runs are not the run's."""
+    from tests.parity.harness import FFTrainer, training_args
+    from datasets import Dataset
+    from tests._helpers import make_rows, pad_collator
+
+    trainer = FFTrainer(model=make_model("llama"), args=training_args(str(tmp_path), steps=1),
+                        train_dataset=Dataset.from_list(make_rows(4)), data_collator=pad_collator(),
+                        freeze_config=FreezeConfig(num_frozen_layers=2, cache="memory"))
+    assert trainer.prefix_cache.split_documents
+    assert (trainer.prefix.prefix_calls, trainer.prefix.prefix_tokens) == (0, 0)
