@@ -39,7 +39,9 @@ class FreezeConfig:
         kernels: "auto" (Triton on CUDA, torch ops on CPU), "triton" or "torch".
         cache: None, "memory" or "disk": reuse the prefix's output (the boundary hidden state) per example.
         cache_dir: where a disk cache lives (required for cache="disk").
-        cache_max_bytes: upper bound on cached bytes; entries beyond it are not stored.
+        cache_max_bytes: upper bound on the cache's data bytes (on disk, or in memory). Past it the cache
+            stops adding entries (nothing is evicted), warns once, and keeps serving what it holds; the
+            rest runs through the prefix every time. `fastfreeze estimate` gives the size a dataset needs.
         offload_prefix: with a cache, move prefix weights off the accelerator once every training
             example is cached (they come back for an uncached example).
         fused_loss: with Triton kernels, compute the LM-head loss chunked (logits never materialized;

@@ -64,6 +64,7 @@ class _State:
         self.capture: _Capture | None = None
         self.boundary_requires_grad = False  # set under reentrant checkpointing of the suffix
         self.prefix_calls = 0  # how many times the prefix really ran (tests and logs)
+        self.prefix_tokens = 0  # how many (padded) tokens it ran on: a partial cache hit runs only the missing ones
         self.standin_calls = 0  # how many prefix modules were swapped out for a stand-in (tests)
         self.offloaded = False
         # Prefix run times, for the "prefix time saved" estimate: (start, end, tokens) per run, where
@@ -210,6 +211,7 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
     if self._ff_is_boundary_source:
         hidden = _hidden(out)
         state.prefix_calls += 1
+        state.prefix_tokens += hidden.shape[:-1].numel()
         if state.t0 is not None:
             state.timings.append((state.t0, _clock(hidden), hidden.shape[:-1].numel()))
             state.t0 = None
@@ -399,6 +401,21 @@ class FrozenPrefix:
     @property
     def prefix_calls(self) -> int:
         return self.state.prefix_calls
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens the prefix really ran on (padding included), over every run so far."""
+        return self.state.prefix_tokens
+
+    @contextlib.contextmanager
+    def uncounted(self):
+        """Runs inside this block (install-time checks) leave the call/token counters and timings as they were."""
+        calls, tokens, mark = self.state.prefix_calls, self.state.prefix_tokens, self.timing_mark()
+        try:
+            yield
+        finally:
+            self.state.prefix_calls, self.state.prefix_tokens = calls, tokens
+            self.discard_timings(mark)
 
     def timing_mark(self) -> int:
         """A position in the prefix run-time record (see `discard_timings`)."""

@@ -152,7 +152,7 @@ def probe_fast_path(model: nn.Module, prefix: FrozenPrefix, allow_eval_prefix: b
     was_training = model.training
     devices = [torch.cuda.current_device()] if a["input_ids"].is_cuda else []
     # The probe's own prefix runs must not show in the run's counters and timings.
-    counters = dict(prefix_calls=prefix.state.prefix_calls, timings=[], t0=None)
+    counters = dict(prefix_calls=prefix.state.prefix_calls, prefix_tokens=prefix.state.prefix_tokens, timings=[], t0=None)
     with torch.random.fork_rng(devices=devices), _state(prefix, **counters):
         model.eval()
         try:

@@ -19,7 +19,7 @@ import os
 import warnings
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 from . import _io
 from ._hf_compat import (
@@ -29,7 +29,8 @@ from ._hf_compat import (
     remove_unused_columns,
     uses_reentrant_checkpointing,
 )
-from .cache.collator import BOUNDARY_KEY
+from .cache.collator import BOUNDARY_KEY, MISSING_KEY
+from .cache.runtime import FlushCache as _FlushCache
 from .cache.runtime import PrefixCacheRuntime
 from .config import FreezeConfig, FreezeConfigError
 from .freeze import FreezeReport
@@ -141,23 +142,47 @@ class FreezeMixin(TrainerHooks):
         device here, once per step), or the prefix computed and its rows stored (a miss).
 
         Scopes nest (Trainer's and SFTTrainer's prediction_step call compute_loss): only the outermost
-        one acts, so nothing is injected, timed or stored twice, whatever the trainer class."""
+        one acts, so nothing is injected, timed or stored twice, whatever the trainer class.
+        A partly cached batch (the collator's `MissingSegments`) first runs the prefix on its missing
+        segments only, then goes on as a whole-batch hit."""
         boundary = inputs.pop(BOUNDARY_KEY, None) if isinstance(inputs, dict) else None
+        missing = inputs.pop(MISSING_KEY, None) if isinstance(inputs, dict) else None
         prefix = self.prefix
         if prefix is None or self._ff_scope_depth:
             return fn(inputs)
         self._ff_scope_depth += 1
         try:
+            if boundary is not None:
+                boundary = self._complete_boundary(prefix, inputs, boundary, missing)
             return self._prefix_scope(prefix, inputs, boundary, fn)
         finally:
             self._ff_scope_depth -= 1
 
+    def _complete_boundary(self, prefix: FrozenPrefix, inputs: dict, boundary: torch.Tensor, missing):
+        """The batch's boundary on the device, its missing segments (if any) computed by the prefix now;
+        None sends the batch down the whole-batch miss path. With a sharded prefix (FSDP2, several
+        ranks) a partial hit is a whole miss: computing only the missing segments is one more prefix
+        run on this rank, whose all-gathers the other ranks would not pair (a deadlock)."""
+        hit_tokens = boundary.shape[:-1].numel()
+        if missing is not None:
+            if self.prefix_cache is None or (prefix.sharded() and torch.distributed.is_initialized()
+                                             and torch.distributed.get_world_size() > 1):
+                return None
+            if prefix.offloaded:
+                prefix.restore()
+            hit_tokens -= missing.tokens
+            boundary = boundary.to(self.args.device)
+            boundary = self.prefix_cache.fill_missing(inputs, boundary, missing)
+            if boundary is None:
+                return None
+        else:
+            boundary = boundary.to(self.args.device, non_blocking=True)
+        self._hit_tokens += hit_tokens
+        return boundary
+
     def _prefix_scope(self, prefix: FrozenPrefix, inputs: dict, boundary: torch.Tensor | None, fn):
         prefix.set_reentrant_checkpointing(uses_reentrant_checkpointing(prefix.boundary_sink))
-        if boundary is not None:
-            boundary = boundary.to(self.args.device, non_blocking=True)
-            self._hit_tokens += boundary.shape[:-1].numel()
-        elif prefix.offloaded:
+        if boundary is None and prefix.offloaded:
             prefix.restore()  # an uncached example: the prefix weights must come back
         mark, compiles = prefix.timing_mark(), compile_events()
         with prefix.inject(boundary, swap=self._may_skip_prefix(prefix, boundary)), prefix.capture() as cap:
@@ -285,9 +310,12 @@ class FreezeMixin(TrainerHooks):
         the largest tensor of the batch, pinned by the collator / DataLoader, and must keep its dtype
         (DeepSpeed casts float inputs), so `_run_with_prefix` moves it, asynchronously."""
         boundary = inputs.pop(BOUNDARY_KEY, None) if isinstance(inputs, dict) else None
+        missing = inputs.pop(MISSING_KEY, None) if isinstance(inputs, dict) else None
         inputs = prepare(inputs)
         if boundary is not None:
             inputs[BOUNDARY_KEY] = boundary
+        if missing is not None:
+            inputs[MISSING_KEY] = missing
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -348,28 +376,6 @@ class FreezeMixin(TrainerHooks):
                 f"Resume with the same FreezeConfig (see {FREEZE_CONFIG_NAME} in the checkpoint), or start a new "
                 "run from the checkpoint's weights with `from_pretrained` instead of resume_from_checkpoint."
             )
-
-
-class _FlushCache(TrainerCallback):
-    """Persist lazily filled cache rows at epoch ends, so DataLoader workers of the next epoch and
-    later processes see them."""
-
-    def __init__(self, runtime: PrefixCacheRuntime):
-        self.runtime = runtime
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        # Every rank flushes, then waits for the others, then re-reads the shared index: a row any
-        # rank stored in this epoch is a hit for every rank from the next epoch on, not by timing.
-        self.runtime.cache.flush()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-        self.runtime.cache.refresh()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.runtime.cache.flush()
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        self.runtime.cache.flush()
 
 
 class FastFreezeTrainer(FreezeMixin, Trainer):

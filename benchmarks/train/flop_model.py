@@ -1,4 +1,4 @@
-"""FLOP model of one training step per bench_train arm: predicted step-time ratios from the model's shapes alone.
+"""FLOP model of one training step per bench_train arm: the table of predicted step-time ratios (model: fastfreeze.estimate.flops).
 
 Per token, a decoder block's forward costs 2 x its linear parameters (attention projections + MLP) plus
 the causal attention core (QK^T and PV over on average T/2 keys: 2 T H); the head costs 2 H V.
@@ -17,66 +17,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
-ARMS = ("full", "naive", "liger", "ff", "ff-warm", "ff-cold", "floor", "floor-loop")
+# The model itself lives in the package (`fastfreeze estimate` uses it); re-exported for the benchmarks.
+from fastfreeze.estimate.flops import ARMS, ArmGraph, BlockCost, arm_graph, costs, predicted_ratio, step_flops
 
-
-@dataclass(frozen=True)
-class BlockCost:
-    """Forward FLOPs per token: `linear` (projections + MLP), `attention` (causal core), `head` (LM head)."""
-
-    linear: float
-    attention: float
-    head: float
-
-
-def costs(preset) -> BlockCost:
-    h, heads, kv = preset.hidden, preset.heads, preset.kv_heads
-    head_dim = h // heads
-    attn_params = 2 * h * h + 2 * h * kv * head_dim  # q, o and the (grouped) k, v projections
-    mlp_params = 3 * h * preset.intermediate  # gate, up, down
-    return BlockCost(linear=2.0 * (attn_params + mlp_params), attention=2.0 * preset.seq * h,
-                     head=2.0 * h * preset.vocab)
-
-
-@dataclass(frozen=True)
-class ArmGraph:
-    """How many blocks each part of a step touches: forward, trainable backward, dX-only backward, recompute."""
-
-    forward: int
-    trainable: int
-    dx_only: int
-    recompute: int
-
-
-def arm_graph(kind: str, layers: int, k: int, ckpt: bool) -> ArmGraph:
-    if kind not in ARMS:
-        raise ValueError(f"unknown arm {kind!r}; choose from {ARMS}")
-    if kind == "full":
-        return ArmGraph(layers, layers, 0, layers if ckpt else 0)
-    if kind in ("naive", "liger"):
-        # Checkpointing turns on enable_input_require_grads: the k frozen blocks join the graph (dX only)
-        # and, being checkpointed like every block, are recomputed in backward too.
-        return ArmGraph(layers, layers - k, k if ckpt else 0, layers if ckpt else 0)
-    if kind in ("ff", "ff-cold"):  # prefix runs without autograd; only trainable blocks are checkpointed
-        return ArmGraph(layers, layers - k, 0, layers - k if ckpt else 0)
-    return ArmGraph(layers - k, layers - k, 0, layers - k if ckpt else 0)  # ff-warm, floor, floor-loop
-
-
-def step_flops(preset, kind: str, k: int, ckpt: bool) -> float:
-    """FLOPs per token of one training step of this arm (head trainable in every arm)."""
-    c, g = costs(preset), arm_graph(kind, preset.layers, k, ckpt)
-    block = c.linear + c.attention
-    return (g.forward * block + c.head  # forward
-            + g.trainable * (2 * c.linear + 2 * c.attention) + 2 * c.head  # backward of trainable parts
-            + g.dx_only * (c.linear + 2 * c.attention)  # frozen blocks autograd still walks
-            + g.recompute * block)  # checkpointing
-
-
-def predicted_ratio(preset, kind: str, k: int, ckpt: bool) -> float:
-    """Predicted step time of `kind` over naive freezing at the same k and checkpointing."""
-    return step_flops(preset, kind, k, ckpt) / step_flops(preset, "naive", k, ckpt)
+__all__ = ["ARMS", "ArmGraph", "BlockCost", "arm_graph", "costs", "main", "predicted_ratio", "step_flops", "table"]
 
 
 def table(preset, k: int | None = None) -> str:

@@ -1,5 +1,11 @@
 """Data path of the prefix cache: look boundary states up in the collator, off the training step.
 
+Every segment of the batch (a padded row, or a document of a packed row, see
+:mod:`fastfreeze.cache.segments`) is looked up. All cached: the batch gets the boundary. Some
+cached: the batch gets the boundary with the cached segments filled and a :class:`MissingSegments`
+saying which are missing, and the trainer runs the prefix for only those. None cached: the batch
+goes as it came and the trainer runs the prefix for all of it.
+
 The lookup runs where the batch is built (the main process, or DataLoader workers), so the step
 only does one host-to-device copy of ``batch["prefix_boundary"]``; it is pinned in the main process
 when CUDA is available so that copy can be ``non_blocking``. In a DataLoader worker nothing is
@@ -13,12 +19,13 @@ from typing import Sequence
 
 import torch
 
-from .keys import batch_keys
+from .segments import MissingSegments, Segments, segment_batch
 from .store import PrefixCache
 
-__all__ = ["BOUNDARY_KEY", "CachedBoundaryCollator", "gather_rows", "scatter_rows"]
+__all__ = ["BOUNDARY_KEY", "MISSING_KEY", "CachedBoundaryCollator", "assemble", "gather_rows", "scatter_rows"]
 
 BOUNDARY_KEY = "prefix_boundary"
+MISSING_KEY = "prefix_boundary_missing"
 
 
 def _mask_or_ones(attention_mask: torch.Tensor | None, shape) -> torch.Tensor:
@@ -76,10 +83,33 @@ def gather_rows(boundary: torch.Tensor, attention_mask: torch.Tensor | None) -> 
     return list(boundary[mask].split(counts))
 
 
+def assemble(rows: Sequence[torch.Tensor | None], segments: Segments, hidden: int, dtype: torch.dtype,
+             pin_memory: bool = False) -> torch.Tensor:
+    """Lay cached segment rows out as a ``[B, T, H]`` boundary (zeros where a row is None or at
+    padding). Usage: ``boundary = assemble(cache.get_many(seg.keys), seg, 512, torch.bfloat16)``"""
+    b, t = segments.shape
+    out = torch.zeros(b * t, hidden, dtype=dtype, pin_memory=pin_memory)
+    idx, vals = [], []
+    for i, (row, index) in enumerate(zip(rows, segments.index)):
+        if row is None:
+            continue
+        if row.dim() != 2 or row.shape[0] != index.numel() or row.shape[1] != hidden:
+            raise ValueError(
+                f"cached row {i} has shape {tuple(row.shape)} but its segment has {index.numel()} tokens and "
+                f"hidden={hidden}; the cache does not match this model/tokenization (new fingerprint?)")
+        idx.append(index)
+        vals.append(row.to(dtype))
+    if idx:
+        out.index_copy_(0, torch.cat(idx), torch.cat(vals))
+    return out.view(b, t, hidden)
+
+
 class CachedBoundaryCollator:
-    """Wraps a collator: when every example of the batch is cached, adds ``batch["prefix_boundary"]``
-    ([B, T, H], laid out like the batch, zeros at padding); on any miss adds nothing and the trainer
-    runs the prefix for the whole batch. Picklable, so it works in DataLoader workers: a DiskCache
+    """Wraps a collator: when every segment of the batch is cached, adds ``batch["prefix_boundary"]``
+    ([B, T, H], laid out like the batch, zeros at padding); when some are, adds it partly filled plus
+    ``batch["prefix_boundary_missing"]`` (a :class:`MissingSegments`), and the trainer runs the prefix
+    for the missing segments only; when none are, adds nothing. ``split_documents``: key each document
+    of a packed row (set by the runtime once the packed-document check passed). Picklable, so it works in DataLoader workers: a DiskCache
     reopens its memory maps lazily there; a MemoryCache in a forked worker sees the entries present
     at fork time (workers are re-forked each epoch unless ``persistent_workers=True``, which would
     freeze them at the first epoch); under the ``spawn`` start method the MemoryCache is pickled
@@ -96,6 +126,7 @@ class CachedBoundaryCollator:
         hidden_size: int,
         dtype: torch.dtype,
         pin_memory: bool | None = None,
+        split_documents: bool = False,
     ):
         if not callable(base_collator):
             raise TypeError("base_collator must be callable (e.g. DataCollatorWithPadding(tokenizer))")
@@ -112,6 +143,7 @@ class CachedBoundaryCollator:
         self.hidden_size = hidden_size
         self.dtype = dtype
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.split_documents = bool(split_documents)
 
     def __call__(self, features) -> dict:
         batch = self.base_collator(features)
@@ -122,16 +154,17 @@ class CachedBoundaryCollator:
                 "the base collator must return a mapping with 'input_ids' ([B, T] tensor); "
                 f"got {type(batch).__name__}"
             ) from None
-        attention_mask = batch.get("attention_mask")
-        keys = batch_keys(input_ids, attention_mask, batch.get("position_ids"))
-        # Look every row up (not just up to the first miss) so hits/misses count examples honestly;
-        # a lookup is an index probe plus a lazy view, so the extra ones are cheap.
-        rows = self.cache.get_many(keys)
-        if any(row is None for row in rows):
+        seg = segment_batch(input_ids, batch.get("attention_mask"), batch.get("position_ids"),
+                            split_documents=self.split_documents)
+        # Look every segment up (not just up to the first miss) so hits/misses count honestly and a
+        # partly cached batch computes only what is missing; a lookup is an index probe plus a lazy view.
+        rows = self.cache.get_many(seg.keys)
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if len(missing) == len(rows):
             return batch
-        mask = attention_mask if attention_mask is not None else torch.ones(input_ids.shape)
         in_worker = torch.utils.data.get_worker_info() is not None
-        batch[BOUNDARY_KEY] = scatter_rows(
-            rows, mask, self.hidden_size, self.dtype, pin_memory=self.pin_memory and not in_worker
-        )
+        batch[BOUNDARY_KEY] = assemble(rows, seg, self.hidden_size, self.dtype,
+                                       pin_memory=self.pin_memory and not in_worker)
+        if missing:
+            batch[MISSING_KEY] = MissingSegments(seg, missing)
         return batch

@@ -17,16 +17,19 @@ import warnings
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import TrainerCallback
 
 from .._hf_compat import attn_implementation, text_config
 from .._version import __version__
 from ..config import FreezeConfig
 from ..families import UnsupportedModelError
 from ..prefix import FrozenPrefix
-from .collator import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows
+from .collator import BOUNDARY_KEY, CachedBoundaryCollator
 from .disk import DiskCache
-from .keys import batch_keys, library_versions, prefix_fingerprint
-from .store import CacheWriteError, MemoryCache, PrefixCache
+from .keys import library_versions, prefix_fingerprint
+from .packing import packed_documents_refusal
+from .segments import MissingSegments, Segments, missing_inputs, segment_batch
+from .store import CacheWarning, CacheWriteError, MemoryCache, PrefixCache
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +85,22 @@ def compute_fingerprint(model: nn.Module, prefix: FrozenPrefix, config: FreezeCo
 class PrefixCacheRuntime:
     """One model's cache: where boundaries are stored, read and (lazily or in bulk) computed."""
 
-    def __init__(self, prefix: FrozenPrefix, cache: PrefixCache, hidden_size: int, dtype: torch.dtype):
+    def __init__(self, prefix: FrozenPrefix, cache: PrefixCache, hidden_size: int, dtype: torch.dtype,
+                 packed_refusal: str | None = "not checked"):
         self.prefix, self.cache, self.hidden_size, self.dtype = prefix, cache, hidden_size, dtype
         self.stored = 0
+        # None: documents of a packed row are keyed one by one (the packed-document check passed).
+        self.packed_refusal = packed_refusal
+        self._cap_warned = False
+
+    @property
+    def split_documents(self) -> bool:
+        return self.packed_refusal is None
+
+    def segments(self, batch: dict) -> Segments:
+        """The cache segments of a batch (per document of a packed row when the check passed)."""
+        return segment_batch(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
+                             split_documents=self.split_documents)
 
     @classmethod
     def open(cls, model: nn.Module, prefix: FrozenPrefix, config: FreezeConfig,
@@ -99,27 +115,63 @@ class PrefixCacheRuntime:
         except CacheWriteError as err:
             warnings.warn(f"fastfreeze: prefix cache disabled, training goes on without it: {err}", stacklevel=2)
             return None
-        return cls(prefix, cache, int(text_config(model.config).hidden_size), dtype)
+        refusal = packed_documents_refusal(prefix)
+        if refusal is not None:
+            logger.info("fastfreeze: per-document cache entries for packed rows refused: %s", refusal)
+        return cls(prefix, cache, int(text_config(model.config).hidden_size), dtype, packed_refusal=refusal)
 
     def wrap_collator(self, collator) -> CachedBoundaryCollator:
-        if isinstance(collator, CachedBoundaryCollator):
-            return collator
-        return CachedBoundaryCollator(collator, self.cache, self.hidden_size, self.dtype)
+        if not isinstance(collator, CachedBoundaryCollator):
+            collator = CachedBoundaryCollator(collator, self.cache, self.hidden_size, self.dtype)
+        collator.split_documents = self.split_documents
+        return collator
 
-    def store_batch(self, inputs: dict, boundary: torch.Tensor) -> int:
-        """Split a freshly computed [B, T, H] boundary into per-example rows and store them."""
+    def store_batch(self, inputs: dict, boundary: torch.Tensor, segments: Segments | None = None) -> int:
+        """Split a freshly computed [B, T, H] boundary into per-segment rows and store the new ones."""
         if inputs.get("input_ids") is None:
             return 0
         mask = inputs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
-            return 0  # 4-D / packed masks have no per-row key; just don't cache those batches
-        keys = batch_keys(inputs["input_ids"], mask, inputs.get("position_ids"))
-        new = [(k, r) for k, r in zip(keys, gather_rows(boundary.detach(), mask)) if k not in self.cache]
+            return 0  # 4-D masks have no per-row key; just don't cache those batches
+        seg = segments if segments is not None else self.segments(inputs)
+        new = [i for i, k in enumerate(seg.keys) if k not in self.cache]
         if not new:
             return 0
-        n = self.cache.put_many([k for k, _ in new], [r for _, r in new])
+        flat = boundary.detach().reshape(-1, boundary.shape[-1])
+        rows = [flat.index_select(0, seg.index[i].to(flat.device)) for i in new]
+        return self._put([seg.keys[i] for i in new], rows)
+
+    def _put(self, keys: list, rows: list) -> int:
+        before = self.cache.refused
+        n = self.cache.put_many(keys, rows)
         self.stored += n
+        capped = self.cache.max_bytes is not None and getattr(self.cache, "writable", True)
+        if capped and self.cache.refused > before and not self._cap_warned:
+            self._cap_warned = True
+            warnings.warn(
+                f"fastfreeze: the prefix cache reached cache_max_bytes={self.cache.max_bytes:,} "
+                f"({self.cache.summary()}); it stops adding entries (nothing is evicted): what is cached stays "
+                "served, the rest is computed by the prefix every time. Raise cache_max_bytes to cache more "
+                "(`fastfreeze estimate` gives the size the dataset needs).", CacheWarning, stacklevel=3)
         return n
+
+    def fill_missing(self, inputs: dict, boundary: torch.Tensor, missing: MissingSegments) -> torch.Tensor | None:
+        """Run the prefix on only the missing segments of a partly cached batch, store their rows and
+        write them into `boundary` ([B, T, H], on the batch's device). None when the missing
+        documents cannot be batched on their own (the caller then runs the whole batch)."""
+        made = missing_inputs(inputs, missing)
+        if made is None:
+            return None
+        sub, where = made
+        computed = self.prefix.compute_boundary(**sub)
+        flat_sub = computed.reshape(-1, computed.shape[-1])
+        rows = [flat_sub.index_select(0, w.to(flat_sub.device)) for w in where]
+        seg = missing.segments
+        flat = boundary.view(-1, boundary.shape[-1])
+        for i, row in zip(missing.which, rows):
+            flat.index_copy_(0, seg.index[i].to(flat.device), row.to(flat.dtype))
+        self._put([seg.keys[i] for i in missing.which], rows)
+        return boundary
 
     def build(self, dataset, collator, batch_size: int, device: torch.device, desc: str = "prefix cache") -> dict:
         """Precompute the boundary of every uncached example: no grad, large batches, examples
@@ -137,14 +189,14 @@ class PrefixCacheRuntime:
         try:
             for idx in batches:
                 batch = base([dataset[i] for i in idx])
-                keys = batch_keys(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
+                seg = self.segments(batch)
                 n_tok = sum(lengths[i] for i in idx)
-                if all(k in self.cache for k in keys):
+                if all(k in self.cache for k in seg.keys):
                     bar.update(n_tok)
                     continue
                 inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None}
                 boundary = self.prefix.compute_boundary(**inputs)
-                self.store_batch({k: v.cpu() for k, v in inputs.items()}, boundary)
+                self.store_batch({k: v.cpu() for k, v in inputs.items()}, boundary, seg)
                 tokens += n_tok
                 computed += len(idx)
                 bar.update(n_tok)
@@ -164,10 +216,41 @@ class PrefixCacheRuntime:
         base = collator.base_collator if isinstance(collator, CachedBoundaryCollator) else collator
         for i in range(len(dataset)):
             batch = base([dataset[i]])
-            keys = batch_keys(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
-            if keys[0] not in self.cache:
+            if not all(k in self.cache for k in self.segments(batch).keys):
                 return False
         return True
 
 
-__all__ = ["BOUNDARY_KEY", "PrefixCacheRuntime", "compute_fingerprint", "open_cache"]
+class FlushCache(TrainerCallback):
+    """Persist lazily filled cache rows at epoch ends, so DataLoader workers of the next epoch and
+    later processes see them; log the cache's size once, at the end of the first epoch (what a
+    full pass over the training data costs on disk or in memory: compare it with cache_max_bytes)."""
+
+    def __init__(self, runtime: PrefixCacheRuntime):
+        self.runtime = runtime
+        self.logged_size = False
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Every rank flushes, then waits for the others, then re-reads the shared index: a row any
+        # rank stored in this epoch is a hit for every rank from the next epoch on, not by timing.
+        self.runtime.cache.flush()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        self.runtime.cache.refresh()
+        if not self.logged_size:
+            self.logged_size = True
+            if state.is_world_process_zero:
+                summary = self.runtime.cache.summary()
+                where = "on disk" if summary.kind == "disk" else "in memory"
+                cap = self.runtime.cache.max_bytes
+                logger.info("fastfreeze: after the first epoch the prefix cache holds %s bytes %s (cap %s): %s",
+                            f"{summary.bytes:,}", where, "none" if cap is None else f"{cap:,}", summary)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.runtime.cache.flush()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.runtime.cache.flush()
+
+
+__all__ = ["BOUNDARY_KEY", "FlushCache", "PrefixCacheRuntime", "compute_fingerprint", "open_cache"]

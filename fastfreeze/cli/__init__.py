@@ -1,4 +1,4 @@
-"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | verify | safety | sft`."""
+"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | verify | safety | sft | estimate`."""
 from __future__ import annotations
 
 import importlib
@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "verify": ("fastfreeze.cli.verify", "Prove parity with plain PyTorch freezing on your model and data."),
     "safety": ("fastfreeze.cli.safety", "Refusal-rate evaluation and the safety scenario."),
     "sft": ("fastfreeze.cli.sft", "TRL's `trl sft` with the bottom k layers frozen and cached (flags / YAML as TRL's)."),
+    "estimate": ("fastfreeze.cli.estimate", "Predict params, step time, memory, cache size and whether the cache pays."),
 }
 
 

@@ -8,11 +8,14 @@ front of `trl.SFTTrainer`. What SFT adds on top of a plain Trainer is handled as
 - completion-only / assistant-only loss and TRL's fused LM head: they only change the labels and the
   head, never the prefix's input, so cached boundaries stay valid;
 - padding-free / packing: TRL's collator then returns one flattened row per batch with
-  `position_ids` and no `attention_mask`; the cache keys that row by its token ids and position ids
-  (documents inside it cannot see each other, so this is exactly what the boundary depends on).
-  A cache entry is one whole flattened batch, so hits recur only when the same batch recurs
-  (`per_device_train_batch_size=1` with packing, or evaluation); `build_prefix_cache` is refused
-  otherwise, since its batches would never match the training batches.
+  `position_ids` restarting at each document and no `attention_mask`. The cache splits that row at
+  its document starts and keys each document by its own token ids and position ids, so a document
+  is stored once and served whatever it is packed with, at any batch size and in any order (epoch 2
+  of a shuffled run hits every document). That is exact because the attention keeps packed
+  documents apart; the cache checks it when it opens (`fastfreeze.cache.packing`: a packed probe row
+  vs its documents alone) and, where it fails, keys each flattened row whole (hits then need the
+  same batch again) and refuses `build_prefix_cache` for multi-example packed batches. A batch
+  with some documents cached runs the prefix for the missing ones only (see `fastfreeze.cache.segments`).
 
 Needs `trl` (`pip install fastfreeze[trl]`).
 
@@ -90,19 +93,22 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
         super().__init__(model=model, args=args, freeze_config=freeze_config, peft_config=peft_config, **kwargs)
 
     def build_prefix_cache(self, dataset=None, batch_size: int | None = None) -> dict:
-        """See `FreezeMixin.build_prefix_cache`. Under padding-free / BFD packing a cache entry is one
-        flattened batch, so precompute only works with one example per batch.
+        """See `FreezeMixin.build_prefix_cache`. Padding-free / packed batches are keyed per document,
+        so the precompute serves any training batch; only where the packed-document check refused that
+        (whole flattened rows are keyed) does it need one example per batch.
 
         Usage:
             trainer.build_prefix_cache(); trainer.train()
         """
-        if sft_padding_free(self):
+        runtime = self.prefix_cache
+        if sft_padding_free(self) and runtime is not None and not runtime.split_documents:
             if self.args.per_device_train_batch_size != 1 or (batch_size or 1) != 1:
                 raise FreezeConfigError(
-                    "build_prefix_cache with padding-free / packed batches: the cache keys one flattened batch, so "
-                    "precomputed entries only match training batches of one (packed) example. Use "
-                    "per_device_train_batch_size=1 (with packing=True), or skip the precompute and let the cache "
-                    "fill lazily, or set padding_free=False and packing=False."
+                    "build_prefix_cache with padding-free / packed batches: per-document cache entries were refused "
+                    f"({runtime.packed_refusal}), so the cache keys one flattened batch and precomputed entries only "
+                    "match training batches of one (packed) example. Use per_device_train_batch_size=1 (with "
+                    "packing=True), or skip the precompute and let the cache fill lazily, or set padding_free=False "
+                    "and packing=False."
                 )
             batch_size = 1
         return super().build_prefix_cache(dataset, batch_size=batch_size)

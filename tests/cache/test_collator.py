@@ -7,6 +7,7 @@ import torch
 
 from fastfreeze.cache import MemoryCache, batch_keys
 from fastfreeze.cache import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows, scatter_rows
+from fastfreeze.cache.collator import MISSING_KEY
 from fastfreeze.cache import DiskCache
 
 H = 6
@@ -86,19 +87,32 @@ def test_right_padded_cache_serves_left_padded_with_positions():
     left = PadCollator("left", with_positions=True)
     batch = CachedBoundaryCollator(left, cache, H, torch.float32)(FEATURES)
     assert torch.equal(batch[BOUNDARY_KEY], boundary_of(left(FEATURES)))
-    # Left padding without position_ids puts tokens at other positions: a different state, a miss.
+    # Left padding without position_ids puts tokens at other positions: a different state, a miss
+    # (rows 0 and 2; row 1 has no padding, so the same positions, a hit).
     batch = CachedBoundaryCollator(PadCollator("left"), cache, H, torch.float32)(FEATURES)
-    assert BOUNDARY_KEY not in batch
+    assert batch[MISSING_KEY].which == [0, 2]
 
 
-def test_any_miss_adds_nothing():
+def test_partial_hit_fills_the_cached_rows_and_names_the_missing():
     base = PadCollator()
     cache = MemoryCache("fp")
     fill(cache, base, FEATURES[:2])
     coll = CachedBoundaryCollator(base, cache, H, torch.float32)
     batch = coll(FEATURES)
-    assert BOUNDARY_KEY not in batch and set(batch) == {"input_ids", "attention_mask"}
+    missing = batch[MISSING_KEY]
+    assert missing.which == [2] and missing.tokens == 1
+    expected = boundary_of(base(FEATURES))
+    expected[2] = 0  # the missing row stays zero until the trainer computes it
+    assert torch.equal(batch[BOUNDARY_KEY], expected)
     assert (cache.summary().hits, cache.summary().misses) == (2, 1)
+
+
+def test_no_hit_adds_nothing():
+    base = PadCollator()
+    cache = MemoryCache("fp")
+    fill(cache, base, FEATURES[:1])
+    batch = CachedBoundaryCollator(base, cache, H, torch.float32)(FEATURES[1:])
+    assert set(batch) == {"input_ids", "attention_mask"}
 
 
 def test_dtype_conversion_from_bf16_cache():

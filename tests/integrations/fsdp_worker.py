@@ -35,7 +35,7 @@ from tests._helpers import make_model, make_rows, pad_collator  # noqa: E402
 from tests.parity.harness import training_args  # noqa: E402
 
 K, ROWS, STEPS, PAD_TO = 2, 16, 8, 12  # 2 epochs of 4 global batches of 4 (2 ranks x 2)
-SCENARIOS = ("nocache", "memory", "memory_rank0", "disk")
+SCENARIOS = ("nocache", "memory", "memory_rank0", "disk", "memory_half")
 
 
 class ForcedFSDPTrainer(FastFreezeTrainer):
@@ -116,7 +116,7 @@ def _optimizer_bytes(trainer) -> dict:
 
 
 def run(root: str, scenario: str, rank: int) -> dict:
-    cache = {"nocache": None, "memory": "memory", "memory_rank0": "memory", "disk": "disk"}[scenario]
+    cache = {"nocache": None, "memory": "memory", "memory_rank0": "memory", "disk": "disk", "memory_half": "memory"}[scenario]
     cfg = FreezeConfig(num_frozen_layers=K, cache=cache,
                        cache_dir=os.path.join(root, "disk-cache") if cache == "disk" else None)
     t = make_trainer(os.path.join(root, scenario), cfg, per_device=2)
@@ -124,6 +124,10 @@ def run(root: str, scenario: str, rank: int) -> dict:
         # "memory": every row on every rank, so each step is a hit on both ranks. "memory_rank0":
         # rank 0 hits every step while rank 1 misses, so rank 0 must still join the prefix all-gathers.
         t.build_prefix_cache()
+    if scenario == "memory_half":
+        # Every other row cached on both ranks: batches are partly cached, which under a sharded prefix
+        # run as whole misses (computing only the missing rows would be an unpaired prefix run).
+        t.build_prefix_cache(t.train_dataset.select(range(0, ROWS, 2)))
     calls_before = t.prefix.prefix_calls
     counter = GatherCounter(t.prefix.modules)
     t.add_callback(counter)

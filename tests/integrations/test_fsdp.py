@@ -131,9 +131,18 @@ def test_a_rank_that_hits_joins_the_prefix_all_gathers_of_a_rank_that_misses(fsd
     assert all(g["prefix"] > 0 for g in r0["gathers"][:STEPS_PER_EPOCH])
 
 
+def test_partly_cached_batches_keep_the_ranks_paired(fsdp_run):
+    """memory_half: every other row cached on both ranks, so batches are partly cached. The launch
+    finishing is the no-deadlock check; on every step both ranks all-gather the prefix or neither does."""
+    _, stats, _ = fsdp_run
+    r0, r1 = stats["memory_half"]
+    assert [g["prefix"] > 0 for g in r0["gathers"]] == [g["prefix"] > 0 for g in r1["gathers"]]
+    assert all(r["cache"]["hits"] > 0 and r["cache"]["misses"] > 0 for r in (r0, r1)), (r0, r1)
+
+
 def test_fingerprint_of_sharded_prefix_equals_unsharded(fsdp_run, single_process):
     _, stats, _ = fsdp_run
-    for s in ("memory", "memory_rank0", "disk"):
+    for s in ("memory", "memory_rank0", "disk", "memory_half"):
         for r in stats[s]:
             assert r["fingerprint_sharded"] == r["fingerprint_at_open"] == single_process["fingerprint"], r
 

@@ -143,15 +143,6 @@ def test_sft_padding_free_cache_keys_packed_rows(tmp_path):
     assert summary.entries == 24 and summary.hits >= 24, summary
 
 
-def test_build_prefix_cache_refused_for_multi_example_padding_free(tmp_path):
-    tok = _tokenizer()
-    trainer = FastFreezeSFTTrainer(model=make_model("llama"), processing_class=tok, train_dataset=sft_dataset(),
-                                   args=sft_args(str(tmp_path), padding_free=True, max_length=None),
-                                   freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
-    with pytest.raises(FreezeConfigError, match="per_device_train_batch_size=1"):
-        trainer.build_prefix_cache()
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flash-attn needs a CUDA GPU")
 def test_flash_attention_2_padding_free(tmp_path):
     """flash_attention_2 with padding-free rows, the case it exists for: same as SDPA within bf16 noise,

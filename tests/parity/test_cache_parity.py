@@ -87,3 +87,66 @@ def test_injected_boundary_needs_no_prefix_weights():
     with rt.prefix.inject(boundary):
         loss_cached = model(**batch).loss
     assert torch.equal(loss, loss_cached)
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_cap_stops_adding_and_changes_nothing_else(kind, tmp_path, caplog):
+    """cache_max_bytes: past it the cache stops adding entries (nothing is evicted), says so once, and
+    training is unchanged; the cache's size is logged once, at the end of the first epoch."""
+    import logging
+    import os
+    import warnings
+
+    from fastfreeze.cache import CacheWarning
+    from tests._helpers import make_rows
+
+    hidden = make_model("llama").config.hidden_size
+    full = sum(len(r["input_ids"]) for r in make_rows(32)) * hidden * 4  # fp32 rows of the 32 training rows
+    cap = full // 2
+    base = run_arm("llama", 2, "ff", str(tmp_path / "base"), steps=8, pad_to=12, evaluate=False)
+    caplog.set_level(logging.INFO, logger="fastfreeze")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run = run_arm("llama", 2, "ff", str(tmp_path / "capped"), steps=8, pad_to=12, evaluate=False,
+                      freeze_config=_cfg(kind, tmp_path, cache_max_bytes=cap))
+    summary = run["trainer"].cache_summary()
+    assert 0 < summary.bytes <= cap and 0 < summary.entries < 32 and summary.refused > 0, summary
+    if kind == "disk":
+        on_disk = sum(os.path.getsize(os.path.join(summary.path, f)) for f in os.listdir(summary.path) if f.endswith(".bin"))
+        assert on_disk == summary.bytes
+    capped = [w for w in seen if issubclass(w.category, CacheWarning) and "stops adding" in str(w.message)]
+    assert len(capped) == 1
+    # Epoch 2: the cached rows hit, the rest ran the prefix again (a row past the cap is never stored).
+    assert summary.hits > 0 and run["trainer"].prefix.prefix_calls > 4
+    for a, b in zip(run["losses"], base["losses"]):
+        assert abs(a - b) <= RTOL * abs(b)
+    for name, p in base["params"].items():
+        assert max_rel_diff(run["params"][name], p) <= RTOL, name
+    sized = [r for r in caplog.records if "after the first epoch the prefix cache holds" in r.getMessage()]
+    assert len(sized) == 1 and f"{summary.bytes:,} bytes" in sized[0].getMessage()
+
+
+def test_half_cached_padded_batches_run_the_prefix_on_their_missing_rows_only(tmp_path):
+    """Every other training row precomputed: the prefix then runs on exactly the other rows (each at
+    the batch width, 12), whatever batch they land in; losses and weights equal the no-cache run's."""
+    from datasets import Dataset
+
+    from tests._helpers import make_rows
+    from tests.parity.harness import FFTrainer, training_args
+
+    base = run_arm("llama", 2, "ff", str(tmp_path / "base"), steps=4, pad_to=12, evaluate=False)
+    rows = make_rows(32)
+    trainer = FFTrainer(model=make_model("llama"), args=training_args(str(tmp_path / "o"), steps=4),
+                        train_dataset=Dataset.from_list(rows), data_collator=pad_collator(pad_to=12),
+                        freeze_config=_cfg("memory", tmp_path))
+    trainer.recorded = []
+    trainer.build_prefix_cache(Dataset.from_list(rows[::2]), batch_size=4)
+    tokens = trainer.prefix.prefix_tokens
+    trainer.train()  # 4 steps x grad accum 2 x batch 4 = one epoch of the 32 rows
+    assert trainer.prefix.prefix_tokens - tokens == 16 * 12
+    summary = trainer.cache_summary()
+    assert (summary.hits, summary.entries) == (16, 32)
+    for a, b in zip(trainer.recorded, base["losses"]):
+        assert abs(a - b) <= RTOL * abs(b)
+    for name, p in base["params"].items():
+        assert max_rel_diff(dict(trainer.model.named_parameters())[name].detach(), p) <= RTOL, name

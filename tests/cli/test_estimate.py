@@ -1,0 +1,35 @@
+"""`fastfreeze estimate` on a Llama-3-8B-shaped config.json prints every part of the estimate."""
+import json
+
+import pytest
+
+from fastfreeze.cli import main
+
+LLAMA3_8B = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
+             "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+             "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+             "vocab_size": 128256}
+
+
+def test_estimate_llama3_8b(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA3_8B))
+    assert main(["estimate", str(path), "--k", "16", "--seq", "2048", "--batch", "4", "--dataset-tokens", "5e8",
+                 "--epochs", "3", "--device", "h100", "--read-gbps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "trainable 4.02 B, frozen 4.02 B" in out
+    for part in ("fastfreeze cold", "fastfreeze warm", "no ckpt", "activations", "gradients", "AdamW state",
+                 "cache size: 3.73 TiB", "reading beats recomputing", "paid for itself by the end of epoch",
+                 "after epoch 3"):
+        assert part in out, part
+
+
+def test_estimate_without_a_device_and_bad_input(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA3_8B))
+    assert main(["estimate", str(path), "--k", "8", "--dataset-tokens", "1e6"]) == 0
+    assert "pass --device" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="outside 0..32"):
+        main(["estimate", str(path), "--k", "40", "--dataset-tokens", "1e6"])
+    with pytest.raises(SystemExit, match="--mfu goes with --device"):
+        main(["estimate", str(path), "--k", "8", "--dataset-tokens", "1e6", "--flops", "1e14", "--mfu", "0.5"])
