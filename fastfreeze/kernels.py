@@ -51,19 +51,35 @@ from .families import FAMILIES, FamilySpec, ModelParts
 ENV_SWITCH = "FASTFREEZE_KERNELS"
 
 
-def resolve_kernel_set(choice: str, model: nn.Module) -> str:
-    """'auto' -> 'triton' when the model lives on CUDA and Triton is importable, else 'torch'."""
+def resolve_kernel_set(choice: str, model: nn.Module, device: torch.device | str | None = None) -> str:
+    """'auto' -> 'triton' when the model trains on a CUDA device (`device`, default: where its
+    weights are now) and Triton is importable, else 'torch'. Decide it on the training device:
+    a model loaded on the CPU and moved by Trainer trains on CUDA (see `fastfreeze.runtime`)."""
     if choice == "auto":
         forced = os.environ.get(ENV_SWITCH)
         if forced in ("torch", "triton"):
             return forced
-        device = next(model.parameters()).device
+        device = torch.device(device) if device is not None else next(model.parameters()).device
         if device.type == "cuda" and torch.cuda.is_available():
             import csrc_triton
 
             return "triton" if csrc_triton.AVAILABLE else "torch"
         return "torch"
     return choice
+
+
+def kernel_set_reason(choice: str, kernel_set: str, device: torch.device | str) -> str | None:
+    """Why a run on a CUDA device uses torch ops instead of the Triton kernels (None: it does not)."""
+    if kernel_set != "torch" or torch.device(device).type != "cuda":
+        return None
+    if choice == "torch":
+        return "kernels=torch on a CUDA device: FreezeConfig(kernels='torch') asked for it"
+    if os.environ.get(ENV_SWITCH) == "torch":
+        return f"kernels=torch on a CUDA device: the environment sets {ENV_SWITCH}=torch"
+    import csrc_triton
+
+    return ("kernels=torch on a CUDA device: triton cannot be imported "
+            f"({getattr(csrc_triton, '_IMPORT_ERROR', None)}); install triton for the fused kernels")
 
 
 _SILU_CLASSES = ("SiLU", "SiLUActivation")  # nn.SiLU and transformers' own class (name differs by version)
