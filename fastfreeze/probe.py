@@ -145,9 +145,12 @@ def _forward_backward(model: nn.Module, inputs: dict, params: list[nn.Parameter]
     if _sharded(params):
         loss.backward()
         del loss
+        # Read the parameters again: FSDP2's lazy init (on the first forward, maybe this one) may
+        # re-register them (e.g. after accelerate loaded them with assign=True).
+        params = [p for p in model.parameters() if p.requires_grad]
         stats = [_grad_stats(p.grad) for p in params]
-        for p in params:
-            p.grad = None
+        for p in model.parameters():
+            p.grad = None  # a training step must start from no gradient, as without the probe
         return [logits] + stats
     grads = list(torch.autograd.grad(loss, params, allow_unused=True))
     del loss

@@ -5,7 +5,9 @@ Trainer a GPU user builds and marks accelerate's state FSDP (see its docstring);
 first asserts that FSDP2 really ran (DTensor parameters, `is_fsdp_enabled`), so a silent fall-back
 to DDP fails. One launch runs four set-ups: no cache, a memory cache built before training on each
 rank, one built on rank 0 only (rank 0 hits while rank 1 computes: rank 0 must still join the prefix
-all-gathers, or the launch deadlocks), and a disk cache both ranks share and fill lazily in epoch 1.
+all-gathers, or the launch deadlocks), and a disk cache both ranks share and fill lazily in epoch 1;
+then the same without a cache and with the disk cache under FSDP RAM-efficient loading, rank 1 holding
+its model on `meta` until accelerate fills it from rank 0 at train start (docs/placement.md).
 """
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ def test_warm_step_all_gathers_nothing_of_the_prefix(fsdp_run):
         assert [g["prefix"] > 0 for g in r["gathers"]] == [True] + [False] * (STEPS - 1), r["gathers"]
         assert all(g["other"] == suffix_gathers for g in r["gathers"])
         assert r["cache"]["misses"] == 0
-    for r in stats["disk"]:
+    for r in stats["disk"] + stats["meta_disk"]:
         cold, warm = r["gathers"][:STEPS_PER_EPOCH], r["gathers"][STEPS_PER_EPOCH:]
         assert all(g["prefix"] > 0 for g in cold) and all(g["prefix"] == 0 for g in warm), r["gathers"]
         # Cross-rank determinism: each rank computed only epoch 1's rows (misses), epoch 2 hit them all.
@@ -131,9 +133,24 @@ def test_a_rank_that_hits_joins_the_prefix_all_gathers_of_a_rank_that_misses(fsd
     assert all(g["prefix"] > 0 for g in r0["gathers"][:STEPS_PER_EPOCH])
 
 
+def test_a_rank_loaded_on_meta_is_completed_at_train_start_on_every_rank(fsdp_run):
+    """meta*: rank 1 starts on meta, so no rank completes the freeze at construction (they agree); at
+    train start both ranks trace and probe the sharded model; the weights match one process (checked
+    above for every scenario), and the deferred disk cache serves epoch 2 (checked above)."""
+    _, stats, _ = fsdp_run
+    for s in ("meta", "meta_disk"):
+        r0, r1 = stats[s]
+        assert (r0["meta_at_init"], r1["meta_at_init"]) == (False, True), s
+        for r in (r0, r1):
+            assert not r["completed_at_init"] and not r["prefix_at_init"], r
+            assert r["probe"] and (r["kernel_set"], r["device"]) == ("torch", "cpu"), r
+    for s in ("nocache", "disk"):  # loaded whole on both ranks: completed at construction, as before
+        assert all(r["completed_at_init"] and not r["meta_at_init"] for r in stats[s])
+
+
 def test_fingerprint_of_sharded_prefix_equals_unsharded(fsdp_run, single_process):
     _, stats, _ = fsdp_run
-    for s in ("memory", "memory_rank0", "disk"):
+    for s in ("memory", "memory_rank0", "disk", "meta_disk"):
         for r in stats[s]:
             assert r["fingerprint_sharded"] == r["fingerprint_at_open"] == single_process["fingerprint"], r
 
