@@ -76,6 +76,8 @@ def kernel_set_reason(choice: str, kernel_set: str, device: torch.device | str) 
         return "kernels=torch on a CUDA device: FreezeConfig(kernels='torch') asked for it"
     if os.environ.get(ENV_SWITCH) == "torch":
         return f"kernels=torch on a CUDA device: the environment sets {ENV_SWITCH}=torch"
+    if not torch.cuda.is_available():
+        return "kernels=torch: the training device is CUDA but torch.cuda.is_available() is False in this process"
     import csrc_triton
 
     return ("kernels=torch on a CUDA device: triton cannot be imported "

@@ -134,6 +134,6 @@ def test_the_tree_reads_like_the_architecture():
     top = sorted(p.name for p in PACKAGE.iterdir() if not p.name.startswith((".", "__pycache__")))
     assert top == sorted([
         "__init__.py", "_hf_compat.py", "_io.py", "_patch.py", "_version.py", "adapters.py", "cache", "cli",
-        "config.py", "continual", "data", "families.py", "freeze.py", "integrations", "kernels.py", "prefix.py",
+        "config.py", "continual", "data", "families.py", "freeze.py", "integrations", "kernels.py", "placement.py", "prefix.py",
         "probe.py", "runtime.py", "safety", "trainer.py", "verify",
     ]), top
