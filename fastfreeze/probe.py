@@ -23,7 +23,7 @@ tokens. Keeping every gradient of three runs, as full-tensor comparison would, c
 trainable gradients on top of the model: measured and predicted for 1B / 8B / 70B in
 docs/placement.md. Why the projections suffice: the faults the probe exists for (a wrong or stale
 tensor, zeros, a missing or extra gradient) change a gradient by O(1) of its norm, and a fixed
-projection r shows a difference d as <d, r> ~ |d|_2 rms(r), i.e. an O(1) relative change, while
+projection r (a fixed pseudo-random pattern) shows a difference d as <d, r> ~ |d|_2 rms(r), i.e. an O(1) relative change, while
 rounding gives a few ulp; the norm and max magnitude catch zeros and scale errors outright.
 
 A model sharded by FSDP2 (the probe then runs when train() starts, see `fastfreeze.placement`) is
@@ -93,29 +93,49 @@ def _logits(out) -> torch.Tensor:
 
 
 _CHUNK = 1 << 22  # elements per slice when reducing a gradient: bounds the reduction's scratch memory
+_PERIOD = 1021  # the projection pattern's length (prime: no alignment with power-of-two tensor shapes)
+
+
+def _pattern(device: torch.device) -> torch.Tensor:
+    """[_PERIOD, 2] float32 fixed pseudo-random weights (sin of the index: the same on every device and
+    process, no RNG drawn); a gradient is projected on this pattern repeated along its flat index."""
+    idx = torch.arange(_PERIOD, dtype=torch.float64, device=device)[:, None]
+    return torch.sin(idx * torch.tensor([0.7311, 1.6180], dtype=torch.float64, device=device) + 0.25).float()
+
+
+def _rows_stats(rows: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """[sum of <row, pattern[:, 0]>, ... [:, 1], sum of |row|^2] of a [n, m <= _PERIOD] float32 view: one
+    product and one norm pass, per-row partial sums (m terms in float32) added up in float64."""
+    proj = (rows @ pattern[:rows.shape[1]]).double().sum(0)
+    sq = torch.linalg.vector_norm(rows, dim=1).double().pow(2).sum()
+    return torch.cat([proj, sq[None]])
 
 
 def _grad_stats(g: torch.Tensor | None) -> torch.Tensor:
-    """[<g, r1>, <g, r2>, |g|_2, max|g|] in float64, r1/r2 fixed pseudo-random (sin of the index:
-    the same on every device and process, no RNG drawn), computed slice by slice."""
+    """[<g, r1>, <g, r2>, |g|_2, max|g|] (float64; r1, r2: `_pattern` repeated along g's flat index),
+    slice by slice, a matrix product per slice: memory-bound, a fraction of the backward that made g."""
     if g is None:
         return torch.zeros(4, dtype=torch.float64)
     if hasattr(g, "to_local"):  # a DTensor shard (FSDP2): its local part
         g = g.to_local()
     flat, out = g.detach().reshape(-1), torch.zeros(4, dtype=torch.float64, device=g.device)
-    for start in range(0, flat.numel(), _CHUNK):
-        part = flat[start:start + _CHUNK].double()
-        idx = torch.arange(start, start + part.numel(), dtype=torch.float64, device=part.device)
-        out[0] += (part * torch.sin(idx * 0.7311 + 0.25)).sum()
-        out[1] += (part * torch.sin(idx * 1.6180 + 1.5)).sum()
-        out[2] += (part * part).sum()
-        out[3] = torch.maximum(out[3], part.abs().max())
+    pattern = _pattern(g.device)
+    step = _CHUNK - _CHUNK % _PERIOD  # slices start in phase with the pattern
+    for start in range(0, flat.numel(), step):
+        part = flat[start:start + step].float()
+        rows = part.numel() // _PERIOD
+        if rows:
+            out[:3] += _rows_stats(part[:rows * _PERIOD].view(rows, _PERIOD), pattern)
+        if part.numel() > rows * _PERIOD:
+            out[:3] += _rows_stats(part[rows * _PERIOD:][None], pattern)
+        lo, hi = torch.aminmax(part)
+        out[3] = torch.maximum(out[3], torch.maximum(-lo, hi).double())
     out[2] = out[2].sqrt()
     return out.cpu()
 
 
 def _stats_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Relative difference of two `_grad_stats`: projections against |g|_2 rms(r) (rms(sin) = 1/sqrt 2),
+    """Relative difference of two `_grad_stats`: projections against |g|_2 rms(r) (rms(sin) ~ 1/sqrt 2),
     norm against the norm, max magnitude against itself; inf when a is not finite and b is."""
     if not torch.isfinite(a).all() and torch.isfinite(b).all():
         return float("inf")
