@@ -35,6 +35,7 @@ Usage:
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from collections import Counter
@@ -237,14 +238,32 @@ def _probe_input(module: nn.Module, width: int) -> torch.Tensor:
 _PROBE_RTOL = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
+@contextlib.contextmanager
+def _whole_weights(module: nn.Module):
+    """FSDP2-sharded weights (DTensor shards, outside their unit's forward) replaced by the whole tensors
+    for the duration of the check below, which calls the module on its own; restored after. Gathering is
+    a collective: every rank checks the same classes in the same order (install_kernels' loop)."""
+    swapped = []
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None and hasattr(p, "full_tensor"):
+                swapped.append((sub, name, p))
+                sub._parameters[name] = nn.Parameter(p.full_tensor().detach(), requires_grad=False)
+    try:
+        yield
+    finally:
+        for sub, name, p in swapped:
+            sub._parameters[name] = p
+
+
 def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
     """The swapped forward reproduces the module's own forward on a probe input (catches a
     transformers change in what the module computes; tolerance: a few roundings of the dtype)."""
     modes = [(m, m.training) for m in module.modules()]
     module.eval()  # no dropout draws inside (e.g. LoRA dropout on the projections)
     try:
-        x = _probe_input(module, width)
-        with torch.no_grad():
+        with _whole_weights(module), torch.no_grad():
+            x = _probe_input(module, width)
             ref = type(module).forward(module, x)
             got = new_forward(module, x)
     finally:

@@ -38,7 +38,7 @@ K, ROWS, STEPS, PAD_TO = 2, 16, 8, 12  # 2 epochs of 4 global batches of 4 (2 ra
 # meta*: FSDP RAM-efficient loading; rank 1 builds its model with every parameter on `meta`, as
 # transformers' from_pretrained does on ranks > 0 (non-persistent buffers stay real), and accelerate
 # fills it from rank 0 when train() starts. Last: TrainingArguments sets an FSDP environment variable.
-SCENARIOS = ("nocache", "memory", "memory_rank0", "disk", "meta", "meta_disk")
+SCENARIOS = ("nocache", "memory", "memory_rank0", "disk", "meta", "meta_disk", "meta_triton")
 
 
 class ForcedFSDPTrainer(FastFreezeTrainer):
@@ -136,8 +136,9 @@ def _optimizer_bytes(trainer) -> dict:
 
 def run(root: str, scenario: str, rank: int) -> dict:
     cache = {"nocache": None, "memory": "memory", "memory_rank0": "memory", "disk": "disk", "meta": None,
-             "meta_disk": "disk"}[scenario]
-    cfg = FreezeConfig(num_frozen_layers=K, cache=cache,
+             "meta_disk": "disk", "meta_triton": None}[scenario]
+    # meta_triton: the kernels are installed on the sharded model at train start (interpreted on CPU).
+    cfg = FreezeConfig(num_frozen_layers=K, cache=cache, kernels="triton" if scenario == "meta_triton" else "auto",
                        cache_dir=os.path.join(root, f"{scenario}-cache") if cache == "disk" else None)
     meta = scenario.startswith("meta")
     t = make_trainer(os.path.join(root, scenario), cfg, per_device=2, meta=meta)

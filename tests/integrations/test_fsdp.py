@@ -7,7 +7,8 @@ to DDP fails. One launch runs four set-ups: no cache, a memory cache built befor
 rank, one built on rank 0 only (rank 0 hits while rank 1 computes: rank 0 must still join the prefix
 all-gathers, or the launch deadlocks), and a disk cache both ranks share and fill lazily in epoch 1;
 then the same without a cache and with the disk cache under FSDP RAM-efficient loading, rank 1 holding
-its model on `meta` until accelerate fills it from rank 0 at train start (docs/placement.md).
+its model on `meta` until accelerate fills it from rank 0 at train start (docs/placement.md), and
+with the Triton kernels (interpreted) swapped in on the sharded model at train start.
 """
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def single_process(tmp_path_factory):
         out[per_device] = {n: p.detach().clone() for n, p in t.model.named_parameters()}
         out["trainable"] = {n for n, p in t.model.named_parameters() if p.requires_grad}
         out["prefix"] = [n for n, _ in t.prefix.named_tensors()]
+    triton = make_trainer(str(tmp_path_factory.mktemp("triton")), FreezeConfig(num_frozen_layers=K, kernels="triton"),
+                          per_device=4, cls=FastFreezeTrainer)  # interpreted on CPU (tests/conftest.py)
+    triton.train()
+    out["triton"] = {n: p.detach().clone() for n, p in triton.model.named_parameters()}
     cached = make_trainer(str(tmp_path_factory.mktemp("fp")), FreezeConfig(num_frozen_layers=K, cache="memory"),
                           per_device=4, cls=FastFreezeTrainer)
     out["fingerprint"] = cached.prefix_cache.cache.fingerprint
@@ -75,7 +80,7 @@ def test_fsdp2_is_really_on(fsdp_run, single_process):
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fsdp_matches_single_process_same_global_batch(fsdp_run, single_process, scenario):
     _, _, params = fsdp_run
-    ref, got = single_process[4], params[scenario]
+    ref, got = single_process["triton" if scenario == "meta_triton" else 4], params[scenario]
     assert set(got) == set(ref)
     assert _worst_trainable_diff(got, ref, single_process["trainable"]) <= RTOL
     for name in set(ref) - single_process["trainable"]:
@@ -138,12 +143,13 @@ def test_a_rank_loaded_on_meta_is_completed_at_train_start_on_every_rank(fsdp_ru
     train start both ranks trace and probe the sharded model; the weights match one process (checked
     above for every scenario), and the deferred disk cache serves epoch 2 (checked above)."""
     _, stats, _ = fsdp_run
-    for s in ("meta", "meta_disk"):
+    for s in ("meta", "meta_disk", "meta_triton"):
         r0, r1 = stats[s]
         assert (r0["meta_at_init"], r1["meta_at_init"]) == (False, True), s
+        kernels = "triton" if s == "meta_triton" else "torch"  # triton: swapped in on the sharded model
         for r in (r0, r1):
             assert not r["completed_at_init"] and not r["prefix_at_init"], r
-            assert r["probe"] and (r["kernel_set"], r["device"]) == ("torch", "cpu"), r
+            assert r["probe"] and (r["kernel_set"], r["device"]) == (kernels, "cpu"), r
     for s in ("nocache", "disk"):  # loaded whole on both ranks: completed at construction, as before
         assert all(r["completed_at_init"] and not r["meta_at_init"] for r in stats[s])
 
