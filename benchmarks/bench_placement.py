@@ -112,7 +112,9 @@ def child(arm: str, shape: str, k: int, steps: int, rows: int, seq: int) -> dict
     if arm != "seed":
         probe = trainer.freeze_runtime.probe
         res["probe_s"] = probe.seconds if probe else None
-        res["kernel_set"], res["device"] = trainer.freeze_report.kernel_set, trainer.freeze_report.device
+        res["kernel_set"], res["device"] = getattr(trainer.freeze_report, "kernel_set", None), getattr(trainer.freeze_report, "device", None)
+        summary = trainer.cache_summary()
+        res["cache_hits"] = summary.hits if summary else None
     return res
 
 
