@@ -6,6 +6,7 @@ Arms, each in a fresh process (peak RSS is per process, so every arm starts from
 - `ff-noprobe`: FastFreezeTrainer with probe=False (what the probe costs);
 - `ff-cache`: FastFreezeTrainer with cache='memory' (epoch 1 fills it lazily, epoch 2 hits).
 Shapes: `1b` (Llama-3.2-1B: hidden 2048, 16 layers, vocab 128256, GQA 32/8, MLP 8192, tied head, bf16),
+`1b-fp32` (the same in fp32: what was measured here, see SHAPES),
 `300m` (the 308M shape of issue 24: hidden 1024, 16 layers, vocab 32000, GQA 16/4, MLP 4096, fp32),
 `tiny` (seconds; for the smoke test). Random init, seed 0; data: `rows` random rows of `seq` tokens.
 
@@ -32,6 +33,10 @@ import torch
 SHAPES = {
     "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, dtype="bfloat16"),
+    # The same shape in fp32: this CPU (AVX2, no AVX-512 BF16) runs bf16 matmuls on a slow path (one bf16
+    # step of the 1B shape did not finish in 16 minutes on the shared 2-core machine).
+    "1b-fp32": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                    num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, dtype="float32"),
     "300m": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=16, num_attention_heads=16,
                  num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False, dtype="float32"),
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,

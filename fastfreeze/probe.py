@@ -17,9 +17,10 @@ model's architecture: it cannot be fooled by a family the table does not know.
 Memory: never more than one training step of the same model. Each run's gradients exist only
 inside that run: they are reduced at once, tensor by tensor, to a few numbers (`_grad_stats`: two
 fixed pseudo-random projections, the L2 norm, the largest magnitude), and only those numbers and
-the probe batch's logits are compared. One run holds the trainable gradients once (as a training
-step holds them in `.grad`, without the optimizer state a step adds) plus the activations of 16
-tokens. Keeping every gradient of three runs, as full-tensor comparison would, costs about 3x the
+the probe batch's logits are compared. A run reduces each gradient in a tensor hook the moment
+autograd produces it, so only the gradients in flight exist at once (never more than a training
+step holds in `.grad`, which also keeps the optimizer state), plus the activations of 16 tokens;
+under FSDP2, the `.grad` shards a training step holds too. Keeping every gradient of three runs, as full-tensor comparison would, costs about 3x the
 trainable gradients on top of the model: measured and predicted for 1B / 8B / 70B in
 docs/placement.md. Why the projections suffice: the faults the probe exists for (a wrong or stale
 tensor, zeros, a missing or extra gradient) change a gradient by O(1) of its norm, and a fixed
@@ -152,7 +153,8 @@ def _forward_backward(model: nn.Module, inputs: dict, params: list[nn.Parameter]
     """Logits, then `_grad_stats` of d(sum(w * logits))/dp for every trainable p (w a fixed random
     weight on real tokens). Sharded parameters (FSDP2) get their gradient through backward()
     (the reduce-scattered shard in .grad, cleared again); others through autograd.grad, which
-    leaves .grad and any engine hook on it untouched."""
+    leaves .grad and any engine hook on it untouched, each gradient reduced by a tensor hook as
+    autograd produces it (so at most the gradients in flight exist at once, not all of them)."""
     logits = _logits(run_model(model, inputs))
     w = torch.randn(logits.shape, generator=torch.Generator().manual_seed(3)).to(logits.device)
     mask = inputs.get("attention_mask")
@@ -172,13 +174,23 @@ def _forward_backward(model: nn.Module, inputs: dict, params: list[nn.Parameter]
         for p in model.parameters():
             p.grad = None  # a training step must start from no gradient, as without the probe
         return [logits] + stats
-    grads = list(torch.autograd.grad(loss, params, allow_unused=True))
-    del loss
-    stats = []
-    for i in range(len(grads)):
-        stats.append(_grad_stats(grads[i]))
-        grads[i] = None  # freed as soon as reduced
-    return [logits] + stats
+    stats: list = [None] * len(params)
+
+    def reducer(i: int):
+        def hook(g: torch.Tensor) -> torch.Tensor:
+            # Reduced the moment autograd produces it; what autograd.grad returns in its place is a
+            # stride-0 view of one zero, so no gradient outlives this hook.
+            stats[i] = _grad_stats(g)
+            return g.new_zeros(()).expand_as(g)
+        return hook
+
+    handles = [p.register_hook(reducer(i)) for i, p in enumerate(params)]
+    try:
+        torch.autograd.grad(loss, params, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return [logits] + [_grad_stats(None) if st is None else st for st in stats]
 
 
 def _max_diff(got: list[torch.Tensor], ref: list[torch.Tensor], sharded: bool = False) -> float:
