@@ -10,8 +10,10 @@ Shapes: `1b` (Llama-3.2-1B: hidden 2048, 16 layers, vocab 128256, GQA 32/8, MLP 
 `300m` (the 308M shape of issue 24: hidden 1024, 16 layers, vocab 32000, GQA 16/4, MLP 4096, fp32),
 `tiny` (seconds; for the smoke test). Random init, seed 0; data: `rows` random rows of `seq` tokens.
 
-Peak memory is the process's peak resident set (ru_maxrss): after the model is built, after the
-trainer is constructed (the probe runs there), and at the end of training. Benchmark, not CI.
+Peak memory is the process's peak resident set (ru_maxrss): after the model is built; then the peak
+count restarts (Linux clear_refs), so "after construction" (the probe runs there) and "run" (construction
++ training) are not hidden by the model build's temporaries; `construct_peak_over_gb` is construction's
+peak over the resident set just before it. Benchmark, not CI.
 
 Usage:
     python -m benchmarks.bench_placement --shape 1b --arms seed,ff,ff-noprobe,ff-cache --out benchmarks/results/placement_1b
@@ -46,7 +48,23 @@ ARMS = ("seed", "ff", "ff-noprobe", "ff-cache")
 
 
 def _rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+    """Peak resident set of this process since start or since `_reset_peak` (Linux: KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _current_gb() -> float:
+    return next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmRSS")) / 2**20
+
+
+def _reset_peak() -> bool:
+    """Restart the peak-RSS count at the current RSS (Linux: clear_refs 5), so the peak of construction
+    and training is not hidden by the model build's temporaries."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _model(shape: str):
@@ -86,6 +104,8 @@ def child(arm: str, shape: str, k: int, steps: int, rows: int, seq: int) -> dict
                              data_seed=0, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
     ds = Dataset.from_list(_rows(model.config.vocab_size, rows, seq))
     kw = dict(model=model, args=args, train_dataset=ds, data_collator=default_data_collator)
+    res["peak_reset"] = _reset_peak()
+    res["rss_before_construct_gb"] = _current_gb()
     t0 = time.perf_counter()
     if arm == "seed":
         for p in model.model.embed_tokens.parameters():
@@ -99,6 +119,7 @@ def child(arm: str, shape: str, k: int, steps: int, rows: int, seq: int) -> dict
         trainer = FastFreezeTrainer(**kw, freeze_config=cfg)
     res["construct_s"] = time.perf_counter() - t0
     res["rss_constructed_gb"] = _rss_gb()
+    res["construct_peak_over_gb"] = res["rss_constructed_gb"] - res["rss_before_construct_gb"]
     times: list[float] = []
 
     class Clock(TrainerCallback):

@@ -17,14 +17,16 @@ def render(report: dict) -> str:
              f"memory is this process's own). torch {m['torch']}, transformers {m['transformers']}, "
              f"Python {m['python']}. Date (UTC): {m['date_utc']}.",
              "",
-             "| arm | losses | construct s | median step s | peak RSS after construction GB | peak RSS run GB | "
-             "run peak vs seed | losses == seed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| arm | losses | construct s | median step s | construction peak over its start GB | "
+             "peak RSS after construction GB | peak RSS run GB | run peak vs seed | losses == seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in arms:
         steps, n = sorted(r["step_s"]), len(r["step_s"])
         median = (steps[(n - 1) // 2] + steps[n // 2]) / 2 if n else float("nan")
         losses = ", ".join(f"{x:.4f}" for x in r["losses"])
-        lines.append(f"| {r['arm']} | {losses} | {r['construct_s']:.1f} | {median:.1f} | {r['rss_constructed_gb']:.2f} | "
+        over = r.get("construct_peak_over_gb")
+        over = "-" if over is None else f"{over:.2f}"
+        lines.append(f"| {r['arm']} | {losses} | {r['construct_s']:.1f} | {median:.1f} | {over} | {r['rss_constructed_gb']:.2f} | "
                      f"{r['rss_end_gb']:.2f} | {_ratio(r['rss_end_gb'], seed['rss_end_gb'])} | "
                      f"{r['losses'] == seed['losses']} |")
     lines += ["", "Probe seconds (FastFreezeTrainer arms): " + ", ".join(

@@ -11,7 +11,7 @@ def test_arms_agree_and_report_renders():
     assert len(seed["losses"]) == 2 and ff["losses"] == seed["losses"]
     assert ff["kernel_set"] == "torch" and ff["device"] == "cpu" and ff["probe_s"] is not None and ff["cache_hits"] == 1
     for r in arms:
-        assert r["rss_model_gb"] <= r["rss_constructed_gb"] <= r["rss_end_gb"] and len(r["step_s"]) == 2
+        assert r["rss_before_construct_gb"] <= r["rss_constructed_gb"] <= r["rss_end_gb"] and len(r["step_s"]) == 2
     md = render({"shape": "tiny", "spec": bench_placement.SHAPES["tiny"], "k": 2, "steps": 2, "rows": 1, "seq": 16,
                  "machine": bench_placement._machine(), "arms": arms})
     assert "| ff-cache |" in md and md.count("| True |") == 2
