@@ -131,3 +131,36 @@ def test_deferred_collator_hands_over_and_pickles():
     assert handover([1, 2]) == {"n": 2}
     handover.inner = len
     assert pickle.loads(pickle.dumps(DeferredCollator(len)))([1, 2, 3]) == 3 and handover([1]) == 1
+
+
+def _train(tmp_path, defer: bool, monkeypatch):
+    from datasets import Dataset
+
+    from fastfreeze import trainer as trainer_mod
+    from tests._helpers import make_rows, pad_collator
+
+    monkeypatch.setattr(trainer_mod, "placed_for_training", lambda trainer: not defer)
+    args = training_args(str(tmp_path), steps=4, grad_accum=1, per_device_train_batch_size=4)
+    t = FastFreezeTrainer(model=make_model("llama"), args=args, train_dataset=Dataset.from_list(make_rows(8)),
+                          data_collator=pad_collator(pad_to=12),
+                          freeze_config=FreezeConfig(num_frozen_layers=2, cache="memory"))
+    state = (t.freeze_runtime.completed, t.prefix is not None, "not chosen yet" in str(t.freeze_report))
+    if defer:
+        with pytest.raises(Exception, match="not yet where it trains"):
+            t.build_prefix_cache()
+    t.train()
+    return t, state
+
+
+def test_a_set_up_deferred_to_train_start_trains_like_one_done_at_construction(tmp_path, monkeypatch):
+    """The FSDP / DeepSpeed / meta route in one process: nothing but the freeze at construction, the
+    rest (probe, kernels, cache and its collator hand-over) at train start; same weights, bitwise,
+    and the cache serves epoch 2."""
+    now, now_state = _train(tmp_path / "now", False, monkeypatch)
+    later, later_state = _train(tmp_path / "later", True, monkeypatch)
+    assert now_state == (True, True, False) and later_state == (False, False, True)
+    assert later.freeze_runtime.completed and later.freeze_runtime.probe is not None
+    assert later.cache_summary().hits == now.cache_summary().hits == 8
+    ref = dict(now.model.named_parameters())
+    for name, p in later.model.named_parameters():
+        assert torch.equal(p, ref[name]), name
