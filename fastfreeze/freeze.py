@@ -36,6 +36,9 @@ class FreezeReport:
     notes: list[str] = field(default_factory=list)
     # Module or parameter name -> why it is frozen beyond the recipe (input embedding + blocks[:k]).
     extra_frozen: dict[str, str] = field(default_factory=dict)
+    # Set where the model trains (fastfreeze.runtime.complete_freeze); None before that.
+    kernel_set: str | None = None
+    device: str | None = None
 
     @property
     def total_params(self) -> int:
@@ -52,6 +55,7 @@ class FreezeReport:
             "frozen_params": self.frozen_params, "trainable_params": self.trainable_params,
             "frozen_fraction": self.frozen_fraction, "head_tied_to_embedding": self.head_tied_to_embedding,
             "head_trainable": self.head_trainable, "notes": self.notes, "extra_frozen": self.extra_frozen,
+            "kernel_set": self.kernel_set, "device": self.device,
         }
 
     def __str__(self) -> str:
@@ -65,6 +69,10 @@ class FreezeReport:
             state = "trainable (untied)" if self.head_trainable else "frozen with the embedding (tied)"
             lines.append(f"  LM head shares the embedding matrix: {state}")
         lines += [f"  ALSO FROZEN {n}: {r}" for n, r in self.extra_frozen.items()]
+        if self.kernel_set is None:
+            lines.append("  kernels: not chosen yet (decided where the model trains, when training starts)")
+        else:
+            lines.append(f"  kernels: {self.kernel_set} on {self.device}")
         lines += [f"  note: {n}" for n in self.notes if not n.startswith("also frozen beyond")]
         return "\n".join(lines)
 

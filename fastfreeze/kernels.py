@@ -35,6 +35,7 @@ Usage:
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from collections import Counter
@@ -51,19 +52,37 @@ from .families import FAMILIES, FamilySpec, ModelParts
 ENV_SWITCH = "FASTFREEZE_KERNELS"
 
 
-def resolve_kernel_set(choice: str, model: nn.Module) -> str:
-    """'auto' -> 'triton' when the model lives on CUDA and Triton is importable, else 'torch'."""
+def resolve_kernel_set(choice: str, model: nn.Module, device: torch.device | str | None = None) -> str:
+    """'auto' -> 'triton' when the model trains on a CUDA device (`device`, default: where its
+    weights are now) and Triton is importable, else 'torch'. Decide it on the training device:
+    a model loaded on the CPU and moved by Trainer trains on CUDA (see `fastfreeze.runtime`)."""
     if choice == "auto":
         forced = os.environ.get(ENV_SWITCH)
         if forced in ("torch", "triton"):
             return forced
-        device = next(model.parameters()).device
+        device = torch.device(device) if device is not None else next(model.parameters()).device
         if device.type == "cuda" and torch.cuda.is_available():
             import csrc_triton
 
             return "triton" if csrc_triton.AVAILABLE else "torch"
         return "torch"
     return choice
+
+
+def kernel_set_reason(choice: str, kernel_set: str, device: torch.device | str) -> str | None:
+    """Why a run on a CUDA device uses torch ops instead of the Triton kernels (None: it does not)."""
+    if kernel_set != "torch" or torch.device(device).type != "cuda":
+        return None
+    if choice == "torch":
+        return "kernels=torch on a CUDA device: FreezeConfig(kernels='torch') asked for it"
+    if os.environ.get(ENV_SWITCH) == "torch":
+        return f"kernels=torch on a CUDA device: the environment sets {ENV_SWITCH}=torch"
+    if not torch.cuda.is_available():
+        return "kernels=torch: the training device is CUDA but torch.cuda.is_available() is False in this process"
+    import csrc_triton
+
+    return ("kernels=torch on a CUDA device: triton cannot be imported "
+            f"({getattr(csrc_triton, '_IMPORT_ERROR', None)}); install triton for the fused kernels")
 
 
 _SILU_CLASSES = ("SiLU", "SiLUActivation")  # nn.SiLU and transformers' own class (name differs by version)
@@ -219,14 +238,32 @@ def _probe_input(module: nn.Module, width: int) -> torch.Tensor:
 _PROBE_RTOL = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
+@contextlib.contextmanager
+def _whole_weights(module: nn.Module):
+    """FSDP2-sharded weights (DTensor shards, outside their unit's forward) replaced by the whole tensors
+    for the duration of the check below, which calls the module on its own; restored after. Gathering is
+    a collective: every rank checks the same classes in the same order (install_kernels' loop)."""
+    swapped = []
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None and hasattr(p, "full_tensor"):
+                swapped.append((sub, name, p))
+                sub._parameters[name] = nn.Parameter(p.full_tensor().detach(), requires_grad=False)
+    try:
+        yield
+    finally:
+        for sub, name, p in swapped:
+            sub._parameters[name] = p
+
+
 def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
     """The swapped forward reproduces the module's own forward on a probe input (catches a
     transformers change in what the module computes; tolerance: a few roundings of the dtype)."""
     modes = [(m, m.training) for m in module.modules()]
     module.eval()  # no dropout draws inside (e.g. LoRA dropout on the projections)
     try:
-        x = _probe_input(module, width)
-        with torch.no_grad():
+        with _whole_weights(module), torch.no_grad():
+            x = _probe_input(module, width)
             ref = type(module).forward(module, x)
             got = new_forward(module, x)
     finally:

@@ -14,6 +14,25 @@ every trainable parameter:
 [batch, seq, hidden] tensor, refuses only the cache, with the reason. Nothing here depends on the
 model's architecture: it cannot be fooled by a family the table does not know.
 
+Memory: never more than one training step of the same model. Each run's gradients exist only
+inside that run: they are reduced at once, tensor by tensor, to a few numbers (`_grad_stats`: two
+fixed pseudo-random projections, the L2 norm, the largest magnitude), and only those numbers and
+the probe batch's logits are compared. A run reduces each gradient in a tensor hook the moment
+autograd produces it, so only the gradients in flight exist at once (never more than a training
+step holds in `.grad`, which also keeps the optimizer state), plus the activations of 16 tokens;
+under FSDP2, the `.grad` shards a training step holds too. Keeping every gradient of three runs, as full-tensor comparison would, costs about 3x the
+trainable gradients on top of the model: measured and predicted for 1B / 8B / 70B in
+docs/placement.md. Why the projections suffice: the faults the probe exists for (a wrong or stale
+tensor, zeros, a missing or extra gradient) change a gradient by O(1) of its norm, and a fixed
+projection r (a fixed pseudo-random pattern) shows a difference d as <d, r> ~ |d|_2 rms(r), i.e. an O(1) relative change, while
+rounding gives a few ulp; the norm and max magnitude catch zeros and scale errors outright.
+
+A model sharded by FSDP2 (the probe then runs when train() starts, see `fastfreeze.placement`) is
+probed as it trains: every rank runs the same probe batch (its collectives pair up), the gradients
+are the reduce-scattered `.grad` shards (every rank saw the same batch, so the shard of the mean is
+the shard of the gradient), and every difference is the maximum over ranks, so every rank takes the
+same branch and reaches the same verdict.
+
 Usage (apply_freeze does this unless FreezeConfig(probe=False)):
     report = probe_fast_path(model, prefix); report.cache_refusal   # None: the cache may serve it
 """
@@ -74,22 +93,116 @@ def _logits(out) -> torch.Tensor:
     return logits
 
 
+_CHUNK = 1 << 22  # elements per slice when reducing a gradient: bounds the reduction's scratch memory
+_PERIOD = 1021  # the projection pattern's length (prime: no alignment with power-of-two tensor shapes)
+
+
+def _pattern(device: torch.device) -> torch.Tensor:
+    """[_PERIOD, 2] float32 fixed pseudo-random weights (sin of the index: the same on every device and
+    process, no RNG drawn); a gradient is projected on this pattern repeated along its flat index."""
+    idx = torch.arange(_PERIOD, dtype=torch.float64, device=device)[:, None]
+    return torch.sin(idx * torch.tensor([0.7311, 1.6180], dtype=torch.float64, device=device) + 0.25).float()
+
+
+def _rows_stats(rows: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """[sum of <row, pattern[:, 0]>, ... [:, 1], sum of |row|^2] of a [n, m <= _PERIOD] float32 view: one
+    product and one norm pass, per-row partial sums (m terms in float32) added up in float64."""
+    proj = (rows @ pattern[:rows.shape[1]]).double().sum(0)
+    sq = torch.linalg.vector_norm(rows, dim=1).double().pow(2).sum()
+    return torch.cat([proj, sq[None]])
+
+
+def _grad_stats(g: torch.Tensor | None) -> torch.Tensor:
+    """[<g, r1>, <g, r2>, |g|_2, max|g|] (float64; r1, r2: `_pattern` repeated along g's flat index),
+    slice by slice, a matrix product per slice: memory-bound, a fraction of the backward that made g."""
+    if g is None:
+        return torch.zeros(4, dtype=torch.float64)
+    if hasattr(g, "to_local"):  # a DTensor shard (FSDP2): its local part
+        g = g.to_local()
+    flat, out = g.detach().reshape(-1), torch.zeros(4, dtype=torch.float64, device=g.device)
+    pattern = _pattern(g.device)
+    step = _CHUNK - _CHUNK % _PERIOD  # slices start in phase with the pattern
+    for start in range(0, flat.numel(), step):
+        part = flat[start:start + step].float()
+        rows = part.numel() // _PERIOD
+        if rows:
+            out[:3] += _rows_stats(part[:rows * _PERIOD].view(rows, _PERIOD), pattern)
+        if part.numel() > rows * _PERIOD:
+            out[:3] += _rows_stats(part[rows * _PERIOD:][None], pattern)
+        lo, hi = torch.aminmax(part)
+        out[3] = torch.maximum(out[3], torch.maximum(-lo, hi).double())
+    out[2] = out[2].sqrt()
+    return out.cpu()
+
+
+def _stats_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative difference of two `_grad_stats`: projections against |g|_2 rms(r) (rms(sin) ~ 1/sqrt 2),
+    norm against the norm, max magnitude against itself; inf when a is not finite and b is."""
+    if not torch.isfinite(a).all() and torch.isfinite(b).all():
+        return float("inf")
+    norm, peak = b[2].clamp_min(1e-30), b[3].clamp_min(1e-30)
+    proj = (a[:2] - b[:2]).abs().max() / (norm * 0.5 ** 0.5)
+    return max(proj.item(), ((a[2] - b[2]).abs() / norm).item(), ((a[3] - b[3]).abs() / peak).item())
+
+
+def _sharded(params: list[nn.Parameter]) -> bool:
+    return any(hasattr(p, "to_local") for p in params)
+
+
 def _forward_backward(model: nn.Module, inputs: dict, params: list[nn.Parameter]) -> list[torch.Tensor]:
-    """Logits and d(sum(w * logits))/dp for every trainable p, w a fixed random weight on real tokens."""
+    """Logits, then `_grad_stats` of d(sum(w * logits))/dp for every trainable p (w a fixed random
+    weight on real tokens). Sharded parameters (FSDP2) get their gradient through backward()
+    (the reduce-scattered shard in .grad, cleared again); others through autograd.grad, which
+    leaves .grad and any engine hook on it untouched, each gradient reduced by a tensor hook as
+    autograd produces it (so at most the gradients in flight exist at once, not all of them)."""
     logits = _logits(run_model(model, inputs))
     w = torch.randn(logits.shape, generator=torch.Generator().manual_seed(3)).to(logits.device)
     mask = inputs.get("attention_mask")
     if mask is not None and logits.dim() == 3 and tuple(mask.shape) == tuple(logits.shape[:2]):
         w = w * mask[..., None].to(w.dtype)
     loss = (logits.float() * w).sum()
-    grads = [None] * len(params)
-    if loss.requires_grad and params:
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return [logits.detach()] + [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    logits = logits.detach()
+    if not (loss.requires_grad and params):
+        return [logits] + [_grad_stats(None) for _ in params]
+    if _sharded(params):
+        loss.backward()
+        del loss
+        # Read the parameters again: FSDP2's lazy init (on the first forward, maybe this one) may
+        # re-register them (e.g. after accelerate loaded them with assign=True).
+        params = [p for p in model.parameters() if p.requires_grad]
+        stats = [_grad_stats(p.grad) for p in params]
+        for p in model.parameters():
+            p.grad = None  # a training step must start from no gradient, as without the probe
+        return [logits] + stats
+    stats: list = [None] * len(params)
+
+    def reducer(i: int):
+        def hook(g: torch.Tensor) -> torch.Tensor:
+            # Reduced the moment autograd produces it; what autograd.grad returns in its place is a
+            # stride-0 view of one zero, so no gradient outlives this hook.
+            stats[i] = _grad_stats(g)
+            return g.new_zeros(()).expand_as(g)
+        return hook
+
+    handles = [p.register_hook(reducer(i)) for i, p in enumerate(params)]
+    try:
+        torch.autograd.grad(loss, params, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return [logits] + [_grad_stats(None) if st is None else st for st in stats]
 
 
-def _max_diff(got: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
-    return max((_rel(a, b) for a, b in zip(got, ref)), default=0.0)
+def _max_diff(got: list[torch.Tensor], ref: list[torch.Tensor], sharded: bool = False) -> float:
+    diff = max((_rel(a, b) for a, b in zip(got[:1], ref[:1])), default=0.0)
+    diff = max([diff] + [_stats_diff(a, b) for a, b in zip(got[1:], ref[1:])])
+    if sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Each rank compared its own shards: the verdict (and every branch on it) is the worst rank's.
+        device = ref[0].device if ref else torch.device("cpu")
+        flag = torch.tensor([diff], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        diff = flag.item()
+    return diff
 
 
 @contextlib.contextmanager
@@ -117,10 +230,13 @@ def _draws_in_training(model: nn.Module, prefix: FrozenPrefix, inputs: dict) -> 
     (dropout, router jitter, random hash rotations) before the boundary reaches its sink."""
     cuda = inputs["input_ids"].is_cuda
     seen: dict = {}
+    # A sharded model runs to the end: a forward cut short would leave FSDP units gathered mid-run.
+    stop = not prefix.sharded()
 
     def at_sink(_m, _a, _k):
-        seen["after"] = _rng_states(cuda)
-        raise _SinkReached
+        seen.setdefault("after", _rng_states(cuda))
+        if stop:
+            raise _SinkReached
 
     handle = prefix.boundary_sink.register_forward_pre_hook(at_sink, with_kwargs=True)
     modules = [sub for m in prefix.modules for sub in m.modules()]
@@ -169,7 +285,7 @@ def probe_fast_path(model: nn.Module, prefix: FrozenPrefix, allow_eval_prefix: b
                 ref = _forward_backward(model, a, params)
             with prefix.capture() as cap:
                 got = _forward_backward(model, a, params)
-            diff = _max_diff(got, ref)
+            diff = _max_diff(got, ref, _sharded(params))
             if not diff <= tolerance(dtype):
                 raise UnsupportedModelError(
                     f"{type(model).__name__}: the no-grad prefix changes the result (max rel diff {diff:.2e} in "
@@ -199,7 +315,7 @@ def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, para
             run_model(model, b)  # leave batch B's side effects behind, if the model keeps any
         try:
             with _state(prefix, fill=float("nan"), skip_only=skip_only), prefix.inject(boundary):
-                return _max_diff(_forward_backward(model, a, params), ref)
+                return _max_diff(_forward_backward(model, a, params), ref, _sharded(params))
         except Exception:  # a stand-in the suffix cannot digest: a refusal, not a crash
             return float("inf")
 

@@ -1,17 +1,33 @@
-"""apply_freeze: freeze -> probe -> kernels -> prefix, on one model instance (the trainer calls it)."""
+"""apply_freeze: freeze (at construction) -> kernels -> prefix -> probe (where the model trains), on one model instance.
+
+Two phases, because a trainer gets the model before it is where it will train:
+
+1. `prepare_freeze` (at construction, any device, `meta` included): resolve the family, validate the
+   config, set `requires_grad` (the optimizer is built from it). Needs no weight values.
+2. `complete_freeze` (once the weights are real and on the device they train on): the kernel set
+   (a function of that device), the kernel swaps, the prefix and its trace, the probe. A trainer
+   calls it after `Trainer` placed the model, or after accelerate wrapped and materialized it
+   (FSDP RAM-efficient loading, DeepSpeed), see `FreezeMixin`.
+
+`apply_freeze` runs both at once on the model where it is (the model must be where it trains).
+"""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .families import ModelParts, UnsupportedModelError, is_peft_model, resolve
 from .adapters import base_model_for_freeze
 from .config import FreezeConfig
 from .freeze import FreezeReport, freeze_bottom_layers
-from .kernels import install_kernels, resolve_kernel_set
+from .kernels import install_kernels, kernel_set_reason, resolve_kernel_set
 from .prefix import FrozenPrefix
 from .probe import ProbeReport, probe_fast_path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,9 +37,12 @@ class FreezeRuntime:
     config: FreezeConfig
     parts: ModelParts
     report: FreezeReport
-    prefix: FrozenPrefix | None  # None when the frozen blocks are not a prefix (freeze_embeddings=False)
+    prefix: FrozenPrefix | None  # None when the frozen blocks are not a prefix, or before complete_freeze
     kernel_set: str = "torch"  # which implementation the modules run: "torch" or "triton"
     probe: ProbeReport | None = None  # the install-time check (None with FreezeConfig(probe=False))
+    target: nn.Module | None = None  # the transformers model that is split (a PEFT model's base model)
+    device: torch.device | None = None  # where the model trains: set by complete_freeze
+    completed: bool = False  # complete_freeze ran: kernels, prefix and probe are in place
 
     @property
     def cache_refusal(self) -> str | None:
@@ -31,44 +50,103 @@ class FreezeRuntime:
         return self.probe.cache_refusal if self.probe else None
 
 
-def apply_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
-    """Validate `config` against `model`, freeze by module index, and install the no-grad prefix.
+def parameter_device(model: nn.Module) -> torch.device:
+    """Where the model's weights are: the device of its first parameter (`meta` if any is on meta)."""
+    devices = {p.device for p in model.parameters()}
+    meta = torch.device("meta")
+    return meta if meta in devices else next(iter(model.parameters())).device
+
+
+def _refuse_zero3(model: nn.Module) -> None:
+    if any(hasattr(p, "ds_id") for p in model.parameters()):
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: DeepSpeed ZeRO-3 partitioned the weights at load (zero.Init); each rank holds "
+            "empty placeholders, so fastfreeze can neither prove its split nor run the prefix outside the engine. "
+            "Use FSDP2 (TrainingArguments(fsdp='full_shard auto_wrap', fsdp_config="
+            "fastfreeze.integrations.distributed.fsdp_config(model)), with cpu_ram_efficient_loading for "
+            "meta-loaded ranks) or DeepSpeed ZeRO-2 (examples/deepspeed_zero2.json).")
+
+
+def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
+    """Phase 1: validate `config` against `model` and freeze by module index (no forward, no weight
+    values read: works on `meta`). `complete_freeze` does the rest where the model trains.
 
     Usage:
-        runtime = apply_freeze(model, FreezeConfig(num_frozen_layers=4)); print(runtime.report)
+        runtime = prepare_freeze(model, FreezeConfig(num_frozen_layers=4))
     """
-    peft = is_peft_model(model)
-    if peft:
-        # A PEFT wrapper: the split is made on the wrapped transformers model; adapters must sit in
-        # the trainable suffix, and the base weights stay frozen (PEFT decides what trains).
-        target = base_model_for_freeze(model, config)
-    else:
-        target = model
+    _refuse_zero3(model)
+    # A PEFT wrapper: the split is made on the wrapped transformers model; adapters must sit in the
+    # trainable suffix, and the base weights stay frozen (PEFT decides what trains).
+    target = base_model_for_freeze(model, config) if is_peft_model(model) else model
     parts = resolve(target)
     config.validate_for(parts.num_layers)
     report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
                                   config.untie_embeddings, parts=parts)
-    kernel_set = resolve_kernel_set(config.kernels, target)
+    return FreezeRuntime(config=config, parts=parts, report=report, prefix=None, target=target)
+
+
+def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) -> FreezeRuntime:
+    """Phase 2, on the model as it trains: choose the kernel set for `device` (default: where the
+    weights are) and install it, then the no-grad prefix (trace) and the probe. Runs once.
+
+    Usage:
+        complete_freeze(runtime, trainer.args.device)
+    """
+    if runtime.completed:
+        return runtime
+    _refuse_zero3(runtime.target)  # the engine may have partitioned a model loaded whole
+    target, config, parts, report = runtime.target, runtime.config, runtime.parts, runtime.report
+    where = parameter_device(target)
+    if where.type == "meta":
+        raise UnsupportedModelError(
+            f"{type(target).__name__}: its weights are still on the meta device where fastfreeze must run them. "
+            "Load real weights first (from_pretrained without device_map='meta', or model.to_empty(device=...) "
+            "and load_state_dict), or train under FSDP with cpu_ram_efficient_loading, which materializes them.")
+    device = torch.device(device) if device is not None else where
+    kernel_set = resolve_kernel_set(config.kernels, target, device=device)
+    report.kernel_set, report.device = kernel_set, str(where)
+    reason = kernel_set_reason(config.kernels, kernel_set, device)
+    if reason:
+        report.notes.append(reason)
+        logger.warning("fastfreeze: %s", reason)
     if kernel_set == "triton":
         report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss)))
-    prefix, probe = None, None
+    runtime.kernel_set, runtime.device = kernel_set, where
     if config.is_prefix:
-        prefix = FrozenPrefix(target, parts, config.num_frozen_layers).install()
-        if config.probe:
-            try:
-                probe = probe_fast_path(target, prefix, config.allow_eval_prefix)
-            except UnsupportedModelError:
-                prefix.remove()
-                raise
-            report.notes.append(str(probe))
-            if config.cache and probe.cache_refusal:
-                prefix.remove()
-                raise UnsupportedModelError(
-                    f"{type(target).__name__}: prefix cache refused: {probe.cache_refusal}. The fast path without a "
-                    "cache is exact for this model: use FreezeConfig(cache=None)."
-                )
+        runtime.prefix, runtime.probe = _install_prefix(target, parts, config, report)
     else:
         report.notes.append("freeze_embeddings=False: frozen blocks sit above a trainable embedding, "
                             "so they run with autograd (no prefix fast path, no cache)")
-    return FreezeRuntime(config=config, parts=parts, report=report, prefix=prefix, kernel_set=kernel_set,
-                         probe=probe)
+    runtime.completed = True
+    return runtime
+
+
+def _install_prefix(target: nn.Module, parts: ModelParts, config: FreezeConfig,
+                    report: FreezeReport) -> tuple[FrozenPrefix, ProbeReport | None]:
+    prefix = FrozenPrefix(target, parts, config.num_frozen_layers).install()
+    if not config.probe:
+        return prefix, None
+    try:
+        probe = probe_fast_path(target, prefix, config.allow_eval_prefix)
+    except UnsupportedModelError:
+        prefix.remove()
+        raise
+    report.notes.append(str(probe))
+    if config.cache and probe.cache_refusal:
+        prefix.remove()
+        raise UnsupportedModelError(
+            f"{type(target).__name__}: prefix cache refused: {probe.cache_refusal}. The fast path without a "
+            "cache is exact for this model: use FreezeConfig(cache=None)."
+        )
+    return prefix, probe
+
+
+def apply_freeze(model: nn.Module, config: FreezeConfig, device: torch.device | None = None) -> FreezeRuntime:
+    """Validate `config` against `model`, freeze by module index, and install the no-grad prefix, on
+    the model where it is (which must be where it trains: move it first). Trainers use the two
+    phases (`prepare_freeze`, `complete_freeze`) instead, see the module docstring.
+
+    Usage:
+        runtime = apply_freeze(model, FreezeConfig(num_frozen_layers=4)); print(runtime.report)
+    """
+    return complete_freeze(prepare_freeze(model, config), device)

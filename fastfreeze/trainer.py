@@ -6,6 +6,9 @@ saving and resuming; so the same mixin serves `Trainer` and TRL's `SFTTrainer`. 
 Trainer's public hooks; the two private ones it needs are reached through
 `fastfreeze._hf_compat.TrainerHooks`.
 
+Long because FreezeMixin is one class: its set-up (freeze at construction, the rest where the model
+trains, see `fastfreeze.placement`), per-step scope, cache hooks and resume checks share its state.
+
 Usage:
     trainer = FastFreezeTrainer(model=model, args=TrainingArguments(...), train_dataset=ds,
                                 freeze_config=FreezeConfig(num_frozen_layers=6))
@@ -35,7 +38,8 @@ from .cache.runtime import PrefixCacheRuntime
 from .config import FreezeConfig, FreezeConfigError
 from .freeze import FreezeReport
 from .prefix import FrozenPrefix
-from .runtime import FreezeRuntime, apply_freeze
+from .placement import DeferredCollator, defer_freeze, placed_for_training
+from .runtime import FreezeRuntime, complete_freeze, prepare_freeze
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +119,38 @@ class FreezeMixin(TrainerHooks):
                 )
             if model is None:
                 raise FreezeConfigError("FastFreezeTrainer needs `model=`; `model_init` is not supported with a freeze.")
-            self.freeze_runtime = apply_freeze(model, freeze_config)
+            # Only the freeze itself here (the optimizer reads requires_grad); what depends on the
+            # device and on real weights waits until the model is where it trains (_complete_freeze).
+            self.freeze_runtime = prepare_freeze(model, freeze_config)
         super().__init__(*args, **kwargs)
         self.prefix_cache: PrefixCacheRuntime | None = None
         self._hit_tokens = 0  # tokens served from the cache (for the time-saved estimate)
-        if freeze_config is not None and freeze_config.cache and self.prefix is not None:
-            self.prefix_cache = PrefixCacheRuntime.open(self.model, self.prefix, freeze_config,
-                                                        kernel_set=self.freeze_runtime.kernel_set)
-            if self.prefix_cache is not None:
-                self.data_collator = self.prefix_cache.wrap_collator(self.data_collator)
-                self.add_callback(_FlushCache(self.prefix_cache))
-                warn_memory_cache_per_process(freeze_config, self.args.world_size)
+        self._ff_collator: DeferredCollator | None = None
+        if self.freeze_runtime is not None:
+            if placed_for_training(self):
+                self._complete_freeze()
+            else:
+                self._ff_collator = defer_freeze(self)
+
+    # ------------------------------------------------------------------ where the model trains
+    def _complete_freeze(self) -> None:
+        """Kernel set, kernels, prefix, probe and cache, on the model as it trains (once)."""
+        runtime = self.freeze_runtime
+        if runtime.completed:
+            return
+        complete_freeze(runtime, self.args.device)
+        config = runtime.config
+        if not (config.cache and self.prefix is not None):
+            return
+        self.prefix_cache = PrefixCacheRuntime.open(self.model, self.prefix, config, kernel_set=runtime.kernel_set)
+        if self.prefix_cache is None:
+            return
+        base = self._ff_collator.inner if self._ff_collator is not None else self.data_collator
+        self.data_collator = self.prefix_cache.wrap_collator(base)
+        if self._ff_collator is not None:
+            self._ff_collator.inner = self.data_collator  # the DataLoader Trainer already built calls this
+        self.add_callback(_FlushCache(self.prefix_cache))
+        warn_memory_cache_per_process(config, self.args.world_size)
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -225,6 +250,12 @@ class FreezeMixin(TrainerHooks):
         Usage:
             trainer.build_prefix_cache(); trainer.train()
         """
+        if self.freeze_runtime is not None and not self.freeze_runtime.completed:
+            raise FreezeConfigError(
+                "The model is not yet where it trains (weights on meta, or placed by FSDP/DeepSpeed when train() "
+                "starts), so its prefix cannot run before train(). The cache fills during the first epoch instead; "
+                "or build a disk cache in a one-process run first (FreezeConfig(cache='disk', cache_dir=...)): "
+                "this run reuses it.")
         if self.prefix_cache is None:
             raise FreezeConfigError("No prefix cache: pass FreezeConfig(cache='memory' or 'disk') to the trainer.")
         targets = [dataset] if dataset is not None else [self.train_dataset]

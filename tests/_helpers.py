@@ -129,16 +129,16 @@ def run_verify(family="llama", k=2, steps=3, rows=None, **kw):
 
 
 def inject_fault(monkeypatch, wrong):
-    """Make `wrong(model, parts)` run inside FastFreezeTrainer's set-up only: the reference arm never calls
-    apply_freeze, so only the fastfreeze arm gets the fault."""
-    original = ff_trainer.apply_freeze
+    """Make `wrong(model, parts)` run inside FastFreezeTrainer's set-up only (after its probe): the reference
+    arm never calls complete_freeze, so only the fastfreeze arm gets the fault."""
+    original = ff_trainer.complete_freeze
 
-    def faulty(model, config):
-        runtime = original(model, config)
-        wrong(model, runtime.parts)
+    def faulty(runtime, device=None):
+        runtime = original(runtime, device)
+        wrong(runtime.target, runtime.parts)
         return runtime
 
-    monkeypatch.setattr(ff_trainer, "apply_freeze", faulty)
+    monkeypatch.setattr(ff_trainer, "complete_freeze", faulty)
 
 
 def shift_output(module, eps=1e-3):

@@ -101,3 +101,32 @@ def test_tuple_blocks_with_unread_extras_keep_the_cache(model_type):
     None, ...) and the probe proves it changes nothing."""
     rt = apply_freeze(_tiny(model_type), FreezeConfig(num_frozen_layers=2, cache="memory"))
     assert rt.cache_refusal is None and rt.probe.max_rel_diff <= 1e-5
+
+
+def test_gradient_statistics_see_what_a_full_comparison_sees():
+    """The probe keeps 4 numbers per gradient (memory: docs/placement.md); they still tell a permuted,
+    zeroed, rescaled or non-finite gradient from rounding."""
+    from fastfreeze.probe import _grad_stats, _stats_diff
+
+    g = torch.randn(3001, 7, generator=torch.Generator().manual_seed(0))
+    ref = _grad_stats(g)
+    assert ref.shape == (4,) and _stats_diff(_grad_stats(g.clone()), ref) == 0.0
+    assert _stats_diff(_grad_stats(g.flatten().flip(0).view_as(g)), ref) > 0.1  # same norm and max, wrong places
+    assert _stats_diff(_grad_stats(torch.zeros_like(g)), ref) >= 1.0
+    assert 0.5e-3 < _stats_diff(_grad_stats(g * 1.001), ref) < 2e-3
+    bad = g.clone()
+    bad[5, 3] = float("nan")
+    assert _stats_diff(_grad_stats(bad), ref) == float("inf")
+    assert _stats_diff(_grad_stats(g + 1e-9 * torch.randn_like(g)), ref) < 1e-6  # rounding-sized noise passes
+
+
+def test_probe_keeps_no_gradient_tensors(monkeypatch):
+    """Each run's gradients are reduced as they come: what a run returns is the logits and 4 numbers per
+    trainable tensor, never a gradient-sized tensor."""
+    from fastfreeze import probe
+
+    kept = []
+    original = probe._forward_backward
+    monkeypatch.setattr(probe, "_forward_backward", lambda *a: kept.append(original(*a)) or kept[-1])
+    apply_freeze(make_model("llama"), FreezeConfig(num_frozen_layers=2))
+    assert len(kept) >= 3 and all(t.shape == (4,) for run in kept for t in run[1:])

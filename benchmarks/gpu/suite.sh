@@ -16,12 +16,12 @@ if [ "$REHEARSE" = 1 ]; then
     OUT="${OUT:-$(mktemp -d /tmp/gpu_suite_rehearsal.XXXXXX)}"
     export TRITON_INTERPRET=1  # kernels run on CPU tensors through Triton's interpreter
     PRESET_1B=toy; PRESET_8B=toy; KERNEL_TESTS="tests/csrc_triton/test_swiglu.py tests/csrc_triton/test_package.py"
-    KERNEL_ARGS="--rehearse"; FSDP_ARGS="--rehearse"; TRAIN_EXTRA=(--steps 1,1,1 --threads 1 --memory tracker)
+    KERNEL_ARGS="--rehearse"; FSDP_ARGS="--rehearse"; PLACEMENT_ARGS="--rehearse"; TRAIN_EXTRA=(--steps 1,1,1 --threads 1 --memory tracker)
 else
     OUT="${OUT:-benchmarks/results}"
     unset TRITON_INTERPRET  # real GPU kernels
     PRESET_1B=gpu-1b; PRESET_8B=gpu-8b-slice; KERNEL_TESTS="tests/csrc_triton tests/test_kernels.py"
-    KERNEL_ARGS="--budget-s 80"; FSDP_ARGS=""; TRAIN_EXTRA=()
+    KERNEL_ARGS="--budget-s 80"; FSDP_ARGS=""; PLACEMENT_ARGS=""; TRAIN_EXTRA=()
 fi
 mkdir -p "$OUT"
 WORK="$(mktemp -d /tmp/gpu_suite_work.XXXXXX)"
@@ -60,6 +60,8 @@ step "bench_train gpu-1b (preset $PRESET_1B)" 150 "$PY" -m benchmarks.train --pr
 # FSDP (world size 1): parity with the seed snippet, no grads on frozen weights, cache under FSDP.
 step "fsdp check" 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m benchmarks.gpu.fsdp_check \
     --out "$WORK/fsdp" $FSDP_ARGS
+# The run_clm.py pattern: model built on the CPU, FastFreezeTrainer with defaults; the Triton kernels must run.
+step "placement check" 60 "$PY" -m benchmarks.gpu.placement_check --out "$WORK/placement" $PLACEMENT_ARGS
 if [ "${SKIP_8B_SLICE:-0}" != 1 ] && [ "$(left)" -ge 100 ]; then
     step "bench_train gpu-8b-slice (preset $PRESET_8B)" 150 "$PY" -m benchmarks.train --preset "$PRESET_8B" --out "$WORK/train-8b" \
         --sweep none --ckpt off --targets gpu --arms naive,liger,ff-warm,floor "${TRAIN_EXTRA[@]}"

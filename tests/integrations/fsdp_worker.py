@@ -35,7 +35,10 @@ from tests._helpers import make_model, make_rows, pad_collator  # noqa: E402
 from tests.parity.harness import training_args  # noqa: E402
 
 K, ROWS, STEPS, PAD_TO = 2, 16, 8, 12  # 2 epochs of 4 global batches of 4 (2 ranks x 2)
-SCENARIOS = ("nocache", "memory", "memory_rank0", "disk", "memory_half")
+# meta*: FSDP RAM-efficient loading; rank 1 builds its model with every parameter on `meta`, as
+# transformers' from_pretrained does on ranks > 0 (non-persistent buffers stay real), and accelerate
+# fills it from rank 0 when train() starts. Last: TrainingArguments sets an FSDP environment variable.
+SCENARIOS = ("nocache", "memory", "memory_rank0", "disk", "memory_half", "meta", "meta_disk", "meta_triton")
 
 
 class ForcedFSDPTrainer(FastFreezeTrainer):
@@ -54,10 +57,26 @@ class ForcedFSDPTrainer(FastFreezeTrainer):
         self.is_fsdp_enabled = True
 
 
-def make_trainer(out: str, cfg: FreezeConfig, per_device: int, cls=ForcedFSDPTrainer):
+def parameters_to_meta(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter (tied ones stay tied) replaced by a `meta` tensor of its shape and dtype."""
+    metas: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                if id(p) not in metas:
+                    metas[id(p)] = torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
+                module._parameters[name] = metas[id(p)]
+    return model
+
+
+def make_trainer(out: str, cfg: FreezeConfig, per_device: int, cls=ForcedFSDPTrainer, meta: bool = False):
     model = make_model("llama")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     fsdp = dict(fsdp="full_shard auto_wrap", fsdp_config=fsdp_config(model)) if distributed else {}
+    if meta:
+        fsdp["fsdp_config"]["cpu_ram_efficient_loading"] = True
+        if int(os.environ["RANK"]) > 0:
+            model = parameters_to_meta(model)
     args = training_args(out, steps=STEPS, grad_accum=1, per_device_train_batch_size=per_device,
                          ddp_backend="gloo" if distributed else None, logging_steps=4, **fsdp)
     return cls(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
@@ -116,10 +135,16 @@ def _optimizer_bytes(trainer) -> dict:
 
 
 def run(root: str, scenario: str, rank: int) -> dict:
-    cache = {"nocache": None, "memory": "memory", "memory_rank0": "memory", "disk": "disk", "memory_half": "memory"}[scenario]
-    cfg = FreezeConfig(num_frozen_layers=K, cache=cache,
-                       cache_dir=os.path.join(root, "disk-cache") if cache == "disk" else None)
-    t = make_trainer(os.path.join(root, scenario), cfg, per_device=2)
+    cache = {"nocache": None, "memory": "memory", "memory_rank0": "memory", "disk": "disk", "memory_half": "memory",
+             "meta": None, "meta_disk": "disk", "meta_triton": None}[scenario]
+    # meta_triton: the kernels are installed on the sharded model at train start (interpreted on CPU).
+    cfg = FreezeConfig(num_frozen_layers=K, cache=cache, kernels="triton" if scenario == "meta_triton" else "auto",
+                       cache_dir=os.path.join(root, f"{scenario}-cache") if cache == "disk" else None)
+    meta = scenario.startswith("meta")
+    t = make_trainer(os.path.join(root, scenario), cfg, per_device=2, meta=meta)
+    # Before train(): a meta-loaded run has only frozen (requires_grad) so far; the rest waits for train start.
+    before = {"completed_at_init": t.freeze_runtime.completed, "prefix_at_init": t.prefix is not None,
+              "meta_at_init": any(p.is_meta for p in t.model.parameters())}
     if scenario == "memory" or (scenario == "memory_rank0" and rank == 0):
         # "memory": every row on every rank, so each step is a hit on both ranks. "memory_rank0":
         # rank 0 hits every step while rank 1 misses, so rank 0 must still join the prefix all-gathers.
@@ -128,8 +153,9 @@ def run(root: str, scenario: str, rank: int) -> dict:
         # Every other row cached on both ranks: batches are partly cached, which under a sharded prefix
         # run as whole misses (computing only the missing rows would be an unpaired prefix run).
         t.build_prefix_cache(t.train_dataset.select(range(0, ROWS, 2)))
-    calls_before = t.prefix.prefix_calls
-    counter = GatherCounter(t.prefix.modules)
+    calls_before = t.prefix.prefix_calls if t.prefix is not None else 0
+    parts = t.freeze_runtime.parts
+    counter = GatherCounter([m for _, m in parts.embedding_side] + [parts.layers[i] for i in range(K)])
     t.add_callback(counter)
     t.train()
     params = dict(t.model.named_parameters())
@@ -141,7 +167,8 @@ def run(root: str, scenario: str, rank: int) -> dict:
              "gathers": counter.steps, "prefix_calls": t.prefix.prefix_calls - calls_before,
              "cache": None if summary is None else {"hits": summary.hits, "misses": summary.misses,
                                                     "entries": summary.entries},
-             **_optimizer_bytes(t)}
+             "probe": t.freeze_runtime.probe is not None, "kernel_set": t.freeze_report.kernel_set,
+             "device": t.freeze_report.device, **before, **_optimizer_bytes(t)}
     if cache:
         stats["fingerprint_at_open"] = t.prefix_cache.cache.fingerprint
         stats["fingerprint_sharded"] = compute_fingerprint(t.model, t.prefix, cfg, t.freeze_runtime.kernel_set)

@@ -5,7 +5,10 @@ Trainer a GPU user builds and marks accelerate's state FSDP (see its docstring);
 first asserts that FSDP2 really ran (DTensor parameters, `is_fsdp_enabled`), so a silent fall-back
 to DDP fails. One launch runs four set-ups: no cache, a memory cache built before training on each
 rank, one built on rank 0 only (rank 0 hits while rank 1 computes: rank 0 must still join the prefix
-all-gathers, or the launch deadlocks), and a disk cache both ranks share and fill lazily in epoch 1.
+all-gathers, or the launch deadlocks), and a disk cache both ranks share and fill lazily in epoch 1;
+then the same without a cache and with the disk cache under FSDP RAM-efficient loading, rank 1 holding
+its model on `meta` until accelerate fills it from rank 0 at train start (docs/placement.md), and
+with the Triton kernels (interpreted) swapped in on the sharded model at train start.
 """
 from __future__ import annotations
 
@@ -51,6 +54,10 @@ def single_process(tmp_path_factory):
         out[per_device] = {n: p.detach().clone() for n, p in t.model.named_parameters()}
         out["trainable"] = {n for n, p in t.model.named_parameters() if p.requires_grad}
         out["prefix"] = [n for n, _ in t.prefix.named_tensors()]
+    triton = make_trainer(str(tmp_path_factory.mktemp("triton")), FreezeConfig(num_frozen_layers=K, kernels="triton"),
+                          per_device=4, cls=FastFreezeTrainer)  # interpreted on CPU (tests/conftest.py)
+    triton.train()
+    out["triton"] = {n: p.detach().clone() for n, p in triton.model.named_parameters()}
     cached = make_trainer(str(tmp_path_factory.mktemp("fp")), FreezeConfig(num_frozen_layers=K, cache="memory"),
                           per_device=4, cls=FastFreezeTrainer)
     out["fingerprint"] = cached.prefix_cache.cache.fingerprint
@@ -73,7 +80,7 @@ def test_fsdp2_is_really_on(fsdp_run, single_process):
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fsdp_matches_single_process_same_global_batch(fsdp_run, single_process, scenario):
     _, _, params = fsdp_run
-    ref, got = single_process[4], params[scenario]
+    ref, got = single_process["triton" if scenario == "meta_triton" else 4], params[scenario]
     assert set(got) == set(ref)
     assert _worst_trainable_diff(got, ref, single_process["trainable"]) <= RTOL
     for name in set(ref) - single_process["trainable"]:
@@ -112,7 +119,7 @@ def test_warm_step_all_gathers_nothing_of_the_prefix(fsdp_run):
         assert [g["prefix"] > 0 for g in r["gathers"]] == [True] + [False] * (STEPS - 1), r["gathers"]
         assert all(g["other"] == suffix_gathers for g in r["gathers"])
         assert r["cache"]["misses"] == 0
-    for r in stats["disk"]:
+    for r in stats["disk"] + stats["meta_disk"]:
         cold, warm = r["gathers"][:STEPS_PER_EPOCH], r["gathers"][STEPS_PER_EPOCH:]
         assert all(g["prefix"] > 0 for g in cold) and all(g["prefix"] == 0 for g in warm), r["gathers"]
         # Cross-rank determinism: each rank computed only epoch 1's rows (misses), epoch 2 hit them all.
@@ -140,9 +147,25 @@ def test_partly_cached_batches_keep_the_ranks_paired(fsdp_run):
     assert all(r["cache"]["hits"] > 0 and r["cache"]["misses"] > 0 for r in (r0, r1)), (r0, r1)
 
 
+def test_a_rank_loaded_on_meta_is_completed_at_train_start_on_every_rank(fsdp_run):
+    """meta*: rank 1 starts on meta, so no rank completes the freeze at construction (they agree); at
+    train start both ranks trace and probe the sharded model; the weights match one process (checked
+    above for every scenario), and the deferred disk cache serves epoch 2 (checked above)."""
+    _, stats, _ = fsdp_run
+    for s in ("meta", "meta_disk", "meta_triton"):
+        r0, r1 = stats[s]
+        assert (r0["meta_at_init"], r1["meta_at_init"]) == (False, True), s
+        kernels = "triton" if s == "meta_triton" else "torch"  # triton: swapped in on the sharded model
+        for r in (r0, r1):
+            assert not r["completed_at_init"] and not r["prefix_at_init"], r
+            assert r["probe"] and (r["kernel_set"], r["device"]) == (kernels, "cpu"), r
+    for s in ("nocache", "disk"):  # loaded whole on both ranks: completed at construction, as before
+        assert all(r["completed_at_init"] and not r["meta_at_init"] for r in stats[s])
+
+
 def test_fingerprint_of_sharded_prefix_equals_unsharded(fsdp_run, single_process):
     _, stats, _ = fsdp_run
-    for s in ("memory", "memory_rank0", "disk", "memory_half"):
+    for s in ("memory", "memory_rank0", "disk", "memory_half", "meta_disk"):
         for r in stats[s]:
             assert r["fingerprint_sharded"] == r["fingerprint_at_open"] == single_process["fingerprint"], r
 

@@ -87,8 +87,8 @@ def test_fails_when_a_frozen_weight_moves(monkeypatch):
 
 
 def test_fails_when_a_different_layer_set_is_frozen(monkeypatch):
-    original = ff_trainer.apply_freeze
-    monkeypatch.setattr(ff_trainer, "apply_freeze", lambda model, config: original(
+    original = ff_trainer.prepare_freeze
+    monkeypatch.setattr(ff_trainer, "prepare_freeze", lambda model, config: original(
         model, dataclasses.replace(config, num_frozen_layers=config.num_frozen_layers + 1)))
     report = _verify("llama")
     assert not report.passed

@@ -30,7 +30,8 @@ def rehearsal(tmp_path_factory):
 def test_rehearsal_runs_every_step(rehearsal):
     proc, _ = rehearsal
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    for step in ("kernel tests", "bench_kernels", "bench_train gpu-1b", "fsdp check", "bench_train gpu-8b-slice"):
+    for step in ("kernel tests", "bench_kernels", "bench_train gpu-1b", "fsdp check", "placement check",
+                 "bench_train gpu-8b-slice"):
         assert re.search(rf"REHEARSAL PASS: step {re.escape(step)}", proc.stdout), step
     assert "REHEARSAL N/A: FSDP: fsdp1_parity_and_no_frozen_grads" in proc.stdout  # accelerate needs a GPU for FSDP1
 

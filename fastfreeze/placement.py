@@ -1,0 +1,84 @@
+"""Where the model trains: whether a trainer's model is placed yet, and the hand-over that completes a deferred freeze at train start.
+
+A trainer receives the model before it is where it trains: a script loads it on the CPU and
+Trainer.__init__ moves it to `args.device`; under FSDP / DeepSpeed accelerate moves it (and, for
+ranks loaded on `meta` under FSDP RAM-efficient loading, fills it from rank 0) only when train()
+starts. `FreezeMixin` freezes at construction (the optimizer reads `requires_grad`) and completes the
+freeze (kernel set, kernels, prefix trace, probe, cache fingerprint: `runtime.complete_freeze`) as
+soon as `placed_for_training` says so, else from `CompleteFreezeAtTrainBegin`.
+
+Usage (FreezeMixin does this):
+    if placed_for_training(trainer): trainer._complete_freeze()
+    else: trainer._ff_collator = defer_freeze(trainer)
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import TrainerCallback
+
+from .runtime import parameter_device
+
+logger = logging.getLogger(__name__)
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    a, b = torch.device(a), torch.device(b)
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+class DeferredCollator:
+    """The collator Trainer's DataLoader holds when the cache opens only at train start: it calls
+    `inner`, the user's collator until `_complete_freeze` puts the cache's collator there. Picklable."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, features):
+        return self.inner(features)
+
+
+class CompleteFreezeAtTrainBegin(TrainerCallback):
+    """Completes a deferred freeze when training starts: Trainer fires on_train_begin after
+    accelerate wrapped the model (FSDP: sharded and, for ranks loaded on meta, filled from rank 0;
+    DeepSpeed: on its device), before the first forward; every rank gets here together."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if not trainer.freeze_runtime.completed:
+            trainer._complete_freeze()
+            trainer._log_freeze_report()
+
+
+def placed_for_training(trainer) -> bool:
+    """Whether the trainer's model is already where it trains, with real weights: Trainer.__init__
+    moved it to args.device, or it stays where it is (model parallel, place_model_on_device=False).
+    Under FSDP / DeepSpeed accelerate places the weights when train() starts. FSDP ranks agree (one
+    1-element all_reduce), since the probe of a sharded model runs collectives on every rank."""
+    where = parameter_device(trainer.freeze_runtime.target)
+    wrapped_later = bool(trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
+    ready = where.type != "meta" and (
+        same_device(where, trainer.args.device) or not (trainer.place_model_on_device or wrapped_later))
+    if trainer.is_fsdp_enabled and torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.tensor([int(ready)], device=trainer.args.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        ready = bool(flag.item())
+    return ready
+
+
+def defer_freeze(trainer) -> DeferredCollator | None:
+    """Leave the kernels, prefix, probe and cache of `trainer` to the start of train(); until then the
+    model runs as the plain freeze. With a cache, the collator goes through a hand-over point (returned),
+    since Trainer builds the DataLoader before it wraps the model."""
+    logger.info("fastfreeze: the model is not yet where it trains (weights on %s, training device %s): "
+                "kernels, prefix and probe are set up when train() has placed it",
+                parameter_device(trainer.freeze_runtime.target), trainer.args.device)
+    handover = None
+    if trainer.freeze_config.cache and trainer.freeze_config.is_prefix:
+        handover = trainer.data_collator = DeferredCollator(trainer.data_collator)
+    trainer.add_callback(CompleteFreezeAtTrainBegin(trainer))
+    return handover
