@@ -109,6 +109,10 @@ class PretrainConfig:
 
     enabled: bool = True
     training: dict = field(default_factory=dict)
+    # Copy the package's shipped checkpoint when its recipe is this run's (fastfreeze.continual.shipped), else
+    # pretrain. repr=False keeps it out of the stage fingerprints: it says where the weights come from, not
+    # what they are (the shipped ones are those pretraining makes; `python -m fastfreeze.cli.demo_checkpoint check`).
+    shipped: bool = field(default=False, repr=False)
 
 
 @dataclass
