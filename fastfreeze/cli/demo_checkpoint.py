@@ -1,6 +1,6 @@
 """`python -m fastfreeze.cli.demo_checkpoint regenerate|check`: rebuild the demo's shipped pretrained checkpoint.
 
-`regenerate` pretrains the `tiny` preset from scratch (the demo's default threads; ~10 CPU-minutes) and
+`regenerate` pretrains the `tiny` preset from scratch (~10 CPU-minutes on one thread) and
 writes the weights and their recipe into fastfreeze/continual/shipped_checkpoints/tiny/. `check` pretrains
 the same way into a scratch folder and compares with the shipped files: the same recipe and bitwise equal
 tensors, exit 0; anything else, exit 1 with what differs. `--work DIR` keeps the pretraining run (a rerun
@@ -80,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastfreeze.cli.demo_checkpoint", description=__doc__.splitlines()[0])
     p.add_argument("action", choices=("regenerate", "check"))
     p.add_argument("--work", default=None, help="folder for the pretraining run (default: a temporary one)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice, as the demo); 1 on a busy shared machine")
     a = p.parse_args(argv)
+    if a.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, a.threads))
     with tempfile.TemporaryDirectory() as tmp:
         work = a.work or tmp
         if a.action == "regenerate":
