@@ -109,9 +109,8 @@ class PretrainConfig:
 
     enabled: bool = True
     training: dict = field(default_factory=dict)
-    # Copy the package's shipped checkpoint when its recipe is this run's (fastfreeze.continual.shipped), else
-    # pretrain. repr=False keeps it out of the stage fingerprints: it says where the weights come from, not
-    # what they are (the shipped ones are those pretraining makes; `python -m fastfreeze.cli.demo_checkpoint check`).
+    # Copy the shipped checkpoint whose recipe is this run's (continual/shipped.py), else pretrain. repr=False keeps it
+    # out of the fingerprints: it says where the weights come from, not what they are (demo_checkpoint check).
     shipped: bool = field(default=False, repr=False)
 
 
