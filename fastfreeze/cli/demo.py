@@ -1,8 +1,10 @@
 """`fastfreeze demo`: the tiny Biography experiment on CPU (SEQ vs Freeze, the recovery curve), table + findings.
 
-Usage: `fastfreeze demo [--preset quick|tiny] [--output-dir runs/demo] [--num-frozen-layers K]`.
-No download: the data, tokenizer and model are built locally. Rerunning resumes (finished stages
-are skipped), so a second call prints the table at once.
+Usage: `fastfreeze demo [--preset quick|tiny] [--output-dir runs/demo] [--num-frozen-layers K] [--pretrain]`.
+No download: the data, tokenizer and model are built locally; tiny's pretrained weights ship with the
+package and are used only when their recipe is the run's (`--pretrain` trains them instead; see
+fastfreeze.continual.shipped). Rerunning resumes (finished stages are skipped), so a second call prints
+the table at once.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ def main(argv: list[str]) -> int:
                    help="k for the Freeze arm (embedding + bottom k layers); default: the preset's")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice); 1 is fastest on a busy shared machine")
+    p.add_argument("--pretrain", action="store_true",
+                   help="pretrain from scratch instead of copying the shipped pretrained checkpoint (tiny)")
     p.add_argument("--quiet", action="store_true", help="only print the final table")
     a = p.parse_args(argv)
     from fastfreeze.continual.config import ConfigError, StrategyConfig
@@ -34,6 +38,7 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(max(1, a.threads))
     try:
         cfg = load_preset(a.preset, output_dir=a.output_dir)
+        cfg.pretrain.shipped = cfg.pretrain.shipped and not a.pretrain
         if a.num_frozen_layers is not None:
             cfg.strategies = [s for s in cfg.strategies if s.name != "freeze"] + [
                 StrategyConfig(name="freeze", num_frozen_layers=a.num_frozen_layers, from_task=1)]

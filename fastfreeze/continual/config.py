@@ -109,6 +109,9 @@ class PretrainConfig:
 
     enabled: bool = True
     training: dict = field(default_factory=dict)
+    # Copy the shipped checkpoint whose recipe is this run's (continual/shipped.py), else pretrain. repr=False keeps it
+    # out of the fingerprints: it says where the weights come from, not what they are (demo_checkpoint check).
+    shipped: bool = field(default=False, repr=False)
 
 
 @dataclass

@@ -60,6 +60,29 @@ def curve_points(steps: list, scale: float, total: int) -> list[int]:
     return sorted(out)
 
 
+def curve_on_for(cfg, strat, t: int, shared: bool) -> bool:
+    """Whether task t's stage (a trunk stage if `shared`) saves the recovery curve's intermediate checkpoints."""
+    rc = cfg.recovery
+    if not rc.enabled or t != rc.curve_task or (rc.curve_steps is None and rc.few_examples is None):
+        return False
+    if shared:
+        return rc.arms is None or any(s.arm in rc.arms and not s.differs_from_seq_at(t) for s in cfg.strategies)
+    return rc.arms is None or strat.arm in rc.arms
+
+
+def curve_spec(rc) -> list:
+    """The part of a recovery config that decides which checkpoints a task stage saves (its fingerprint part)."""
+    return [rc.curve_steps or [], rc.step_scale, rc.few_from_step if rc.few_examples else None]
+
+
+def curve_steps_of(rc, total: int) -> list[int]:
+    """The curve's checkpoint steps for a task of `total` optimizer steps (+ the few-example one)."""
+    steps = list(rc.curve_steps or [])
+    if rc.few_examples:
+        steps.append(rc.few_from_step)
+    return curve_points(steps, rc.step_scale, total)
+
+
 class SaveAtSteps(TrainerCallback):
     """Saves the model (save_pretrained, atomically) into `dir_of(step)` after each step of `steps_of(max_steps)`.
 
@@ -133,7 +156,7 @@ def arm_recovery(runner, strat, stage_keys: list[str], fp_of: dict):
     """(recovery curve, few-example recovery) records of one arm, each its own resumable stage (or None)."""
     rc = runner.cfg.recovery
     t = rc.curve_task
-    if not (t < len(stage_keys) and runner._curve_on(strat, t, stage_keys[t].startswith("trunk/"))):
+    if not (t < len(stage_keys) and curve_on_for(runner.cfg, strat, t, stage_keys[t].startswith("trunk/"))):
         return None, None
     curve = few = None
     if rc.curve_steps:

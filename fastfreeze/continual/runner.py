@@ -24,13 +24,13 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM
 
 from .. import _io
-from . import build
+from . import build, shipped
 from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint
 from .diagnostics import WindowSnapshots
 from .early_stop import early_stopper
 from .evaluate import DenseEvalCallback, EvalSet, evaluate, generate_exact_match
 from .metrics import all_metrics
-from .recovery import SaveAtSteps, arm_recovery, curve_points, recovery_subset
+from .recovery import SaveAtSteps, arm_recovery, curve_on_for, curve_spec, curve_steps_of, recovery_subset
 from .report import write_outputs
 from .safety_eval import SafetyEvaluator
 from .trainers import EWCPenalty, diagonal_fisher, make_trainer, training_arguments
@@ -57,6 +57,10 @@ class Runner:
         self.stop_after: str | None = None
         self.ran: list[str] = []  # stages executed (not skipped) in this call
         self._safety_eval = None  # SafetyEvaluator, built on first use (loads the prompt files once)
+        # Standard recoveries (half of the old task's people) by source checkpoint: the curve's end point is the
+        # arm's own recovery, the few-example table's last row is a curve point, and step 0 is the same Task-0
+        # checkpoint for every arm; each is deterministic, so it is trained once and its record reused.
+        self._recovered: dict[str, dict] = {}
 
     # ---------------------------------------------------------------- plumbing
     def _ckpt(self, key: str) -> Path:
@@ -111,15 +115,7 @@ class Runner:
         """Run every unfinished stage, then write results.json, report.md and plots. Returns the results."""
         self.stop_after = stop_after
         cfg = self.cfg
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        _io.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        self.data = build.prepare(cfg)
-        tok = self.data.tokenizer
-        self.evalsets = [EvalSet(ds, tok.pad_token_id) for ds in self.data.test]
-
-        fp0 = fingerprint(cfg.data, cfg.seed, cfg.model, len(tok), *build.source_stats(cfg))
-        pre_fp = fingerprint(fp0, cfg.pretrain)
-        self._stage("pretrain", pre_fp, self._pretrain)
+        pre_fp = self.pretrain()[0]
         base_fp = fingerprint(pre_fp, cfg.num_tasks)
         baseline = self._stage("baseline", base_fp, lambda: {"evals": self._eval_tasks(self._load("pretrain"), cfg.num_tasks)},
                                checkpoint=False)
@@ -134,11 +130,43 @@ class Runner:
         write_outputs(results, self.out)
         return results
 
-    def _pretrain(self) -> dict:
+    def pretrain(self) -> tuple[str, dict]:
+        """Prepare the data and run (or reuse) the pretrain stage: (its fingerprint, its record)."""
+        pre_fp = self.prepare()
+        return pre_fp, self._stage("pretrain", pre_fp, lambda: self._pretrain(pre_fp))
+
+    def prepare(self) -> str:
+        """Build the data, tokenizer and evaluation sets; returns the pretrain stage's fingerprint."""
+        cfg = self.cfg
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        _io.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.data = build.prepare(cfg)
+        tok = self.data.tokenizer
+        self.evalsets = [EvalSet(ds, tok.pad_token_id) for ds in self.data.test]
+        fp0 = fingerprint(cfg.data, cfg.seed, cfg.model, len(tok), *build.source_stats(cfg))
+        return fingerprint(fp0, cfg.pretrain)
+
+    def pretrain_recipe(self, fp: str, fresh_model=None) -> dict:
+        """What the pretrained weights follow from (fastfreeze.continual.shipped.recipe_of); after `prepare()`."""
+        if fresh_model is None:
+            fresh_model = build.build_model(self.cfg.model, self.data.tokenizer, self.cfg.seed)
+        return shipped.recipe_of(fp, fresh_model, self.data.trainable(self.data.bios))
+
+    def _pretrain(self, fp: str) -> dict:
         cfg = self.cfg
         model = build.build_model(cfg.model, self.data.tokenizer, cfg.seed).to(self.device)
         self._check_layers(model)
         record: dict = {"parameters": sum(p.numel() for p in model.parameters())}
+        if cfg.pretrain.enabled and cfg.model.path is None:
+            record["recipe"] = self.pretrain_recipe(fp, model)
+            folder = shipped.find_shipped(record["recipe"]) if cfg.pretrain.shipped else None
+            if folder is not None:
+                self.log(f"[continual] pretrain: the shipped checkpoint {folder.name!r} has this run's recipe; copied")
+                record.update(shipped.shipped_record(folder))
+                _io.write_dir(lambda d: shipped.copy_weights(folder, d), self._ckpt("pretrain"))
+                return record
+            if cfg.pretrain.shipped:
+                self.log("[continual] pretrain: no shipped checkpoint has this run's recipe; pretraining")
         if cfg.pretrain.enabled:
             trainer = make_trainer(
                 model, self._args("pretrain", cfg.pretrain.training), self.data.trainable(self.data.bios),
@@ -165,12 +193,12 @@ class Runner:
             shared = shared and not strat.differs_from_seq_at(t)
             key = f"trunk/task{t}" if shared else f"{strat.arm}/task{t}"
             orth_on = self._orth_on(strat, t, shared)
-            curve_on = self._curve_on(strat, t, shared)
+            curve_on = curve_on_for(cfg, strat, t, shared)
             fp = fingerprint(
                 prev_fp, cfg.training, cfg.evaluation, t,
                 None if shared else _behaviour(strat, t),
                 [cfg.orthogonality.boundary_step, cfg.orthogonality.energy] if orth_on else None,
-                *([self._curve_spec()] if curve_on else []),
+                *([curve_spec(cfg.recovery)] if curve_on else []),
             )
             rec = self._stage(key, fp, lambda: self._train_task(strat, t, prev_key, key, shared, orth_on, curve_on))
             rows.append(rec["evals"])
@@ -188,27 +216,6 @@ class Runner:
         curve, few = arm_recovery(self, strat, stage_keys, fp_of)
         return {"strategy": strat, "rows": rows, "stages": stage_keys, "dense": dense, "orthogonality": orth,
                 "recovery": recovery, "recovery_curve": curve, "recovery_few": few, "safety": safety}
-
-    def _curve_on(self, strat: StrategyConfig, t: int, shared: bool) -> bool:
-        """Whether task t's stage saves the recovery curve's intermediate checkpoints."""
-        rc = self.cfg.recovery
-        if not rc.enabled or t != rc.curve_task or (rc.curve_steps is None and rc.few_examples is None):
-            return False
-        if shared:
-            return rc.arms is None or any(s.arm in rc.arms and not s.differs_from_seq_at(t) for s in self.cfg.strategies)
-        return rc.arms is None or strat.arm in rc.arms
-
-    def _curve_spec(self) -> list:
-        rc = self.cfg.recovery
-        return [rc.curve_steps or [], rc.step_scale, rc.few_from_step if rc.few_examples else None]
-
-    def curve_steps_of(self, total: int) -> list[int]:
-        """The curve's checkpoint steps for a task of `total` optimizer steps (+ the few-example one)."""
-        rc = self.cfg.recovery
-        steps = list(rc.curve_steps or [])
-        if rc.few_examples:
-            steps.append(rc.few_from_step)
-        return curve_points(steps, rc.step_scale, total)
 
     def _orth_on(self, strat: StrategyConfig, t: int, shared: bool) -> bool:
         o = self.cfg.orthogonality
@@ -251,7 +258,7 @@ class Runner:
         snaps = WindowSnapshots(cfg.orthogonality.boundary_step) if orth_on else None
         if snaps:
             callbacks.append(snaps)
-        saver = SaveAtSteps(self.curve_steps_of, lambda step: self._ckpt(f"{key}-step{step}")) if curve_on else None
+        saver = SaveAtSteps(lambda total: curve_steps_of(cfg.recovery, total), lambda step: self._ckpt(f"{key}-step{step}")) if curve_on else None
         stopper = early_stopper(self, strat, t, freeze)
         callbacks += [cb for cb in (saver, stopper) if cb is not None]
         trainer = make_trainer(
@@ -313,6 +320,9 @@ class Runner:
         """
         cfg, rc = self.cfg, self.cfg.recovery
         path = Path(from_key) if Path(from_key).is_absolute() else self._ckpt(from_key)
+        memo = str(path.resolve()) if subset is None and extra is None else None
+        if memo in self._recovered and not save:
+            return {**self._recovered[memo], "from": from_key}
         model = AutoModelForCausalLM.from_pretrained(str(path)).to(self.device)
         before = evaluate(model, self.evalsets[rc.task], cfg.evaluation.batch_size)
         if subset is None:
@@ -323,14 +333,11 @@ class Runner:
         after = self._eval_tasks(model, cfg.num_tasks - 1)
         if save:
             self._save(model, key)
-        return {
-            "task": rc.task,
-            "from": from_key,
-            "train_examples": len(subset),
-            "steps": out.global_step,
-            "before": before,
-            "after": after,
-        }
+        record = {"task": rc.task, "from": from_key, "train_examples": len(subset), "steps": out.global_step,
+                  "before": before, "after": after}
+        if memo is not None:
+            self._recovered[memo] = record
+        return record
 
     # ---------------------------------------------------------------- results
     def _results(self, baseline: dict, arms: dict) -> dict:

@@ -69,3 +69,21 @@ def test_recovery_from_an_intermediate_checkpoint_equals_recovery_on_a_saved_cop
     saved = AutoModelForCausalLM.from_pretrained(str(copy)).state_dict()
     for name, value in model.state_dict().items():
         assert torch.equal(value, saved[name]), name
+
+
+def test_a_repeated_standard_recovery_is_trained_once(quick_run, monkeypatch):
+    """The curve's end point, the few-example table's last row and every arm's step 0 repeat a recovery from
+    the same checkpoint: the runner reuses the record (recovery is deterministic: the test above)."""
+    from fastfreeze.continual import runner as runner_mod
+
+    cfg, results, out = quick_run
+    seq = results["arms"]["seq"]
+    assert seq["recovery_curve"]["points"][-1]["after"] == seq["recovery"]["after"]["0"]["exact_match"]
+    runner = runner_mod.Runner(cfg, log=lambda *_: None)
+    runner.prepare()
+    first = runner._recover("trunk/task0", "memo-recovery", save=False)
+    monkeypatch.setattr(runner_mod, "make_trainer", lambda *a, **k: pytest.fail("trained the same recovery again"))
+    again = runner._recover(str(out / "checkpoints" / "trunk" / "task0"), "memo-recovery", save=False)
+    assert {**again, "from": "trunk/task0"} == first
+    with pytest.raises(pytest.fail.Exception, match="trained the same recovery again"):  # other subsets train
+        runner._recover("trunk/task0", "memo-recovery", subset=runner.data.train[0].select(range(6)), save=False)
