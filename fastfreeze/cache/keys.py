@@ -63,6 +63,28 @@ def example_key(input_ids: torch.Tensor, position_ids: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def cpu_ids_and_positions(
+    input_ids: torch.Tensor, position_ids: torch.Tensor | None, who: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated int64 CPU copies of ``input_ids`` [B, T] and their positions [B, T] (``arange(T)`` when None).
+
+    Shared by the key functions (`batch_keys`, `segments.segment_batch`) so both read positions the one way
+    HF decoders do. Usage: ``ids, pos = cpu_ids_and_positions(input_ids, None, "batch_keys")``
+    """
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
+        raise ValueError(f"{who} expects input_ids of shape [B, T], got {shape}")
+    b, t = input_ids.shape
+    ids = input_ids.detach().to(device="cpu", dtype=torch.int64)
+    if position_ids is None:
+        return ids, torch.arange(t, dtype=torch.int64).expand(b, t)
+    if position_ids.dim() == 1:
+        position_ids = position_ids.unsqueeze(0)
+    if position_ids.shape[-1] != t or position_ids.shape[0] not in (1, b):
+        raise ValueError(f"position_ids shape {tuple(position_ids.shape)} does not match input_ids {(b, t)}")
+    return ids, position_ids.detach().to(device="cpu", dtype=torch.int64).expand(b, t)
+
+
 def batch_keys(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
@@ -75,23 +97,8 @@ def batch_keys(
 
     Usage: ``keys = batch_keys(batch["input_ids"], batch.get("attention_mask"))``
     """
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise ValueError(
-            f"batch_keys expects input_ids of shape [B, T], got "
-            f"{tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)}"
-        )
-    b, t = input_ids.shape
-    ids = input_ids.detach().to(device="cpu", dtype=torch.int64)
-    if position_ids is None:
-        pos = torch.arange(t, dtype=torch.int64).expand(b, t)
-    else:
-        if position_ids.dim() == 1:
-            position_ids = position_ids.unsqueeze(0)
-        if position_ids.shape[-1] != t or position_ids.shape[0] not in (1, b):
-            raise ValueError(
-                f"position_ids shape {tuple(position_ids.shape)} does not match input_ids {(b, t)}"
-            )
-        pos = position_ids.detach().to(device="cpu", dtype=torch.int64).expand(b, t)
+    ids, pos = cpu_ids_and_positions(input_ids, position_ids, "batch_keys")
+    b, t = ids.shape
     if attention_mask is None:
         return [example_key(ids[i], pos[i]) for i in range(b)]
     if attention_mask.shape != input_ids.shape:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .keys import example_key
+from .keys import cpu_ids_and_positions, example_key
 
 __all__ = ["MissingSegments", "Segments", "missing_inputs", "segment_batch"]
 
@@ -83,18 +83,8 @@ def segment_batch(
 
     Usage: ``seg = segment_batch(ids, None, pos, split_documents=True)``
     """
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise ValueError(f"segment_batch expects input_ids of shape [B, T], got {getattr(input_ids, 'shape', input_ids)}")
-    b, t = input_ids.shape
-    ids = input_ids.detach().to(device="cpu", dtype=torch.int64)
-    if position_ids is None:
-        pos = torch.arange(t, dtype=torch.int64).expand(b, t)
-    else:
-        if position_ids.dim() == 1:
-            position_ids = position_ids.unsqueeze(0)
-        if position_ids.shape[-1] != t or position_ids.shape[0] not in (1, b):
-            raise ValueError(f"position_ids shape {tuple(position_ids.shape)} does not match input_ids {(b, t)}")
-        pos = position_ids.detach().to(device="cpu", dtype=torch.int64).expand(b, t)
+    ids, pos = cpu_ids_and_positions(input_ids, position_ids, "segment_batch")
+    b, t = ids.shape
     keys, index, rows = [], [], []
     if attention_mask is not None:
         if attention_mask.shape != input_ids.shape:
