@@ -1,13 +1,7 @@
-"""FLOP model of one training step per bench_train arm: the table of predicted step-time ratios (model: fastfreeze.estimate.flops).
+"""FLOP model of one training step per bench_train arm: the table of predicted step-time ratios.
 
-Per token, a decoder block's forward costs 2 x its linear parameters (attention projections + MLP) plus
-the causal attention core (QK^T and PV over on average T/2 keys: 2 T H); the head costs 2 H V.
-Backward: a trainable block costs 2x its linear forward (dX and dW) plus 2x the attention core; a frozen
-block that autograd still walks (HF's ``enable_input_require_grads``, which gradient checkpointing turns
-on for input_ids models) costs 1x its linear forward (dX only) plus 2x the attention core; a block outside
-the graph costs nothing. Checkpointing re-runs the forward of every checkpointed block that backward
-reaches. Embedding lookups, norms, elementwise ops and the optimizer are left out (a few % of a step).
-Step time is taken as proportional to FLOPs, so only ratios are predicted.
+The model (what each block's forward and backward cost, per arm) is documented and implemented once, in
+`fastfreeze.estimate.flops`; this module prints its predictions for the benchmark presets.
 
 Usage:
     python -m benchmarks.train.flop_model --preset gpu-1b          # table of predicted ratios vs naive freezing

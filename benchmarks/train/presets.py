@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fastfreeze.estimate.shape import ModelShape
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -24,18 +26,10 @@ class Schedule:
         return self.warmup + self.rounds * self.window
 
 
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    seq: int
-    batch: int
-    dtype: str
+@dataclass(frozen=True, kw_only=True)
+class Preset(ModelShape):
+    """A model shape (what the FLOP and memory models read) plus what a bench_train run does with it."""
+
     k: int
     examples: int  # a fixed set revisited every epoch, so a warm cache is really hit
     schedule: Schedule

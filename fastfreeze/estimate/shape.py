@@ -58,7 +58,7 @@ def _get(cfg: dict, *names, default=None):
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What the FLOP and memory models read (the benchmark presets have the same fields)."""
+    """What the FLOP and memory models read (`benchmarks.train.presets.Preset` extends it with a run plan)."""
 
     name: str
     layers: int
