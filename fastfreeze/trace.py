@@ -1,4 +1,4 @@
-"""Probe forwards: run a model's own forward up to one module (`run_until`), in eval mode restored exactly (`eval_mode`).
+"""Probe forwards: the model's own forward up to one module (`run_until`), in an exactly restored `eval_mode`.
 
 Usage:
     with eval_mode(model), torch.no_grad():

@@ -1,4 +1,4 @@
-"""fastfreeze.trace: run_until stops at the module and always removes its hook; eval_mode restores every flag exactly."""
+"""fastfreeze.trace: run_until stops at the module and always removes its hook; eval_mode restores flags exactly."""
 from __future__ import annotations
 
 import pytest
