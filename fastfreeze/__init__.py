@@ -13,7 +13,8 @@ How a training step flows, and where each part lives:
   boundary (position embeddings, embedding norms, bare scales). `freeze.py` decides what is frozen, by
   module index and by execution order on a probe forward (never by a module's type or name); `prefix.py`
   (`FrozenPrefix`) runs it with no autograd and in eval mode, per model instance; `probe.py` proves at
-  install that this fast path computes what the model's own forward computes, or refuses it.
+  install that this fast path computes what the model's own forward computes, or refuses it. Their probe
+  forwards share `trace.py` (`run_until`: the model's own forward up to one module; `eval_mode`).
 - The *boundary*: the hidden state the prefix hands to block k (or to the final norm when every block is
   frozen), one [batch, seq, hidden] tensor. `prefix.py` captures it and injects it; `cache/` stores it
   per example (keys, memory store, disk store), looks it up in the collator (DataLoader workers) and

@@ -18,6 +18,7 @@ from torch import nn
 
 from . import _hf_compat
 from ._hf_compat import is_peft_model, text_config
+from .trace import Stop, eval_mode
 
 
 class UnsupportedModelError(ValueError):
@@ -226,13 +227,10 @@ def probe_inputs(model: nn.Module, batch: int = 1, seq: int = 8, pad: int = 0, s
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
-class ProbeStop(Exception):
-    """Raised by a probe's hook to end a probe forward early (e.g. once block k's input is seen)."""
-
-
 def run_model(model: nn.Module, inputs: dict):
     """The model's own forward on probe inputs, without a KV cache where the model takes `use_cache`.
-    A model that cannot run the probe batch is refused with its own error, not crashed on."""
+    A model that cannot run the probe batch is refused with its own error, not crashed on; a probe's
+    early stop (`trace.Stop`, see `trace.run_until`) passes through."""
     try:
         try:
             return model(**inputs, use_cache=False)
@@ -240,7 +238,7 @@ def run_model(model: nn.Module, inputs: dict):
             if "use_cache" not in str(err):
                 raise
             return model(**inputs)
-    except (ProbeStop, UnsupportedModelError):
+    except (Stop, UnsupportedModelError):
         raise
     except Exception as err:
         raise UnsupportedModelError(
@@ -322,13 +320,10 @@ def _record_calls(model: nn.Module) -> tuple[dict[str, int], dict[str, int], dic
         if name:
             pre, post = hooks(name)
             handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             run_model(model, probe_inputs(model))
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return start, end, calls

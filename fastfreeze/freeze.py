@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from ._hf_compat import text_config
-from .families import ModelParts, ProbeStop, probe_inputs, resolve, run_model
+from .families import ModelParts, probe_inputs, resolve, run_model
 from .config import FreezeConfig, FreezeConfigError
+from .trace import eval_mode, run_until
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +128,6 @@ REASON_FEEDS_BOUNDARY = ("feeds the boundary (its gradient reaches block k's inp
                          "frozen prefix")
 
 
-class _SinkReached(ProbeStop):
-    pass
-
-
 def boundary_dependencies(model: nn.Module, parts: ModelParts, num_frozen_layers: int) -> list[str]:
     """Names of trainable parameters the boundary (block k's input) depends on, found by autograd on a
     probe forward that stops at block k. Bare parameters of the base model (not in any module that
@@ -139,25 +136,8 @@ def boundary_dependencies(model: nn.Module, parts: ModelParts, num_frozen_layers
     sink = parts.layers[k] if k < parts.num_layers else parts.final_norm
     if sink is None:
         return []
-    seen: dict = {}
-
-    def grab(_m, args, kwargs):
-        seen["h"] = args[0] if args else kwargs.get("hidden_states")
-        raise _SinkReached
-
-    handle = sink.register_forward_pre_hook(grab, with_kwargs=True)
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.enable_grad():
-            try:
-                run_model(model, probe_inputs(model))
-            except _SinkReached:
-                pass
-    finally:
-        handle.remove()
-        model.train(was_training)
-    h = seen.get("h")
+    with eval_mode(model), torch.enable_grad():
+        h = run_until(lambda: run_model(model, probe_inputs(model)), sink).hidden
     h = h[0] if isinstance(h, (tuple, list)) else h
     if not isinstance(h, torch.Tensor) or not h.requires_grad:
         return []

@@ -47,6 +47,7 @@ from torch import nn
 from . import _patch
 from ._hf_compat import causal_lm_loss
 from .families import FAMILIES, FamilySpec, ModelParts
+from .trace import eval_mode
 
 # Tests force a choice with this environment variable ("torch" or "triton"); it overrides "auto" only.
 ENV_SWITCH = "FASTFREEZE_KERNELS"
@@ -259,16 +260,11 @@ def _whole_weights(module: nn.Module):
 def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
     """The swapped forward reproduces the module's own forward on a probe input (catches a
     transformers change in what the module computes; tolerance: a few roundings of the dtype)."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()  # no dropout draws inside (e.g. LoRA dropout on the projections)
-    try:
-        with _whole_weights(module), torch.no_grad():
-            x = _probe_input(module, width)
-            ref = type(module).forward(module, x)
-            got = new_forward(module, x)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    # Eval: no dropout draws inside (e.g. LoRA dropout on the projections).
+    with eval_mode(module), _whole_weights(module), torch.no_grad():
+        x = _probe_input(module, width)
+        ref = type(module).forward(module, x)
+        got = new_forward(module, x)
     if got.shape != ref.shape or got.dtype != ref.dtype:
         return False
     scale = ref.float().abs().max().clamp_min(1.0)

@@ -15,7 +15,7 @@ parameter-free stand-in in its parent, so nothing of the prefix runs, hooks incl
 all-gathers), and no placeholder of size [B, T, H] is made.
 
 Long because the three routes of a prefix module (computed, placeholder, stand-in) share one state
-and one output form (`_ff_spec`), and are easiest to check side by side.
+and one output form (`OutputSpec`, kept as `_ff_spec`), and are easiest to check side by side.
 
 Substituting at the boundary source's output, not at block k's input, matters: block k may be
 activation-checkpointed, and a checkpoint replays block k with its original inputs, so a
@@ -42,6 +42,7 @@ from torch import nn
 
 from . import _patch
 from .families import ModelParts, UnsupportedModelError, probe_inputs, run_model
+from .trace import eval_mode, run_until
 
 OWNER = "prefix"  # the owner of this module's per-instance patches (fastfreeze._patch)
 
@@ -104,66 +105,79 @@ def _first_arg(args, kwargs):
     return args[0] if args else next(iter(kwargs.values()), None)
 
 
-def _output_spec(first, out) -> tuple | None:
-    """How to stand in for this module's output when an injected boundary makes its work useless:
-    ("pass", c) returns the input itself, ("fill", tail, dtype, c) a tensor of the input's leading
-    shape + tail; c is the container (type, length): (None, 0) for a bare tensor, else a tuple or list
-    whose first item is the hidden state, and whose extra items become None (the
-    install probe proves the suffix does not read them, or refuses the cache). None: the output's
-    shape is not derived from the input (the module then simply runs)."""
-    n = _container(out)
-    tensor = out[0] if n[1] else out
+@dataclass(frozen=True)
+class OutputSpec:
+    """A prefix module's output form, recorded (as the instance attribute `_ff_spec`, through `_patch`) on
+    its first computed run: how to stand in for that output when an injected boundary makes its work
+    useless. `kind` "pass": the output is the input itself; "fill": a tensor of the input's leading
+    shape + `tail`, of `dtype`. `container`: None for a bare tensor, else the tuple or list type of a
+    `length`-item output whose first item is the hidden state and whose extra items become None (the
+    install probe proves the suffix does not read them, or refuses the cache)."""
+
+    kind: str
+    container: type | None = None
+    length: int = 0
+    tail: tuple = ()
+    dtype: torch.dtype | None = None
+
+
+def _output_spec(first, out) -> OutputSpec | None:
+    """The `OutputSpec` of a module that took `first` and returned `out`; None when the output's shape
+    is not derived from the input (the module then simply runs)."""
+    n = _items(out)
+    tensor = out[0] if n else out
     if not (isinstance(first, torch.Tensor) and isinstance(tensor, torch.Tensor)):
         return None
+    form = dict(container=type(out) if n else None, length=n)
     if tensor.shape == first.shape and tensor.dtype == first.dtype:
-        return ("pass", n)
+        return OutputSpec("pass", **form)
     if tuple(tensor.shape[:first.dim()]) != tuple(first.shape):
         return None
-    return ("fill", tuple(tensor.shape[first.dim():]), tensor.dtype, n)
+    return OutputSpec("fill", tail=tuple(tensor.shape[first.dim():]), dtype=tensor.dtype, **form)
 
 
-def _container(out) -> tuple:
-    return (type(out), len(out)) if isinstance(out, (tuple, list)) and len(out) else (None, 0)
+def _items(out) -> int:
+    """How many items a tuple / list output holds (0 for a bare tensor or an empty container)."""
+    return len(out) if isinstance(out, (tuple, list)) else 0
 
 
 def _hidden(out):
     """The hidden state of a module output (a bare tensor, or the first item of a tuple / list)."""
-    return out[0] if _container(out)[1] else out
+    return out[0] if _items(out) else out
 
 
-def _as_output(tensor: torch.Tensor, container: tuple):
-    kind, n = container
-    return tensor if kind is None else kind([tensor, *([None] * (n - 1))])
+def _as_output(tensor: torch.Tensor, spec: OutputSpec | None):
+    """`tensor` in the recorded output form (bare when there is no record)."""
+    if spec is None or spec.container is None:
+        return tensor
+    return spec.container([tensor, *([None] * (spec.length - 1))])
 
 
 def _skipped_output(module: nn.Module, args, kwargs, fill: float):
-    """The cheap stand-in for a prefix module's output under injection (see `_output_spec`); None
+    """The cheap stand-in for a prefix module's output under injection (see `OutputSpec`); None
     when the module has to run after all."""
-    spec = module.__dict__.get("_ff_spec")
+    spec: OutputSpec | None = module.__dict__.get("_ff_spec")
     first = _first_arg(args, kwargs)
     if spec is None or not isinstance(first, torch.Tensor):
         return None
-    if spec[0] == "pass":
-        return _as_output(first, spec[1])
-    _, tail, dtype, n = spec
-    value = fill if dtype.is_floating_point else 0
-    return _as_output(torch.full((*first.shape, *tail), value, dtype=dtype, device=first.device), n)
+    if spec.kind == "pass":
+        return _as_output(first, spec)
+    value = fill if spec.dtype.is_floating_point else 0
+    return _as_output(torch.full((*first.shape, *spec.tail), value, dtype=spec.dtype, device=first.device), spec)
 
 
 def _injected_output(module: nn.Module, state: "_State"):
-    spec = module.__dict__.get("_ff_spec")
-    return _as_output(state.injected, spec[-1] if spec else (None, 0))
+    return _as_output(state.injected, module.__dict__.get("_ff_spec"))
 
 
-def _standin_output(spec, first, fill: float):
+def _standin_output(spec: OutputSpec, first, fill: float):
     """A prefix module's stand-in output as a stride-0 view of one scalar: the suffix never reads
     it (the install probe fills it with NaN to prove that), so nothing of size [B, T, H] is made."""
-    if spec[0] == "pass":
-        return _as_output(first, spec[1])
-    _, tail, dtype, n = spec
-    value = fill if dtype.is_floating_point else 0
-    scalar = torch.full((), value, dtype=dtype, device=first.device)
-    return _as_output(scalar.expand(*first.shape, *tail), n)
+    if spec.kind == "pass":
+        return _as_output(first, spec)
+    value = fill if spec.dtype.is_floating_point else 0
+    scalar = torch.full((), value, dtype=spec.dtype, device=first.device)
+    return _as_output(scalar.expand(*first.shape, *spec.tail), spec)
 
 
 class _StandIn(nn.Module):
@@ -171,7 +185,7 @@ class _StandIn(nn.Module):
     `FrozenPrefix.inject`): no parameters, no hooks, the recorded output form. The boundary
     source's stand-in returns the injected boundary."""
 
-    def __init__(self, original: nn.Module, spec, state: "_State", source: bool):
+    def __init__(self, original: nn.Module, spec: OutputSpec | None, state: "_State", source: bool):
         super().__init__()
         self.spec, self.state, self.source = spec, state, source
         self.__dict__["original"] = original  # a plain attribute: its parameters must not show here
@@ -179,7 +193,7 @@ class _StandIn(nn.Module):
     @torch.compiler.disable
     def forward(self, *args, **kwargs):
         if self.source:
-            return _as_output(self.state.injected, self.spec[-1] if self.spec else (None, 0))
+            return _as_output(self.state.injected, self.spec)
         first = _first_arg(args, kwargs)
         if not isinstance(first, torch.Tensor):  # an output form the recorded spec cannot derive
             return self.original(*args, **kwargs)
@@ -222,7 +236,7 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
         if state.boundary_requires_grad and torch.is_grad_enabled():
             # Reentrant checkpointing drops parameter grads of a segment whose inputs need no grad.
             hidden = hidden.detach().requires_grad_(True)
-            out = type(out)([hidden, *out[1:]]) if _container(out)[1] else hidden
+            out = type(out)([hidden, *out[1:]]) if _items(out) else hidden
     return out
 
 
@@ -288,21 +302,13 @@ class FrozenPrefix:
         """Probe forward: the boundary source's output must be exactly the boundary sink's input.
         If the model transforms the hidden state in between (in its own forward), a cached
         boundary would be wrong, so refuse with the reason."""
-        seen: dict[str, object] = {}
-        h1 = self.boundary_source.register_forward_hook(
-            lambda m, a, out: seen.__setitem__("source", _hidden(out)))
-        h2 = self.boundary_sink.register_forward_pre_hook(
-            lambda m, a, kw: seen.__setitem__("sink", a[0] if a else kw.get("hidden_states")), with_kwargs=True)
-        try:
-            was_training = self.model.training
-            self.model.eval()
-            with torch.no_grad():
-                run_model(self.model, probe_inputs(self.model))
-            self.model.train(was_training)
-        finally:
-            h1.remove()
-            h2.remove()
-        if seen.get("source") is None or seen.get("source") is not seen.get("sink"):
+        def forward_watching_sink():  # the whole forward (stop=False): each hook keeps its module's last call
+            return run_until(lambda: run_model(self.model, probe_inputs(self.model)), self.boundary_sink, stop=False)
+
+        with eval_mode(self.model), torch.no_grad():
+            source = run_until(forward_watching_sink, self.boundary_source, output=True, stop=False)
+        out, sink = _hidden(source.output), source.result.hidden
+        if out is None or out is not sink:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__}: the output of {self.names[-1]} is not passed unchanged to "
                 f"{self.boundary_sink_name}; the model's forward transforms it in between, so the frozen prefix "

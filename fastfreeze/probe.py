@@ -46,8 +46,9 @@ import torch
 from torch import nn
 
 from ._hf_compat import text_config
-from .families import ProbeStop, UnsupportedModelError, probe_inputs, run_model
+from .families import UnsupportedModelError, probe_inputs, run_model
 from .prefix import FrozenPrefix
+from .trace import eval_mode, run_until
 
 
 def tolerance(dtype: torch.dtype) -> float:
@@ -217,10 +218,6 @@ def _state(prefix: FrozenPrefix, **values):
             setattr(prefix.state, k, v)
 
 
-class _SinkReached(ProbeStop):
-    pass
-
-
 def _rng_states(cuda: bool) -> list[torch.Tensor]:
     return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if cuda else [])
 
@@ -230,27 +227,16 @@ def _draws_in_training(model: nn.Module, prefix: FrozenPrefix, inputs: dict) -> 
     (dropout, router jitter, random hash rotations) before the boundary reaches its sink."""
     cuda = inputs["input_ids"].is_cuda
     seen: dict = {}
-    # A sharded model runs to the end: a forward cut short would leave FSDP units gathered mid-run.
-    stop = not prefix.sharded()
-
-    def at_sink(_m, _a, _k):
-        seen.setdefault("after", _rng_states(cuda))
-        if stop:
-            raise _SinkReached
-
-    handle = prefix.boundary_sink.register_forward_pre_hook(at_sink, with_kwargs=True)
     modules = [sub for m in prefix.modules for sub in m.modules()]
     try:
         for sub in modules:
             sub.training = True  # past the prefix's always-eval train(): the recipe trains in train mode
         before = _rng_states(cuda)
         with torch.no_grad(), _state(prefix, bypass=True):
-            try:
-                run_model(model, inputs)
-            except _SinkReached:
-                pass
+            # A sharded model runs to the end: a forward cut short would leave FSDP units gathered mid-run.
+            run_until(lambda: run_model(model, inputs), prefix.boundary_sink, stop=not prefix.sharded(),
+                      on_reach=lambda _r: seen.setdefault("after", _rng_states(cuda)))
     finally:
-        handle.remove()
         for sub in modules:
             sub.training = False
     after = seen.get("after", before)
@@ -265,37 +251,32 @@ def probe_fast_path(model: nn.Module, prefix: FrozenPrefix, allow_eval_prefix: b
     dtype = next(prefix.parameters()).dtype
     a = probe_inputs(model, batch=2, seq=8, pad=3, seed=1)
     b = probe_inputs(model, batch=2, seq=8, pad=3, seed=2)
-    was_training = model.training
     devices = [torch.cuda.current_device()] if a["input_ids"].is_cuda else []
     # The probe's own prefix runs must not show in the run's counters and timings.
     counters = dict(prefix_calls=prefix.state.prefix_calls, prefix_tokens=prefix.state.prefix_tokens, timings=[], t0=None)
-    with torch.random.fork_rng(devices=devices), _state(prefix, **counters):
-        model.eval()
-        try:
-            stochastic = _draws_in_training(model, prefix, a)
-            if stochastic and not allow_eval_prefix:
-                raise UnsupportedModelError(
-                    f"{type(model).__name__}: the frozen layers draw random numbers in training (dropout, router "
-                    "jitter or random hashing in the embedding side or layers[:k]); fastfreeze runs them in eval "
-                    "mode, so this run would differ from plain freezing. Set those probabilities to 0 in the model "
-                    "config (e.g. hidden_dropout / embd_pdrop / router_jitter_noise = 0) for an exact run, or pass "
-                    "FreezeConfig(allow_eval_prefix=True) to accept a deterministic (eval-mode) prefix knowingly."
-                )
-            with _state(prefix, bypass=True):
-                ref = _forward_backward(model, a, params)
-            with prefix.capture() as cap:
-                got = _forward_backward(model, a, params)
-            diff = _max_diff(got, ref, _sharded(params))
-            if not diff <= tolerance(dtype):
-                raise UnsupportedModelError(
-                    f"{type(model).__name__}: the no-grad prefix changes the result (max rel diff {diff:.2e} in "
-                    f"logits or gradients vs the model's own forward with the same freeze), so fastfreeze "
-                    "cannot run this model's frozen layers as a prefix. Freeze with "
-                    "`fastfreeze.freeze_bottom_layers` and a plain Trainer instead."
-                )
-            refusal = _cache_refusal(model, prefix, cap.boundary, a, b, params, ref, dtype)
-        finally:
-            model.train(was_training)
+    with torch.random.fork_rng(devices=devices), _state(prefix, **counters), eval_mode(model):
+        stochastic = _draws_in_training(model, prefix, a)
+        if stochastic and not allow_eval_prefix:
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: the frozen layers draw random numbers in training (dropout, router "
+                "jitter or random hashing in the embedding side or layers[:k]); fastfreeze runs them in eval "
+                "mode, so this run would differ from plain freezing. Set those probabilities to 0 in the model "
+                "config (e.g. hidden_dropout / embd_pdrop / router_jitter_noise = 0) for an exact run, or pass "
+                "FreezeConfig(allow_eval_prefix=True) to accept a deterministic (eval-mode) prefix knowingly."
+            )
+        with _state(prefix, bypass=True):
+            ref = _forward_backward(model, a, params)
+        with prefix.capture() as cap:
+            got = _forward_backward(model, a, params)
+        diff = _max_diff(got, ref, _sharded(params))
+        if not diff <= tolerance(dtype):
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: the no-grad prefix changes the result (max rel diff {diff:.2e} in "
+                f"logits or gradients vs the model's own forward with the same freeze), so fastfreeze "
+                "cannot run this model's frozen layers as a prefix. Freeze with "
+                "`fastfreeze.freeze_bottom_layers` and a plain Trainer instead."
+            )
+        refusal = _cache_refusal(model, prefix, cap.boundary, a, b, params, ref, dtype)
     return ProbeReport(time.perf_counter() - t0, len(params), diff, refusal, stochastic)
 
 
@@ -327,7 +308,8 @@ def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, para
     if culprits:
         return (f"the suffix reads tensors made inside the prefix besides the boundary (outputs of {culprits}); "
                 "a cached boundary cannot stand in for them")
-    if (prefix.boundary_source.__dict__.get("_ff_spec") or ("", (None, 0)))[-1][1] > 1:
+    spec = prefix.boundary_source.__dict__.get("_ff_spec")  # an OutputSpec, or None
+    if spec is not None and spec.length > 1:
         return (f"the suffix reads the extra outputs of {prefix.names[-1]} besides its hidden state; the cache "
                 "stores only the hidden state")
     return (f"injecting a cached boundary changes the result (max rel diff {diff:.2e}): the model keeps state "

@@ -147,7 +147,8 @@ def test_the_tree_reads_like_the_architecture():
     assert top == sorted([
         "__init__.py", "_hf_compat.py", "_io.py", "_patch.py", "_version.py", "adapters.py", "cache", "cli",
         "config.py", "continual", "data", "estimate", "families.py", "freeze.py", "integrations", "kernels.py",
-        "placement.py", "prefix.py", "probe.py", "runtime.py", "safety", "trainer.py", "verify", "_tiny_models.py",
+        "placement.py", "prefix.py", "probe.py", "runtime.py", "safety", "trace.py", "trainer.py", "verify",
+        "_tiny_models.py",
     ]), top
 
 

@@ -1,12 +1,16 @@
 """FrozenPrefix: the no-grad prefix captures the boundary, an injected boundary replaces it, remove() restores the model."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import transformers
 
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
+from fastfreeze import _patch
 from fastfreeze.families import resolve
+from fastfreeze.prefix import OutputSpec, _as_output, _output_spec, _standin_output
 from tests._helpers import make_model
 
 
@@ -99,3 +103,31 @@ def test_standins_are_made_once_per_module():
     assert seen[0] == seen[1]
     assert not set(seen[0]) & {id(m) for m in prefix.modules}  # they were swapped out
     assert prefix.state.standin_calls == 2 * len(seen[0])
+
+
+def test_output_forms_are_recorded_as_named_specs_through_patch():
+    """Each prefix module's output form is an `OutputSpec` kept as `_ff_spec` through `_patch` (so it
+    follows deepcopy and remove() takes it away); tuple / list outputs keep their type and length, their
+    extra items become None, and a filled stand-in is a stride-0 view with the recorded tail and dtype."""
+    x, ids = torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.long)
+    passed = _output_spec(x, (x * 2, "attention weights"))
+    assert passed == OutputSpec("pass", container=tuple, length=2) and _as_output(x, passed) == (x, None)
+    filled = _output_spec(ids, [torch.zeros(2, 3, 5, dtype=torch.bfloat16)])
+    assert (filled.kind, filled.container, filled.length, filled.tail, filled.dtype) == (
+        "fill", list, 1, (5,), torch.bfloat16)
+    out = _standin_output(filled, ids, float("nan"))
+    assert isinstance(out, list) and out[0].shape == (2, 3, 5) and out[0].stride() == (0, 0, 0)
+    assert out[0].dtype == torch.bfloat16 and out[0].isnan().all()
+    assert _output_spec(x, torch.randn(5)) is None and _as_output(x, None) is x  # not derived from the input
+
+    model = make_model("llama").eval()
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    with torch.no_grad():
+        model(input_ids=torch.randint(1, 90, (2, 7), generator=torch.Generator().manual_seed(0)))
+    specs = [m.__dict__["_ff_spec"] for m in prefix.modules]
+    assert [s.kind for s in specs] == ["fill", "pass", "pass"] and specs[0].tail == (32,)
+    assert all(_patch.patched(m, "_ff_spec", "prefix") for m in prefix.modules)
+    twin = copy.deepcopy(model)
+    assert twin.model.layers[1].__dict__["_ff_spec"] == specs[-1]
+    prefix.remove()
+    assert not any("_ff_spec" in m.__dict__ for m in prefix.modules)

@@ -15,6 +15,7 @@ import torch
 
 from .._hf_compat import attn_implementation, text_config
 from ..prefix import FrozenPrefix
+from ..trace import eval_mode
 
 __all__ = ["packed_documents_refusal"]
 
@@ -52,9 +53,7 @@ def packed_documents_refusal(prefix: FrozenPrefix) -> str | None:
     device = p0.device
     ids = torch.cat(docs).unsqueeze(0).to(device)
     pos = torch.cat([torch.arange(n) for n in _DOC_LENGTHS]).unsqueeze(0).to(device)
-    was_training = model.training
-    model.eval()
-    with prefix.uncounted():
+    with prefix.uncounted(), eval_mode(model):
         try:
             packed = prefix.compute_boundary(input_ids=ids, position_ids=pos)[0]
             alone = [prefix.compute_boundary(input_ids=d.unsqueeze(0).to(device),
@@ -62,8 +61,6 @@ def packed_documents_refusal(prefix: FrozenPrefix) -> str | None:
                      for d in docs]
         except Exception as err:  # a forward that needs more than ids and positions: no per-document entries
             return f"the packed-document check could not run the prefix ({type(err).__name__}: {err}); packed rows are keyed whole"
-        finally:
-            model.train(was_training)
     tol = _FP32_TOL if packed.dtype in (torch.float32, torch.float64) else _LOW_TOL
     worst = max(_rel(p, a) for p, a in zip(packed.split(list(_DOC_LENGTHS)), alone))
     if worst > tol:

@@ -24,6 +24,7 @@ from .._version import __version__
 from ..config import FreezeConfig
 from ..families import UnsupportedModelError
 from ..prefix import FrozenPrefix
+from ..trace import eval_mode
 from .collator import BOUNDARY_KEY, CachedBoundaryCollator
 from .disk import DiskCache
 from .keys import library_versions, prefix_fingerprint
@@ -180,30 +181,27 @@ class PrefixCacheRuntime:
         lengths = [len(ex["input_ids"]) for ex in dataset]
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        model = self.prefix.model
-        was_training = model.training
-        model.eval()
-        self.prefix.restore()
-        start, tokens, computed = time.perf_counter(), 0, 0
-        bar = tqdm(total=sum(lengths), unit="tok", unit_scale=True, desc=desc, leave=False)
-        try:
-            for idx in batches:
-                batch = base([dataset[i] for i in idx])
-                seg = self.segments(batch)
-                n_tok = sum(lengths[i] for i in idx)
-                if all(k in self.cache for k in seg.keys):
+        with eval_mode(self.prefix.model):
+            self.prefix.restore()
+            start, tokens, computed = time.perf_counter(), 0, 0
+            bar = tqdm(total=sum(lengths), unit="tok", unit_scale=True, desc=desc, leave=False)
+            try:
+                for idx in batches:
+                    batch = base([dataset[i] for i in idx])
+                    seg = self.segments(batch)
+                    n_tok = sum(lengths[i] for i in idx)
+                    if all(k in self.cache for k in seg.keys):
+                        bar.update(n_tok)
+                        continue
+                    inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None}
+                    boundary = self.prefix.compute_boundary(**inputs)
+                    self.store_batch({k: v.cpu() for k, v in inputs.items()}, boundary, seg)
+                    tokens += n_tok
+                    computed += len(idx)
                     bar.update(n_tok)
-                    continue
-                inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None}
-                boundary = self.prefix.compute_boundary(**inputs)
-                self.store_batch({k: v.cpu() for k, v in inputs.items()}, boundary, seg)
-                tokens += n_tok
-                computed += len(idx)
-                bar.update(n_tok)
-        finally:
-            bar.close()
-            model.train(was_training)
-            self.cache.flush()
+            finally:
+                bar.close()
+                self.cache.flush()
         seconds = time.perf_counter() - start
         stats = {"examples": computed, "tokens": tokens, "seconds": seconds,
                  "tokens_per_s": tokens / seconds if seconds > 0 else float("nan")}

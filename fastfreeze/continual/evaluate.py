@@ -14,6 +14,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..data.collate import IGNORE_INDEX as IGNORE
+from ..trace import eval_mode
 
 
 
@@ -89,11 +90,9 @@ def evaluate(model, evalset: EvalSet, batch_size: int = 256) -> dict:
     mean over attributes (the paper's average over the six attributes; equal to the plain mean
     when every person has every attribute).
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     ems, firsts = [], []
-    try:
+    with eval_mode(model):
         for start in range(0, len(evalset), batch_size):
             end = start + batch_size
             width = int(evalset.lengths[start:end].max())
@@ -104,8 +103,6 @@ def evaluate(model, evalset: EvalSet, batch_size: int = 256) -> dict:
             em, first = score_logits(logits, labels)
             ems.append(em.cpu())
             firsts.append(first.cpu())
-    finally:
-        model.train(was_training)
     return summarize(torch.cat(ems), torch.cat(firsts), evalset.attributes)
 
 
@@ -132,11 +129,9 @@ def generate_exact_match(model, evalset: EvalSet, eos_token_id: int, pad_token_i
 
     Usage: `generate_exact_match(model, evalset, tok.eos_token_id, tok.pad_token_id).float().mean()`.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     out = []
-    try:
+    with eval_mode(model):
         for i in range(len(evalset)):
             labels = evalset.labels[i]
             supervised = (labels != IGNORE).nonzero().flatten()
@@ -154,8 +149,6 @@ def generate_exact_match(model, evalset: EvalSet, eos_token_id: int, pad_token_i
                 pad_token_id=pad_token_id,
             )
             out.append(exact_match_from_generation(gen[0, prompt_len:].tolist(), answer, eos_token_id))
-    finally:
-        model.train(was_training)
     return torch.tensor(out)
 
 

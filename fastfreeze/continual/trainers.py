@@ -8,6 +8,7 @@ from transformers import TrainingArguments
 
 from .._hf_compat import adapt_training_kwargs
 from ..config import FreezeConfig
+from ..trace import eval_mode
 from ..trainer import FastFreezeTrainer
 
 def training_arguments(output_dir: str, seed: int, kwargs: dict) -> TrainingArguments:
@@ -115,22 +116,20 @@ def diagonal_fisher(model, dataloader, max_batches: int) -> dict[str, torch.Tens
     Usage: `F = diagonal_fisher(model, loader, 32)`; a per-batch (not per-example) estimate, the
     usual cheap approximation; it is what EWC needs up to a scale that lambda absorbs.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p, device="cpu") for n, p in params.items()}
     seen = 0
-    for batch in dataloader:
-        if seen >= max_batches:
-            break
+    with eval_mode(model):
+        for batch in dataloader:
+            if seen >= max_batches:
+                break
+            model.zero_grad(set_to_none=True)
+            batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+            model(**batch).loss.backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    fisher[n] += p.grad.detach().float().pow(2).cpu()
+            seen += 1
         model.zero_grad(set_to_none=True)
-        batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
-        model(**batch).loss.backward()
-        for n, p in params.items():
-            if p.grad is not None:
-                fisher[n] += p.grad.detach().float().pow(2).cpu()
-        seen += 1
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
     return {n: f / max(seen, 1) for n, f in fisher.items()}

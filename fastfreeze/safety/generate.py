@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..trace import eval_mode
 from .prompts import check_wrapper, wrap_prompt
 
 __all__ = ["generate_responses"]
@@ -55,10 +56,9 @@ def _check_args(prompts, max_new_tokens, batch_size, wrapper) -> list[str]:
 @contextlib.contextmanager
 def _generation_mode(model: torch.nn.Module, tokenizer) -> Iterator[None]:
     """Left padding with a pad token (eos if none) and the model in eval mode; everything restored after.
-    Per-module flags, not just model.training: a fastfreeze model keeps its frozen prefix in eval mode
-    while the rest trains, and model.train() afterwards would flip the prefix back."""
+    Per-module flags, not just model.training (`trace.eval_mode`): a fastfreeze model keeps its frozen
+    prefix in eval mode while the rest trains."""
     old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
-    modes = [(m, m.training) for m in model.modules()]
     try:
         tokenizer.padding_side = "left"  # decoder-only generation continues from the right end
         if tokenizer.pad_token is None:
@@ -66,14 +66,12 @@ def _generation_mode(model: torch.nn.Module, tokenizer) -> Iterator[None]:
                 raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token.")
             # Safe for batching: padded positions are masked out by the attention mask.
             tokenizer.pad_token = tokenizer.eos_token
-        model.eval()
-        yield
+        with eval_mode(model):
+            yield
     finally:
         tokenizer.padding_side = old_side
         if tokenizer.pad_token != old_pad:
             tokenizer.pad_token = old_pad
-        for module, mode in modes:
-            module.training = mode
 
 
 def _greedy_kwargs(model, tokenizer, max_new_tokens: int) -> dict:
