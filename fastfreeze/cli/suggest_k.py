@@ -52,6 +52,7 @@ def _settings(a, training: dict):
         learning_rate=a.learning_rate or float(training.get("learning_rate", 3e-4)),
         batch_size=a.batch_size or int(training.get("per_device_train_batch_size", 32)),
         weight_decay=float(training.get("weight_decay", 0.0)),
+        max_grad_norm=float(training.get("max_grad_norm", 1.0)) or None,
         seed=a.seed,
         eval_examples=a.eval_examples or None,
     )

@@ -32,6 +32,7 @@ class ProbeSettings:
     learning_rate: float = 3e-4
     batch_size: int = 32
     weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0  # the HF Trainer's default clipping, which the runner's training uses
     seed: int = 0
     eval_examples: int | None = 600  # rows scored per task (a seeded subset); None = all
     eval_batch_size: int = 256
@@ -113,7 +114,8 @@ def _batches(dataset, collator, settings: ProbeSettings):
 
 
 def train_probe(model, batches, settings: ProbeSettings) -> list[float]:
-    """Plain AdamW steps on `batches` over the parameters that require grad; returns the losses.
+    """Plain AdamW steps (the Trainer's defaults: constant rate, gradient norm clipped at `max_grad_norm`) on
+    `batches` over the parameters that require grad; returns the losses.
 
     Usage: `train_probe(model, _batches(ds, collator, s), s)`. Frozen parameters are outside the
     optimizer, so weight decay cannot move them either.
@@ -128,6 +130,8 @@ def train_probe(model, batches, settings: ProbeSettings) -> list[float]:
         loss = model(**batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if settings.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         opt.step()
         losses.append(float(loss.detach()))
     model.eval()
