@@ -5,6 +5,7 @@ Usage:
     fastfreeze suggest-k runs/demo --compare runs/demo/results.json
     fastfreeze suggest-k --model CKPT --data DSD_DIR --tokenizer TOK_DIR --new-task 1
     fastfreeze suggest-k --suggestion suggest_k-task1.json --compare other_run/results.json   # no probe
+    fastfreeze suggest-k --suggestion suggest_k-task1.json --learn-min 0.8          # the rule, other threshold
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--output", help="JSON path (default: RUN_DIR/suggest_k-task{N}.json; without RUN_DIR none)")
     p.add_argument("--compare", metavar="RESULTS_JSON", help="a run's results.json: is the suggested k among its best arms?")
-    p.add_argument("--suggestion", metavar="SUGGEST_JSON", help="reuse this suggest-k JSON instead of probing")
+    p.add_argument("--suggestion", metavar="SUGGEST_JSON", help="reuse this suggest-k JSON instead of probing "
+                   "(with --learn-min / --tie: re-apply the rule to its probe)")
     return p
 
 
@@ -97,8 +99,14 @@ def main(argv: list[str]) -> int:
     try:
         if a.suggestion:
             result, out = _load_json(a.suggestion, "a JSON written by fastfreeze suggest-k", "--suggestion"), None
-            if "suggestion" not in result:
-                raise ConfigError(f"--suggestion {a.suggestion!r} has no 'suggestion' entry; pass a suggest-k JSON.")
+            if "suggestion" not in result or "probe" not in result:
+                raise ConfigError(f"--suggestion {a.suggestion!r} has no 'probe'/'suggestion' entry; pass a "
+                                  "suggest-k JSON.")
+            if a.learn_min is not None or a.tie is not None:  # re-apply the rule with other thresholds
+                from fastfreeze.continual.suggest import LEARN_MIN, TIE, suggest
+
+                result["suggestion"] = suggest(result["probe"], LEARN_MIN if a.learn_min is None else a.learn_min,
+                                               TIE if a.tie is None else a.tie)
             out = Path(a.output) if a.output else None
         else:
             result, out = _probe(a)

@@ -94,3 +94,14 @@ def test_a_missing_split_names_the_task_options(run_dir, capsys):
     assert main([str(run_dir), "--new-task", "2", "--model", model, *FAST]) == 2
     err = capsys.readouterr().err
     assert "no split(s) ['task2_train']" in err and "--old-task/--new-task" in err
+
+
+def test_a_stored_probe_takes_other_thresholds(run_dir, tmp_path, capsys):
+    out = tmp_path / "s.json"
+    assert main([str(run_dir), *FAST, "--output", str(out)]) == 0
+    strict = tmp_path / "strict.json"
+    assert main(["--suggestion", str(out), "--learn-min", "2.0", "--output", str(strict)]) == 0
+    sug = json.loads(strict.read_text())["suggestion"]
+    assert sug["k"] == 0 and sug["learn_min"] == 2.0 and "no depth keeps" in sug["reason"]
+    assert not any(r["eligible"] for r in sug["rows"])
+    assert json.loads(out.read_text())["suggestion"]["learn_min"] == 0.6  # the stored file is left as it was
