@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's batch size, else 32")
     p.add_argument("--eval-examples", type=int, default=600, help="rows scored per task (0 = all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--learn-min", type=float, default=None, help="the rule's learning threshold (default 0.6)")
+    p.add_argument("--learn-min", type=float, default=None, help="the rule's learning threshold (default 0.8)")
     p.add_argument("--tie", type=float, default=None, help="the rule's retention tie, as a fraction (default 0.02)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--output", help="JSON path (default: RUN_DIR/suggest_k-task{N}.json; without RUN_DIR none)")

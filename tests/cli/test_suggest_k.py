@@ -104,4 +104,4 @@ def test_a_stored_probe_takes_other_thresholds(run_dir, tmp_path, capsys):
     sug = json.loads(strict.read_text())["suggestion"]
     assert sug["k"] == 0 and sug["learn_min"] == 2.0 and "no depth keeps" in sug["reason"]
     assert not any(r["eligible"] for r in sug["rows"])
-    assert json.loads(out.read_text())["suggestion"]["learn_min"] == 0.6  # the stored file is left as it was
+    assert json.loads(out.read_text())["suggestion"]["learn_min"] == 0.8  # the stored file is left as it was
