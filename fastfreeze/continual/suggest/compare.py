@@ -15,11 +15,12 @@ from ..metrics import average_accuracy
 
 
 def arm_k(strategy: dict) -> tuple[bool, int | None]:
-    """(is comparable, k): SEQ -> (True, None); an index-exact Freeze arm with the embedding frozen -> (True, k)."""
+    """(is comparable, k): SEQ -> (True, None); an index-exact Freeze arm with the embedding frozen -> (True, k);
+    anything else (Replay, EWC, freeze sets given by name patterns) -> (False, None)."""
     name = strategy.get("name")
     if name == "seq":
         return True, None
-    if name == "freeze" and strategy.get("freeze_embeddings", True) and not strategy.get("paper_set"):
+    if name == "freeze" and strategy.get("freeze_embeddings", True) and not strategy.get("patterns"):
         return True, int(strategy.get("num_frozen_layers", 0))
     return False, None
 
