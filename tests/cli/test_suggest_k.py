@@ -8,7 +8,7 @@ import yaml
 
 from fastfreeze.cli.suggest_k import main
 from fastfreeze.data import build_word_tokenizer
-from tests.continual.test_suggest import LAYERS, tiny_model, tiny_task_data
+from tests.continual.suggest.test_probe import LAYERS, tiny_model, tiny_task_data
 
 FAST = ["--steps", "3", "--batch-size", "8", "--eval-examples", "0", "--learning-rate", "1e-2"]
 

@@ -11,7 +11,11 @@ after the probe with each depth frozen), `rule` turns it into a suggestion (the 
 """
 from __future__ import annotations
 
-from .inputs import Inputs, resolve
+from transformers import AutoModelForCausalLM
+
+from ...data import PaddingCollator, tokenize_qa
+from ..evaluate import EvalSet
+from .inputs import Inputs, load_splits, load_tokenizer, resolve
 from .probe import ProbeSettings, run_probe
 from .rule import LEARN_MIN, TIE, markdown, suggest
 
@@ -23,12 +27,6 @@ def suggest_k(inp: Inputs, settings: ProbeSettings, old_split: str = "train", le
     Returns {"inputs", "probe", "suggestion"} (JSON-ready). `old_split` is the old task's split scored
     after the probe: "train" (its QA-trained people; the default, so no test row is read) or "test".
     """
-    from transformers import AutoModelForCausalLM
-
-    from ...data import PaddingCollator, tokenize_qa
-    from ..evaluate import EvalSet
-    from .inputs import load_splits, load_tokenizer
-
     tok = load_tokenizer(inp.tokenizer)
     old_raw, new_raw = load_splits(inp, old_split)
     old_ds = tokenize_qa(old_raw, tok, inp.max_length)

@@ -5,7 +5,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from datasets import DatasetDict, load_from_disk
+from transformers import AutoTokenizer
 
+from ..build import load_data_files
 from ..config import ConfigError
 
 
@@ -105,10 +108,6 @@ def resolve(run_dir=None, model=None, previous=None, data=None, tokenizer=None, 
 
 def load_splits(inp: Inputs, old_split: str):
     """(old-task eval rows, new-task train rows), raw. Raises ConfigError naming a missing split."""
-    from datasets import DatasetDict, load_from_disk
-
-    from ..build import load_data_files
-
     if inp.data_files is not None:
         dsd = load_data_files(inp.data_files)
     else:
@@ -116,7 +115,8 @@ def load_splits(inp: Inputs, old_split: str):
             raise ConfigError(f"--data {str(inp.data)!r} is not a DatasetDict folder (save_to_disk output with "
                               "a dataset_dict.json); pass the run's data-* folder.")
         dsd = load_from_disk(str(inp.data))
-    assert isinstance(dsd, DatasetDict)
+    if not isinstance(dsd, DatasetDict):
+        raise ConfigError(f"--data {str(inp.data)!r} holds one Dataset, not a DatasetDict with task splits.")
     need = [f"task{inp.old_task}_{old_split}", f"task{inp.new_task}_train"]
     missing = [s for s in need if s not in dsd]
     if missing:
@@ -127,8 +127,6 @@ def load_splits(inp: Inputs, old_split: str):
 
 def load_tokenizer(path: Path):
     """The run's tokenizer, with pad = EOS when it has no pad token (as the runner does)."""
-    from transformers import AutoTokenizer
-
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as e:

@@ -1,4 +1,4 @@
-"""suggest-k: the probe (one row per depth, frozen depths bitwise frozen), the rule on constructed evidence, the comparison."""
+"""suggest-k's probe: one row per depth, frozen depths bitwise frozen, same batches, per-layer sizes and cosines."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +9,7 @@ import torch
 import transformers
 
 from fastfreeze.continual.evaluate import EvalSet
-from fastfreeze.continual.suggest import ProbeSettings, run_probe, suggest
-from fastfreeze.continual.suggest.compare import compare
+from fastfreeze.continual.suggest import ProbeSettings, run_probe
 from fastfreeze.continual.suggest.probe import _batches, probe_arm, relative_update_sizes, update_cosines
 from fastfreeze.data import PaddingCollator, build_word_tokenizer, tokenize_qa
 
@@ -104,55 +103,3 @@ def test_update_sizes_and_cosines_by_group():
     assert sizes == {"emb": 0.0, "0": 1.0, "head": 0.0}
     cos = update_cosines(w0, w1, w2, emb)
     assert cos["0"] == pytest.approx(-1.0) and cos["emb"] is None and cos["head"] is None
-
-
-def _probe(retention: list[float], losses: list[float], before: float = 4.0) -> dict:
-    """A constructed probe result: SEQ then k = 0..len-2, with old-task first-token accuracy and new-task loss."""
-    ks = [None, *range(len(retention) - 1)]
-    arms = [{"k": k, "old_first_token": r, "old_exact_match": r, "new_loss": l} for k, r, l in zip(ks, retention, losses)]
-    return {"new_loss_before": before, "arms": arms, "old_before": {"first_token": 1.0, "exact_match": 1.0}}
-
-
-def test_rule_picks_the_smallest_depth_that_protects_as_well_as_any_that_learns():
-    # learning shares (4 - loss) / 2: SEQ 1.0, k0 0.95, k1 0.85, k2 0.70, k3 0.30
-    p = _probe([0.40, 0.50, 0.90, 0.95, 0.99], [2.0, 2.1, 2.3, 2.6, 3.4])
-    s = suggest(p, learn_min=0.6, tie=0.02)
-    assert s["k"] == 2  # k3 protects most but learns too little; k1 is 5 points below k2
-    assert [r["eligible"] for r in s["rows"]] == [False, True, True, True, False]
-    assert suggest(p, learn_min=0.6, tie=0.06)["k"] == 1  # within the tie the shallower depth wins
-    assert suggest(p, learn_min=0.2, tie=0.02)["k"] == 3  # k3 is eligible at a lower threshold
-    assert suggest(p, learn_min=0.99, tie=0.02)["k"] == 0 and "no depth" in suggest(p, 0.99, 0.02)["reason"]
-
-
-def test_rule_refuses_a_probe_that_learned_nothing():
-    with pytest.raises(ValueError, match="raise --steps or --learning-rate"):
-        suggest(_probe([0.4, 0.5], [4.0, 4.1]))
-
-
-def _results(arms: dict) -> dict:
-    """A runner-shaped results.json: arm -> (k or None, accuracy matrix)."""
-    out = {}
-    for name, (k, R) in arms.items():
-        strat = {"name": "seq"} if k is None else {"name": "freeze", "num_frozen_layers": k, "freeze_embeddings": True}
-        out[name] = {"strategy": strat, "accuracy_matrix": R}
-    # not comparable: other methods, and freeze sets matched by name patterns (the paper's as-ran sets)
-    out["replay"] = {"strategy": {"name": "replay"}, "accuracy_matrix": [[0.9, None], [0.9, 0.9]]}
-    out["asran"] = {"strategy": {"name": "paper_freeze", "patterns": ["layers.1"]}, "accuracy_matrix": [[0.9, None], [0.9, 0.9]]}
-    out["asran2"] = {"strategy": {"name": "freeze", "num_frozen_layers": 1, "patterns": ["layers.1"]},
-                     "accuracy_matrix": [[0.9, None], [0.9, 0.9]]}
-    return {"arms": out}
-
-
-def test_compare_finds_the_best_arms_both_ways():
-    res = _results({"seq": (None, [[0.9, 0.0], [0.30, 0.99]]), "freeze1": (1, [[0.9, 0.0], [0.45, 0.96]]),
-                    "freeze2": (2, [[0.9, 0.0], [0.50, 0.84]])})
-    c = compare(1, res)
-    assert [r["arm"] for r in c["rows"]] == ["seq", "freeze1", "freeze2"]
-    assert c["verdict"]["among_best_acc"] and c["verdict"]["among_best_retention"]
-    assert c["verdict"]["best_retention_arms"] == ["freeze1"]  # freeze2 keeps more but learns 15 points less
-    c2 = compare(2, res)
-    assert c2["verdict"]["best_acc_arms"] == ["freeze1"] and not c2["verdict"]["among_best_acc"]
-    assert not c2["verdict"]["among_best_retention"]
-    assert not compare(3, res)["verdict"]["arm_with_k"]
-    with pytest.raises(ValueError, match="no SEQ arm"):
-        compare(1, {"arms": {k: v for k, v in res["arms"].items() if k != "seq"}})
