@@ -12,6 +12,8 @@ RULE (defaults `learn_min=0.8`, `tie=0.02`, tuned on the tiny preset's seed 1 on
      better only costs capacity).
   If no depth is eligible, suggest k=0 and say so (freezing anything slows the new task that much).
 The per-layer update sizes and orthogonality are reported beside it as evidence; they do not enter the rule.
+learn_min encodes an equal-budget regime (a slower learner learns less): validated there on the tiny preset,
+it picked k=1 on the five-task preset where, with a per-arm convergence budget, k=2 was best (docs/suggest-k.md).
 """
 from __future__ import annotations
 
