@@ -1,4 +1,4 @@
-"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | verify | safety | sft | estimate`."""
+"""Command-line entry point: `fastfreeze demo | continual | recover | orthogonality | suggest-k | verify | safety | sft | estimate`."""
 from __future__ import annotations
 
 import importlib
@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "continual": ("fastfreeze.cli.continual", "Run a continual-learning task sequence from a YAML config."),
     "recover": ("fastfreeze.cli.recover", "Recovery test: is forgotten accuracy spurious (recoverable)?"),
     "orthogonality": ("fastfreeze.cli.orthogonality", "Per-layer update orthogonality between two windows."),
+    "suggest-k": ("fastfreeze.cli.suggest_k", "Probe the next task with each depth frozen; suggest k, with evidence."),
     "verify": ("fastfreeze.cli.verify", "Prove parity with plain PyTorch freezing on your model and data."),
     "safety": ("fastfreeze.cli.safety", "Refusal-rate evaluation and the safety scenario."),
     "sft": ("fastfreeze.cli.sft", "TRL's `trl sft` with the bottom k layers frozen and cached (flags / YAML as TRL's)."),

@@ -10,7 +10,7 @@ def test_every_subcommand_is_a_cli_module_with_main_and_help(capsys):
     assert main(["--help"]) == 0
     usage = capsys.readouterr().out
     for name, (module, help_text) in SUBCOMMANDS.items():
-        assert module == f"fastfreeze.cli.{name}" and callable(importlib.import_module(module).main)
+        assert module == f"fastfreeze.cli.{name.replace('-', '_')}" and callable(importlib.import_module(module).main)
         assert name in usage and help_text in usage
 
 
