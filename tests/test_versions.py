@@ -49,12 +49,12 @@ def test_every_lower_bound_is_the_tested_lowest_version():
 
 
 def test_a_bound_nobody_ran_is_caught(monkeypatch):
-    """The check can fail: pyproject declaring accelerate 1.7 while 1.8 is what ran."""
+    """The check can fail: pyproject declaring accelerate 1.15 while 1.16 is what ran."""
     read = Path.read_text
 
     def mutated(self, *a, **kw):
         text = read(self, *a, **kw)
-        return text.replace('"accelerate>=1.8"', '"accelerate>=1.7"') if self.name == "pyproject.toml" else text
+        return text.replace('"accelerate>=1.16"', '"accelerate>=1.15"') if self.name == "pyproject.toml" else text
 
     monkeypatch.setattr(Path, "read_text", mutated)
-    assert mismatches() == {"accelerate": ((1, 7), (1, 8), (1, 8))}
+    assert mismatches() == {"accelerate": ((1, 15), (1, 16), (1, 16))}
