@@ -279,8 +279,7 @@ def _add_one(x_ptr, n, BLOCK: "tl.constexpr"):  # compiled by triton (AOT), neve
 def test_triton_specialize_and_compile_for_a_gpu_without_one():
     """The AOT check's triton internals (benchmarks/aot/check.py): the binder specializes on the arguments
     (divisibility by 16 of an integer and a pointer, constexprs), and the kernel compiles to a cubin."""
-    pytest.importorskip("triton")
-    from triton.runtime.jit import JITFunction
+    triton = pytest.importorskip("triton")
 
     class Ptr:  # what the binder reads from a tensor argument
         dtype = torch.float32
@@ -288,7 +287,7 @@ def test_triton_specialize_and_compile_for_a_gpu_without_one():
         def data_ptr(self):
             return 1 << 20
 
-    kernel, target = JITFunction(_add_one), hf.triton_gpu_target(90)  # JITFunction: compiled even under TRITON_INTERPRET
+    kernel, target = triton.JITFunction(_add_one), hf.triton_gpu_target(90)  # compiled even under TRITON_INTERPRET
     aligned = hf.triton_specialize(kernel, (Ptr(), 4096), {"BLOCK": 128, "num_warps": 4}, target)
     options, signature, constexprs, attrs = aligned
     assert options.num_warps == 4 and signature == {"x_ptr": "*fp32", "n": "i32", "BLOCK": "constexpr"}

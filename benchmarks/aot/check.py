@@ -66,12 +66,12 @@ def _tool(name: str) -> str:
 
 def specialize(launch, target):
     """(options, signature, constexprs, attrs) exactly as JITFunction.run derives them for these arguments."""
-    from triton.runtime.jit import JITFunction
+    import triton
 
     from benchmarks.aot.cases import as_bindable
 
     kernel = launch.kernel
-    if not isinstance(kernel, JITFunction) or type(kernel).__name__ == "InterpretedFunction":
+    if not isinstance(kernel, triton.JITFunction) or type(kernel).__name__ == "InterpretedFunction":
         raise SystemExit("kernels are interpreted: run the AOT check with TRITON_INTERPRET unset")
     return triton_specialize(kernel, as_bindable(launch.args), launch.kwargs, target)
 
