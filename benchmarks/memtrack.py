@@ -23,11 +23,10 @@ import os
 import weakref
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from fastfreeze._hf_compat import dispatch_mode_base, tree_leaves
 
 
-class _Mode(TorchDispatchMode):
+class _Mode(dispatch_mode_base()):
     def __init__(self, tracker: "MemTracker"):
         super().__init__()
         self.tracker = tracker
@@ -36,9 +35,9 @@ class _Mode(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if not self.tracker.paused:
             # a view, in-place or out= result shares an input's storage: nothing was allocated
-            inputs = {id(a.untyped_storage()) for a in tree_flatten((args, kwargs))[0]
+            inputs = {id(a.untyped_storage()) for a in tree_leaves((args, kwargs))
                       if isinstance(a, torch.Tensor) and a.device.type != "meta"}
-            for t in tree_flatten(out)[0]:
+            for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor) and (t.device.type == "meta" or id(t.untyped_storage()) not in inputs):
                     self.tracker._track(t)
         return out

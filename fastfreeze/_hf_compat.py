@@ -1,8 +1,11 @@
-"""Every access to private or version-dependent internals of transformers, TRL, PEFT and torch, one shim each.
+"""Every access to private or version-dependent internals of transformers, TRL, PEFT, torch and triton, one shim each.
 
 fastfreeze supports transformers 5.17 and 5.24 (and TRL / PEFT as they come); each name below is
 checked against the installed versions by tests/test_hf_compat.py, so a release that moves one
 fails there, loudly, with the shim's name, instead of somewhere deep in a training run.
+
+The benchmarks use the torch dispatch / pytree and triton compiler shims at the end (memtrack, the AOT
+check); they sit here so that one test file watches every internal the project touches.
 
 Usage:
     class FreezeMixin(TrainerHooks): ...           # Trainer's private `_save` / `_prepare_inputs`
@@ -12,14 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 from typing import Any, Callable
 
+import torch
+import transformers
 from torch import nn
 from transformers import TrainingArguments
 
 import datasets
 from datasets.fingerprint import Hasher
+from torch.utils._python_dispatch import TorchDispatchMode  # torch has no public path to it
+from torch.utils._pytree import tree_leaves as _tree_leaves
 from transformers.trainer_utils import get_last_checkpoint
 
 try:  # internal module paths: a release that moves one breaks only the feature that needs it
@@ -38,6 +46,10 @@ try:
     from datasets.table import InMemoryTable
 except ImportError:  # pragma: no cover
     InMemoryTable = None
+try:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+except ImportError:  # pragma: no cover
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = None
 
 
 # ------------------------------------------------------------------------------ transformers config / model
@@ -60,6 +72,21 @@ def set_attn_implementation(model: nn.Module, attn: str) -> None:
         setter(attn)
     else:  # pragma: no cover - transformers without the setter
         model.config._attn_implementation = attn
+
+
+def set_config_attn_implementation(config: Any, attn: str) -> None:
+    """Set the attention kernel on a config (and its sub-configs), for a model built from it or one whose
+    attention cannot be switched after construction: the config property transformers' own
+    `attn_implementation=` argument sets. Usage: set_config_attn_implementation(cfg, "eager")."""
+    config._attn_implementation = attn
+
+
+def causal_lm_model_types() -> list[str]:
+    """Every model type the installed transformers registers for AutoModelForCausalLM, sorted; from the
+    public lazy mapping's config classes where a release moves the name table."""
+    if MODEL_FOR_CAUSAL_LM_MAPPING_NAMES is not None:
+        return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    return sorted({cfg.model_type for cfg in transformers.MODEL_FOR_CAUSAL_LM_MAPPING.keys()})  # pragma: no cover
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -160,6 +187,26 @@ def compile_events() -> int:
         return 0
 
 
+def dispatch_mode_base() -> type:
+    """torch's TorchDispatchMode, the base class of a mode that sees every aten op (benchmarks/memtrack.py)."""
+    return TorchDispatchMode
+
+
+def tree_leaves(tree: Any) -> list:
+    """The leaves of nested tuples / lists / dicts as torch's pytree flattens an op's arguments."""
+    return _tree_leaves(tree)
+
+
+def raise_recompile_limit(limit: int) -> list[str]:
+    """Let torch.compile recompile one function up to `limit` times (each static shape is a recompile)
+    before falling back to eager; returns the Dynamo config names set (renamed across releases)."""
+    config = torch._dynamo.config  # imported on first access
+    names = [n for n in ("cache_size_limit", "recompile_limit") if hasattr(config, n)]
+    for name in names:
+        setattr(config, name, limit)
+    return names
+
+
 # ------------------------------------------------------------------------------ TRL
 def trl_load_model(name: str, args: Any, quantization_config: Any = None) -> nn.Module:
     """Load a model id the way SFTTrainer does (`model_init_kwargs`, SFTTrainer's own
@@ -238,3 +285,46 @@ def peft_default_targets(model_type: str | None) -> list[str] | None:
 
     targets = defaults.get(model_type)
     return sorted(targets) if targets else None
+
+
+# ------------------------------------------------------------------------------ triton (the AOT check)
+def triton_gpu_target(arch: int) -> Any:
+    """triton's compile target for NVIDIA compute capability `arch` (80, 90, 100), warp size 32."""
+    from triton.backends.compiler import GPUTarget
+
+    return GPUTarget("cuda", arch, 32)
+
+
+def triton_specialize(kernel: Any, args: tuple, kwargs: dict, target: Any) -> tuple:
+    """(options, signature, constexprs, attrs) for launching `kernel` (a JITFunction) with these arguments,
+    exactly as `JITFunction.run` derives them, for `target`, without a GPU."""
+    from triton import knobs
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    kw = dict(kwargs)
+    kw["debug"] = kw.get("debug", kernel.debug) or knobs.runtime.debug
+    for knob in ("instrumentation_mode", "fpsan_homomorphic_casts"):  # what run() adds, where this triton has it
+        if hasattr(knobs.compilation, knob):
+            kw[knob] = getattr(knobs.compilation, knob)
+    bound, spec, opts = binder(*args, **kw)
+    return kernel._pack_args(backend, kw, bound, spec, opts)
+
+
+def triton_compile(kernel: Any, specialized: tuple, target: Any) -> Any:
+    """Compile `kernel` for `target` with `triton_specialize`'s result; `.asm` holds "ttgir" and "cubin"."""
+    import triton
+    from triton.compiler import ASTSource
+
+    options, signature, constexprs, attrs = specialized
+    return triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__)
+
+
+def triton_nvidia_tool(name: str) -> str | None:
+    """Path of an NVIDIA binary (cuobjdump, nvdisasm, ptxas) the triton wheel ships; None if it has none."""
+    import triton.backends.nvidia as nv
+
+    path = os.path.join(os.path.dirname(nv.__file__), "bin", name)
+    return path if os.path.exists(path) else None

@@ -19,6 +19,8 @@ import dataclasses
 import torch
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 
+from ._hf_compat import set_config_attn_implementation
+
 HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM = 64, 4, 4, 2, 16
 INTERMEDIATE, EXPERT_INTERMEDIATE, VOCAB, POSITIONS = 128, 32, 128, 64
 EXPERTS, EXPERTS_PER_TOKEN = 4, 2
@@ -205,7 +207,7 @@ def tiny_config(model_type: str):
         cfg.is_decoder = True  # encoder architectures registered as causal LMs run as decoders
     if hasattr(cfg, "use_cache"):
         cfg.use_cache = False
-    cfg._attn_implementation = "eager"
+    set_config_attn_implementation(cfg, "eager")
     return cfg
 
 
@@ -246,7 +248,7 @@ def build_model(cfg, seed: int = 0):
             raise
         model = AutoModelForCausalLM.from_config(cfg)
     model = model.float()
-    model.config._attn_implementation = "eager"
+    set_config_attn_implementation(model.config, "eager")  # also where it cannot be switched later
     if hasattr(model, "set_default_language"):  # X-MOD: the language adapter to run
         cfg_ = model.config
         lang = getattr(cfg_, "default_language", None) or next(iter(getattr(cfg_, "languages", None) or []), None)

@@ -246,15 +246,15 @@ def _whole_weights(module: nn.Module):
     a collective: every rank checks the same classes in the same order (install_kernels' loop)."""
     swapped = []
     for sub in module.modules():
-        for name, p in list(sub._parameters.items()):
-            if p is not None and hasattr(p, "full_tensor"):
+        for name, p in list(sub.named_parameters(recurse=False)):
+            if hasattr(p, "full_tensor"):
                 swapped.append((sub, name, p))
-                sub._parameters[name] = nn.Parameter(p.full_tensor().detach(), requires_grad=False)
+                setattr(sub, name, nn.Parameter(p.full_tensor().detach(), requires_grad=False))
     try:
         yield
     finally:
         for sub, name, p in swapped:
-            sub._parameters[name] = p
+            setattr(sub, name, p)
 
 
 def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:

@@ -336,11 +336,11 @@ class FrozenPrefix:
             yield
         finally:
             for parent, name, original in reversed(swapped):
-                parent._modules[name] = original
+                setattr(parent, name, original)
             self.state.injected = previous
 
     def _swap_in_standins(self) -> list:
-        """Replace each skippable prefix module in its parent's `_modules` (the probe's `skip_only`
+        """Replace each skippable prefix module in its parent (the probe's `skip_only`
         restricts which); returns (parent, name, original) to restore, in swap order."""
         swapped = []
         only = self.state.skip_only
@@ -351,12 +351,12 @@ class FrozenPrefix:
                 continue
             parent_path, _, name = path.rpartition(".")
             parent = self.model.get_submodule(parent_path) if parent_path else self.model
-            if parent._modules.get(name) is not m:
+            if getattr(parent, name, None) is not m:
                 continue  # not reachable by this name (already swapped, or wrapped): it just runs
             standin = self._standins.get(id(m))
             if standin is None or standin.spec is not spec:
                 standin = self._standins[id(m)] = _StandIn(m, spec, self.state, source)
-            parent._modules[name] = standin
+            setattr(parent, name, standin)
             self.state.standin_calls += 1
             swapped.append((parent, name, m))
         return swapped

@@ -13,6 +13,11 @@ from transformers import Trainer, TrainingArguments
 from fastfreeze import _hf_compat as hf
 from tests._helpers import make_model, make_rows, pad_collator
 
+try:  # the kernel below is read by triton's compiler, which resolves `tl` from this module
+    import triton.language as tl
+except ImportError:  # pragma: no cover - no triton on this platform: the triton test skips
+    tl = None
+
 
 def test_text_config_of_a_multimodal_config():
     cfg = transformers.Gemma3Config()
@@ -215,3 +220,80 @@ def test_checkpointing_training_kwargs_turn_checkpointing_on(tmp_path):
     assert getattr(args, flag) is True
     assert getattr(args, f"{flag}_kwargs") == {"use_reentrant": False}
     assert hf.checkpointing_training_kwargs(False) == {flag: False}
+
+
+def test_set_config_attn_implementation_reaches_sub_configs_and_the_model():
+    cfg = transformers.Gemma3Config()
+    hf.set_config_attn_implementation(cfg, "eager")
+    assert hf.attn_implementation(cfg) == hf.attn_implementation(hf.text_config(cfg)) == "eager"
+    hf.set_config_attn_implementation(cfg, "sdpa")  # changes it again, sub-configs included
+    assert hf.attn_implementation(hf.text_config(cfg)) == "sdpa"
+    plain = make_model("llama", attn="sdpa").config
+    hf.set_config_attn_implementation(plain, "eager")
+    assert hf.attn_implementation(transformers.AutoModelForCausalLM.from_config(plain).config) == "eager"
+
+
+def test_causal_lm_model_types_are_the_registered_ones():
+    types = hf.causal_lm_model_types()
+    assert types == sorted(types) and {"llama", "gpt2", "mixtral", "qwen2"} <= set(types), (
+        "transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES moved")
+    assert "t5" not in types  # encoder-decoder: not an AutoModelForCausalLM type
+    assert all(t in transformers.CONFIG_MAPPING for t in types)
+
+
+def test_dispatch_mode_sees_aten_ops_and_tree_leaves_flattens_arguments():
+    seen = []
+
+    class Spy(hf.dispatch_mode_base()):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append((str(func), hf.tree_leaves((args, kwargs or {}))))
+            return func(*args, **(kwargs or {}))
+
+    x = torch.ones(2)
+    with Spy():
+        y = x + 1
+    assert seen and seen[0][0] == "aten.add.Tensor", "torch.utils._python_dispatch.TorchDispatchMode moved"
+    assert seen[0][1][0] is x and torch.equal(y, torch.full((2,), 2.0))
+    a, b, c = torch.zeros(1), torch.zeros(2), torch.zeros(3)
+    leaves = hf.tree_leaves(((a, [b, {"k": c}]), 4))
+    assert len(leaves) == 4 and all(p is q for p, q in zip(leaves, (a, b, c))) and leaves[3] == 4
+
+
+def test_raise_recompile_limit_sets_dynamo_config():
+    config = torch._dynamo.config
+    names = [n for n in ("cache_size_limit", "recompile_limit") if hasattr(config, n)]
+    before = {n: getattr(config, n) for n in names}
+    try:
+        assert hf.raise_recompile_limit(64) == names and names, "torch._dynamo.config recompile limit renamed"
+        assert all(getattr(config, n) == 64 for n in names)
+    finally:
+        for n, v in before.items():
+            setattr(config, n, v)
+
+
+def _add_one(x_ptr, n, BLOCK: "tl.constexpr"):  # compiled by triton (AOT), never called by Python
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(x_ptr + offs, tl.load(x_ptr + offs, mask=offs < n) + 1, mask=offs < n)
+
+
+def test_triton_specialize_and_compile_for_a_gpu_without_one():
+    """The AOT check's triton internals (benchmarks/aot/check.py): the binder specializes on the arguments
+    (divisibility by 16 of an integer and a pointer, constexprs), and the kernel compiles to a cubin."""
+    triton = pytest.importorskip("triton")
+
+    class Ptr:  # what the binder reads from a tensor argument
+        dtype = torch.float32
+
+        def data_ptr(self):
+            return 1 << 20
+
+    kernel, target = triton.JITFunction(_add_one), hf.triton_gpu_target(90)  # compiled even under TRITON_INTERPRET
+    aligned = hf.triton_specialize(kernel, (Ptr(), 4096), {"BLOCK": 128, "num_warps": 4}, target)
+    options, signature, constexprs, attrs = aligned
+    assert options.num_warps == 4 and signature == {"x_ptr": "*fp32", "n": "i32", "BLOCK": "constexpr"}
+    assert list(constexprs.values()) == [128] and ["tt.divisibility", 16] in attrs[(1,)]
+    odd = hf.triton_specialize(kernel, (Ptr(), 4097), {"BLOCK": 128, "num_warps": 4}, target)[3]
+    assert ["tt.divisibility", 16] not in odd.get((1,), [])
+    assert hf.triton_nvidia_tool("cuobjdump") and hf.triton_nvidia_tool("no-such-tool") is None
+    compiled = hf.triton_compile(kernel, aligned, target)
+    assert compiled.asm["cubin"] and ".target sm_90" in compiled.asm["ptx"]

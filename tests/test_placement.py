@@ -56,9 +56,9 @@ def test_trainer_decides_kernels_after_trainer_placed_the_model(monkeypatch, tmp
     The kernel set must be chosen after that move, for args.device (before it, 'auto' saw a CPU
     parameter and chose torch for a CUDA run)."""
     events = []
-    move = transformers.Trainer._move_model_to_device
-    monkeypatch.setattr(transformers.Trainer, "_move_model_to_device",
-                        lambda self, model, device: (events.append(("moved", str(device))), move(self, model, device)))
+    model = make_model("llama")
+    move = model.to  # Trainer places the model with its public `.to(device)` (spied per instance)
+    model.to = lambda device, *a, **kw: (events.append(("moved", str(device))), move(device, *a, **kw))[1]
     resolve = runtime_mod.resolve_kernel_set
 
     def spy(choice, model, device=None):
@@ -67,7 +67,7 @@ def test_trainer_decides_kernels_after_trainer_placed_the_model(monkeypatch, tmp
 
     monkeypatch.setattr(runtime_mod, "resolve_kernel_set", spy)
     args = training_args(str(tmp_path))
-    t = FastFreezeTrainer(model=make_model("llama"), args=args, freeze_config=FreezeConfig(num_frozen_layers=2))
+    t = FastFreezeTrainer(model=model, args=args, freeze_config=FreezeConfig(num_frozen_layers=2))
     assert events == [("moved", str(args.device)), ("kernels", str(args.device))]
     report = t.freeze_report
     assert (report.kernel_set, report.device) == ("torch", "cpu") and "kernels: torch on cpu" in str(report)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fastfreeze import _tiny_models as tm
+from fastfreeze._hf_compat import attn_implementation
 
 
 def test_a_config_is_shrunk_by_field_name():
@@ -12,7 +13,7 @@ def test_a_config_is_shrunk_by_field_name():
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == (tm.HIDDEN, tm.LAYERS, tm.VOCAB)
     assert (cfg.num_attention_heads, cfg.num_key_value_heads) == (tm.HEADS, tm.KV_HEADS)
     assert cfg.intermediate_size == tm.INTERMEDIATE and cfg.attention_dropout == 0.0
-    assert cfg.use_cache is False and cfg._attn_implementation == "eager"
+    assert cfg.use_cache is False and attn_implementation(cfg) == "eager"
 
 
 def test_expert_counts_are_capped():
@@ -29,7 +30,7 @@ def test_the_model_is_seeded_fp32_and_eager():
     a, b, c = tm.build_model(cfg, seed=0), tm.build_model(cfg, seed=0), tm.build_model(cfg, seed=1)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
-    assert {p.dtype for p in a.parameters()} == {torch.float32} and a.config._attn_implementation == "eager"
+    assert {p.dtype for p in a.parameters()} == {torch.float32} and attn_implementation(a.config) == "eager"
 
 
 @pytest.mark.parametrize("model_type,reason", [

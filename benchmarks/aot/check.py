@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastfreeze._hf_compat import triton_compile, triton_gpu_target, triton_nvidia_tool, triton_specialize
+
 ROOT = Path(__file__).resolve().parents[2]
 ARCHS = {"sm_80": 80, "sm_90a": 90, "sm_100": 100}
 # Per-SM limits (CUDA programming guide, compute capability tables): registers, resident warps,
@@ -56,46 +58,29 @@ class Variant:
 
 # ------------------------------------------------------------------------------------------ specialize + compile
 def _tool(name: str) -> str:
-    import triton.backends.nvidia as nv
-
-    path = Path(nv.__file__).parent / "bin" / name
-    if not path.exists():
-        raise SystemExit(f"{path} missing: this triton wheel has no NVIDIA tools; install triton from PyPI")
-    return str(path)
+    path = triton_nvidia_tool(name)
+    if path is None:
+        raise SystemExit(f"{name} missing: this triton wheel has no NVIDIA tools; install triton from PyPI")
+    return path
 
 
 def specialize(launch, target):
     """(options, signature, constexprs, attrs) exactly as JITFunction.run derives them for these arguments."""
-    from triton import knobs
-    from triton.compiler import make_backend
-    from triton.runtime.jit import JITFunction, create_function_from_signature
+    import triton
 
     from benchmarks.aot.cases import as_bindable
 
     kernel = launch.kernel
-    if not isinstance(kernel, JITFunction) or type(kernel).__name__ == "InterpretedFunction":
+    if not isinstance(kernel, triton.JITFunction) or type(kernel).__name__ == "InterpretedFunction":
         raise SystemExit("kernels are interpreted: run the AOT check with TRITON_INTERPRET unset")
-    backend = make_backend(target)
-    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    kw = dict(launch.kwargs)
-    kw["debug"] = kw.get("debug", kernel.debug) or knobs.runtime.debug
-    for knob in ("instrumentation_mode", "fpsan_homomorphic_casts"):  # what run() adds, where this triton has it
-        if hasattr(knobs.compilation, knob):
-            kw[knob] = getattr(knobs.compilation, knob)
-    bound, spec, opts = binder(*as_bindable(launch.args), **kw)
-    return kernel._pack_args(backend, kw, bound, spec, opts)
+    return triton_specialize(kernel, as_bindable(launch.args), launch.kwargs, target)
 
 
 def compile_variant(launch, arch: str):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    target = GPUTarget("cuda", ARCHS[arch], 32)
-    options, signature, constexprs, attrs = specialize(launch, target)
-    compiled = triton.compile(ASTSource(launch.kernel, signature, constexprs, attrs), target=target,
-                              options=options.__dict__)
-    return compiled, options, signature, constexprs
+    target = triton_gpu_target(ARCHS[arch])
+    specialized = specialize(launch, target)
+    options, signature, constexprs, _ = specialized
+    return triton_compile(launch.kernel, specialized, target), options, signature, constexprs
 
 
 # ------------------------------------------------------------------------------------------ read the binaries
@@ -249,11 +234,9 @@ def judge(compiled, arch: str, num_warps: int, aligned: bool) -> dict:
 def collect(cases, archs) -> list[Variant]:
     """Unique specializations per arch (binder only, no compile). A variant is judged as aligned when any
     case that maps to it is aligned: the compiled code is the same for all of them."""
-    from triton.backends.compiler import GPUTarget
-
     variants: dict[tuple, Variant] = {}
     for arch in archs:
-        target = GPUTarget("cuda", ARCHS[arch], 32)
+        target = triton_gpu_target(ARCHS[arch])
         for case in cases:
             for launch in case.launches:
                 try:

@@ -35,12 +35,14 @@ sys.path.insert(0, str(ROOT))
 def _model(layers=12, hidden=512, inter=1376, heads=8, vocab=8192):
     import transformers
 
+    from fastfreeze._hf_compat import set_attn_implementation
+
     cfg = transformers.LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=inter,
                                    num_attention_heads=heads, num_key_value_heads=heads, vocab_size=vocab,
                                    max_position_embeddings=4096)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg)
-    model.config._attn_implementation = "sdpa"
+    set_attn_implementation(model, "sdpa")
     return model
 
 

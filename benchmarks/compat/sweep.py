@@ -46,6 +46,7 @@ import transformers  # noqa: E402
 from torch import nn  # noqa: E402
 
 from fastfreeze import _io  # noqa: E402
+from fastfreeze._hf_compat import causal_lm_model_types  # noqa: E402
 
 CLASSES = ("exact", "exact without cache", "refused", "not applicable", "different", "crash")
 
@@ -59,9 +60,7 @@ SUBSETS = {"ci": CI_SUBSET}
 
 
 def registered_types() -> list[str]:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    return causal_lm_model_types()
 
 
 def select_types(types: str | None = None, subset: str | None = None) -> list[str]:

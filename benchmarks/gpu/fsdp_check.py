@@ -24,6 +24,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig, _io
+from fastfreeze._hf_compat import set_attn_implementation
 from fastfreeze.data import PaddingCollator
 from fastfreeze.integrations.distributed import fsdp_config
 
@@ -59,10 +60,7 @@ def make_model(attn="sdpa", dtype=torch.float32):
                                    tie_word_embeddings=False)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg)  # transformers 5.x takes no attn_implementation= here
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(attn)
-    else:
-        model.config._attn_implementation = attn
+    set_attn_implementation(model, attn)
     return model.to(dtype)
 
 

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from benchmarks.kernels.providers import _liger, providers
 from fastfreeze import _io
+from fastfreeze._hf_compat import raise_recompile_limit
 
 
 # ---------------------------------------------------------------- measurement
@@ -328,9 +329,7 @@ def main(argv=None) -> int:
     print(f"device {meta['device']}, copy bandwidth {meta['copy_gbps']:.0f} GB/s", flush=True)
     # Each static torch.compile shape is a recompile of the same function: raise dynamo's limit so
     # the compiled baseline never silently falls back to eager.
-    for knob in ("cache_size_limit", "recompile_limit"):
-        if hasattr(torch._dynamo.config, knob):
-            setattr(torch._dynamo.config, knob, 64)
+    raise_recompile_limit(64)
     rows = run_all(dev, args, meta, t0)
     meta["seconds"] = round(time.time() - t0, 1)
     path = write(rows, meta, Path(args.out))

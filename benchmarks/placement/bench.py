@@ -70,12 +70,14 @@ def _reset_peak() -> bool:
 def _model(shape: str):
     import transformers
 
+    from fastfreeze._hf_compat import set_attn_implementation
+
     spec = dict(SHAPES[shape])
     dtype = getattr(torch, spec.pop("dtype"))
     cfg = transformers.LlamaConfig(max_position_embeddings=2048, **spec)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg).to(dtype)  # on the CPU, as run_clm.py loads it
-    model.config._attn_implementation = "sdpa"
+    set_attn_implementation(model, "sdpa")
     return model
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastfreeze._hf_compat import attn_implementation, set_attn_implementation
+
 
 def suffix_model(model: nn.Module, k: int) -> nn.Module:
     """A LlamaForCausalLM made of `model`'s layers[k:], norm, rotary and head (shared modules), fed
@@ -19,7 +21,7 @@ def suffix_model(model: nn.Module, k: int) -> nn.Module:
     suffix.model.norm, suffix.model.rotary_emb, suffix.lm_head = model.model.norm, model.model.rotary_emb, model.lm_head
     w = model.model.embed_tokens.weight
     suffix.model.embed_tokens = nn.Embedding(1, w.shape[1], device=w.device, dtype=w.dtype).requires_grad_(False)
-    suffix.config._attn_implementation = model.config._attn_implementation
+    set_attn_implementation(suffix, attn_implementation(model.config))
     left = [n for n, t in list(suffix.named_parameters()) + list(suffix.named_buffers()) if t.is_meta]
     if left:
         raise RuntimeError(f"suffix_model left meta tensors {left[:3]}; the model layout changed")

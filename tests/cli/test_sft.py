@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover
         return TrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig))
 
 from fastfreeze.cli.sft import FreezeArguments, load_local_dataset, load_model, main, parse  # noqa: E402
+from fastfreeze._hf_compat import attn_implementation  # noqa: E402
 from fastfreeze.config import FreezeConfig  # noqa: E402
 from fastfreeze.data.tokenize import build_word_tokenizer  # noqa: E402
 from fastfreeze.integrations.trl import FastFreezeSFTTrainer  # noqa: E402
@@ -120,7 +121,7 @@ def test_model_flags_and_init_kwargs_reach_the_loaded_model(files, tmp_path):
                                            "--attn_implementation", "eager", "--model_init_kwargs",
                                            '{"use_cache": false}', *RUN])
     model, processor = load_model(model_args, training)
-    assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "eager"
+    assert model.dtype == torch.bfloat16 and attn_implementation(model.config) == "eager"
     assert model.config.use_cache is False and training.model_init_kwargs is None
     assert processor.pad_token_id == model.config.pad_token_id
 

@@ -4,9 +4,11 @@ accelerate turns FSDP on only for accelerator devices (AcceleratorState sets Dis
 inside its MULTI_GPU/NPU/XPU/... branch; multi-process CPU is MULTI_CPU, which Trainer then wraps in
 DDP, and DDP refuses a model that is already `fully_shard`-ed). So on CPU the worker builds the
 Trainer a GPU user would build (`TrainingArguments(fsdp=..., fsdp_config=fsdp_config(model))`) and
-then marks accelerate's state FSDP, exactly what the MULTI_GPU branch does (`_force_fsdp`): from
-there on, accelerate's own FSDP2 preparation (`fully_shard` per wrapped class) and Trainer's FSDP
-save path run as on GPUs. Writes each rank's counters as JSON and rank 0's final weights.
+then marks accelerate's state FSDP, exactly what the MULTI_GPU branch does: from there on,
+accelerate's own FSDP2 preparation (`fully_shard` per wrapped class) and Trainer's FSDP save path run
+as on GPUs. That forcing and the all-gather counting touch private torch / accelerate names, all of
+them through tests/integrations/_fsdp_cpu.py, which checks them first. Writes each rank's counters
+as JSON and rank 0's final weights.
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ if not torch.cuda.is_available():
 torch.set_num_threads(1)
 
 import torch.distributed as dist  # noqa: E402
-from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
@@ -32,6 +33,7 @@ from fastfreeze import FastFreezeTrainer, FreezeConfig  # noqa: E402
 from fastfreeze.cache.runtime import compute_fingerprint  # noqa: E402
 from fastfreeze.integrations.distributed import fsdp_config  # noqa: E402
 from tests._helpers import make_model, make_rows, pad_collator  # noqa: E402
+from tests.integrations import _fsdp_cpu  # noqa: E402
 from tests.parity.harness import training_args  # noqa: E402
 
 K, ROWS, STEPS, PAD_TO = 2, 16, 8, 12  # 2 epochs of 4 global batches of 4 (2 ranks x 2)
@@ -46,26 +48,17 @@ class ForcedFSDPTrainer(FastFreezeTrainer):
 
     def create_accelerator_and_postprocess(self):
         super().create_accelerator_and_postprocess()
-        self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
-        self.force_fsdp()
-
-    def force_fsdp(self) -> None:
-        # Again before saving: something in accelerate sets the shared state back to MULTI_CPU
-        # during train() (found: `accelerator.is_fsdp2` is False afterwards, so `get_state_dict`
-        # would return the DTensor shards instead of the full state dict).
-        self.accelerator.state.distributed_type = DistributedType.FSDP
-        self.is_fsdp_enabled = True
+        _fsdp_cpu.force_fsdp(self, plugin=True)
 
 
 def parameters_to_meta(model: torch.nn.Module) -> torch.nn.Module:
     """Every parameter (tied ones stay tied) replaced by a `meta` tensor of its shape and dtype."""
     metas: dict[int, torch.nn.Parameter] = {}
     for module in model.modules():
-        for name, p in list(module._parameters.items()):
-            if p is not None:
-                if id(p) not in metas:
-                    metas[id(p)] = torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
-                module._parameters[name] = metas[id(p)]
+        for name, p in list(module.named_parameters(recurse=False)):
+            if id(p) not in metas:
+                metas[id(p)] = torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
+            setattr(module, name, metas[id(p)])
     return model
 
 
@@ -84,29 +77,16 @@ def make_trainer(out: str, cfg: FreezeConfig, per_device: int, cls=ForcedFSDPTra
 
 
 class GatherCounter(TrainerCallback):
-    """Per optimizer step: FSDP2 all-gathers that really ran (its `foreach_all_gather`, attributed to
-    the unit being unsharded), split into prefix units and the rest. Test instrumentation only."""
+    """Per optimizer step: FSDP2 all-gathers that really ran, attributed to the unit being unsharded and
+    split into prefix units and the rest (through _fsdp_cpu.watch_all_gathers). Test instrumentation only."""
 
     def __init__(self, prefix_modules):
-        from torch.distributed.fsdp._fully_shard import _fsdp_param_group as pg
-
-        self.prefix_ids, self.current, self.now = {id(m) for m in prefix_modules}, [], {"prefix": 0, "other": 0}
+        self.prefix_ids, self.now = {id(m) for m in prefix_modules}, {"prefix": 0, "other": 0}
         self.steps: list = []
-        unshard, gather = pg.FSDPParamGroup.unshard, pg.foreach_all_gather
+        self.stop = _fsdp_cpu.watch_all_gathers(self.count)  # each scenario's counter, one at a time
 
-        def counted_unshard(group, *a, **kw):
-            self.current.append(group)
-            try:
-                return unshard(group, *a, **kw)
-            finally:
-                self.current.pop()
-
-        def counted_gather(*a, **kw):
-            mods = self.current[-1].modules if self.current else ()
-            self.now["prefix" if any(id(m) in self.prefix_ids for m in mods) else "other"] += 1
-            return gather(*a, **kw)
-
-        pg.FSDPParamGroup.unshard, pg.foreach_all_gather = counted_unshard, counted_gather
+    def count(self, modules: tuple) -> None:
+        self.now["prefix" if any(id(m) in self.prefix_ids for m in modules) else "other"] += 1
 
     def on_step_end(self, args, state, control, **kwargs):
         self.steps.append(dict(self.now))
@@ -158,6 +138,7 @@ def run(root: str, scenario: str, rank: int) -> dict:
     counter = GatherCounter([m for _, m in parts.embedding_side] + [parts.layers[i] for i in range(K)])
     t.add_callback(counter)
     t.train()
+    counter.stop()
     params = dict(t.model.named_parameters())
     summary = t.cache_summary()
     stats = {"rank": rank, "is_fsdp_enabled": t.is_fsdp_enabled, "world_size": t.args.world_size,
@@ -174,8 +155,9 @@ def run(root: str, scenario: str, rank: int) -> dict:
         stats["fingerprint_sharded"] = compute_fingerprint(t.model, t.prefix, cfg, t.freeze_runtime.kernel_set)
     full = {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu() for n, p in params.items()}
     if scenario == "nocache":
-        stats["is_fsdp2_after_train"] = t.accelerator.is_fsdp2
-        t.force_fsdp()
+        # Again before saving: on CPU accelerate sets its shared state back to MULTI_CPU during train(),
+        # and Trainer would then save each rank's DTensor shards instead of the full state dict.
+        _fsdp_cpu.force_fsdp(t)
         t.save_model(os.path.join(root, "saved"))  # FULL_STATE_DICT (fsdp_config's default): a plain checkpoint
     if rank == 0:
         torch.save(full, os.path.join(root, f"{scenario}.pt"))
@@ -183,6 +165,7 @@ def run(root: str, scenario: str, rank: int) -> dict:
 
 
 def main() -> None:
+    _fsdp_cpu.check()  # every private name the forcing and counting use, named with the versions if moved
     root, scenarios = sys.argv[1], sys.argv[2].split(",")
     rank = int(os.environ["RANK"])
     for scenario in scenarios:
