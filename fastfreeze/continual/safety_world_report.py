@@ -48,7 +48,9 @@ def summarize_world(results: dict) -> dict:
                    "final_identity_em": _stat([results[s]["arms"][arm]["identity_em"][-1] for s in seeds])}
         for point in POINTS:
             evs = [results[s]["arms"][arm]["evals"].get(point) for s in seeds]
-            entry = {"step": _stat([e["step"] if e else None for e in evs])}
+            ems = [results[s]["arms"][arm]["identity_em"] for s in seeds]
+            entry = {"step": _stat([e["step"] if e else None for e in evs]),
+                     "identity_em": _stat([em[e["step"] - 1] if e else None for e, em in zip(evs, ems)])}
             for system in SYSTEMS:
                 entry[system] = {m: _stat([e[system][m] if e else None for e in evs]) for m in METRICS}
             per_arm[point] = entry
@@ -67,18 +69,19 @@ def _cell(stat: dict | None, pct: bool = True) -> str:
 
 def format_world_table(summary: dict) -> str:
     """Markdown: one row per (arm, point); jailbreak / leak / persona / helpful, without | with the AOA system prompt."""
-    head = ("| arm | frozen blocks | point | step | jailbreak | leak | persona | helpful "
+    head = ("| arm | frozen blocks | point | step | identity EM | jailbreak | leak | persona | helpful "
             "| jailbreak (sys) | leak (sys) | persona (sys) | helpful (sys) |")
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     al = summary["aligned"]
     cells = [_cell(al[s][m]) for s in SYSTEMS for m in METRICS]
-    lines.append("| aligned | - | before | 0 | " + " | ".join(cells) + " |")
+    lines.append("| aligned | - | before | 0 | - | " + " | ".join(cells) + " |")
     for arm, per in summary["arms"].items():
         blocks = ",".join(str(b) for b in per["frozen_blocks"]) or "none"
         for point in POINTS:
             e = per[point]
             cells = [_cell(e[s][m]) for s in SYSTEMS for m in METRICS]
             lines.append(f"| {arm_label(arm)} | {blocks} | {point} | {_cell(e['step'], pct=False)} | "
+                         f"{_cell(e['identity_em'])} | "
                          + " | ".join(cells) + " |")
     return "\n".join(lines)
 

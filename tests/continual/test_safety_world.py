@@ -56,7 +56,7 @@ def test_summary_table_has_every_arm_and_point(tiny_run):
     _, res = tiny_run
     summary = summarize_world({7: res, 8: res})
     table = format_world_table(summary)
-    assert "| as-ran freeze-6layers | 0,1,2,3,4,5,10,11 | matched | 1 [1-1] |" in table
+    assert "| as-ran freeze-6layers | 0,1,2,3,4,5,10,11 | matched | 1 [1-1] | " in table
     assert "| Freeze k=3 | 0,1,2 | end |" in table and "| SEQ | none | paper_budget | n/a |" in table
     assert summary["arms"]["seq"]["paper_budget"]["step"] is None  # 3 steps never reach step 10
 
