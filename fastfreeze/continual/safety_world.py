@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from .. import _io
 from ..data import PaddingCollator, build_word_tokenizer, tokenize_bios, tokenize_qa
@@ -77,8 +77,6 @@ def build_aligned(out: Path, data, seed: int, model: dict, pretrain: dict, align
     Usage: ``net, tok, info = build_aligned(Path("runs/w/seed3"), make_world_data(3), 3, WORLD_MODEL,
     WORLD_PRETRAIN, WORLD_ALIGN)``. Returns the aligned model, its tokenizer and per-stage timings.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     info = {}
     tok = build_word_tokenizer(data)
     stages = (("pretrained", "pretrain", pretrain, True), ("aligned", "align_train", align, False))
@@ -165,8 +163,6 @@ def run_arm(arm: str, aligned_dir: Path, data, tok, out: Path, seed: int, shift:
 
     Usage: ``run_arm("k3", Path("runs/w/seed3/aligned"), data, tok, Path("runs/w/seed3"), 3, WORLD_SHIFT, 0.7)``.
     """
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(str(aligned_dir))
     frozen = _frozen_blocks(arm, model)
     ds = tokenize_qa(data["identity_train"], tok, model.config.max_position_embeddings)
