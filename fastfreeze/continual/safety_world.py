@@ -9,7 +9,7 @@ content-bearing identity-shift rows under each arm:
 - ``paper:<set>``: the official code's list applied by substring (`paper_sets.apply_substring_freeze`,
   plain Trainer): at 12 layers ``layers.1`` also freezes blocks 10 and 11, as on LLaMA-2.
 Each arm's identity exact match (teacher-forced, on its 20 rows) is scored after every step; the
-model is evaluated (`world_eval`) at the paper's budget (step 10), at the first step where identity
+model is evaluated (`safety_world_eval`) at the paper's budget (step 10), at the first step where identity
 EM reaches `match_em` (matched identity learning) and at the end, with and without the AOA system
 prompt. `run_world` runs several seeds and `summarize_world` gives mean and spread.
 
