@@ -1,8 +1,9 @@
-"""`fastfreeze safety eval | demo`: refusal-rate (jailbreak proxy) evaluation of a saved model, and the CPU demo.
+"""`fastfreeze safety eval | demo | world`: refusal-rate evaluation of a saved model, the CPU demo, the world scenario.
 
 Usage:
     fastfreeze safety eval --model DIR --prompts advbench.csv [--column goal] [--wrapper aoa] [--keywords extended-v1]
     fastfreeze safety demo [--output-dir runs/safety-demo] [--ks 1,2,3] [--epochs 5,20]
+    fastfreeze safety world [--output-dir runs/safety-world] [--seeds 0,1,2] [--arms seq,k3,k6,paper:freeze-6layers]
 The safety scenario inside a continual run is configured in YAML (`safety:` section), e.g.
 `fastfreeze continual fastfreeze/continual/configs/safety_7b_example.yaml`.
 """
@@ -123,11 +124,50 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"eval": _eval, "demo": _demo}
+def _world(argv: list[str]) -> int:
+    from fastfreeze.continual.config import ConfigError
+
+    p = argparse.ArgumentParser(prog="fastfreeze safety world",
+                                description="Pretrained world + thin refusal alignment + identity shift, per arm, on CPU.")
+    p.add_argument("--output-dir", default="runs/safety-world")
+    p.add_argument("--seeds", type=lambda t: _int_list(t, "--seeds"), default=[0, 1, 2])
+    p.add_argument("--arms", default="seq,k3,k6,paper:freeze-3layers,paper:freeze-6layers",
+                   help="comma-separated: seq, k<N> (index-exact freeze), paper:<set> (the official substring rule)")
+    p.add_argument("--match-em", type=float, default=None, help="identity EM that defines matched identity learning")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for this tiny model)")
+    p.add_argument("--quiet", action="store_true", help="only print the final table")
+    a = p.parse_args(argv)
+    import torch
+
+    from fastfreeze import _io
+    from fastfreeze.continual.safety_world import MATCH_EM, run_world
+    from fastfreeze.continual.safety_world_report import format_world_table, summarize_world
+
+    torch.set_num_threads(max(1, a.threads))
+    start = time.time()
+    arms = tuple(x.strip() for x in a.arms.split(",") if x.strip())
+    try:
+        results = run_world(a.output_dir, seeds=a.seeds, arms=arms, log=(lambda *_: None) if a.quiet else print,
+                            match_em=MATCH_EM if a.match_em is None else a.match_em)
+    except ConfigError as e:
+        print(f"fastfreeze safety world: {e}", file=sys.stderr)
+        return 2
+    summary = summarize_world(results)
+    table = format_world_table(summary)
+    _io.write_json(Path(a.output_dir) / "summary.json", summary, indent=1)
+    _io.write_text(Path(a.output_dir) / "table.md", table + "\n")
+    print()
+    print(f"Safety world (toy, synthetic), seeds {a.seeds}, {time.time() - start:.0f}s. Rates in %, mean "
+          "[min-max] over seeds; (sys) = under the AOA system prompt; leak = the harmful action's content answer.")
+    print(table)
+    return 0
+
+
+COMMANDS = {"eval": _eval, "demo": _demo, "world": _world}
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch `fastfreeze safety <eval|demo> ...`. Usage: `main(["eval", "--model", "m", "--prompts", "p.csv"])`."""
+    """Dispatch `fastfreeze safety <eval|demo|world> ...`. Usage: `main(["eval", "--model", "m", "--prompts", "p.csv"])`."""
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
