@@ -95,6 +95,10 @@ class BiographyConfig:
     bios_per_person: int = 5
     num_templates: int = 5  # paraphrase templates used per attribute (<= MAX_TEMPLATES)
     include_later_people_in_bios: bool = False
+    # (first, middle, last): draw names from the first n words of each pool, so name words repeat across
+    # people; later tasks' people then use only words that pretrained people's names use (see
+    # generate_people). None (the default, and every shipped preset): the full pools, names as before.
+    name_pools: tuple | None = None
 
     def __post_init__(self) -> None:
         _check_int("seed", self.seed, -(2**63))
@@ -111,13 +115,29 @@ class BiographyConfig:
             )
         if not isinstance(self.include_later_people_in_bios, bool):
             raise TypeError("BiographyConfig.include_later_people_in_bios must be a bool (True/False)")
-        if self.num_people > NAME_CAPACITY:
+        if self.name_pools is not None:
+            self._check_name_pools()
+        if self.name_pools is None and self.num_people > NAME_CAPACITY:
             raise ValueError(
                 f"BiographyConfig asks for {self.num_people:,} people but the name pools allow at "
                 f"most {NAME_CAPACITY:,} unique full names ({len(FIRST_NAMES)} first x "
                 f"{len(MIDDLE_NAMES)} middle x {len(LAST_NAMES)} last); reduce "
                 "num_people_task0_train / num_people_task0_test / people_per_task or num_tasks"
             )
+
+    def _check_name_pools(self) -> None:
+        pools = self.name_pools
+        if not isinstance(pools, (list, tuple)) or len(pools) != 3:
+            raise TypeError(f"BiographyConfig.name_pools must be [first, middle, last] sizes, got {pools!r}")
+        for label, n, full in zip(("first", "middle", "last"), pools, (FIRST_NAMES, MIDDLE_NAMES, LAST_NAMES)):
+            _check_int(f"name_pools {label}", n, 1)
+            if n > len(full):
+                raise ValueError(f"BiographyConfig.name_pools: {n} {label} names asked, the pool has {len(full)}")
+        object.__setattr__(self, "name_pools", tuple(pools))  # a YAML/JSON list compares equal after a round trip
+        capacity = pools[0] * pools[1] * pools[2]
+        if self.num_people > capacity // 2:  # rejection sampling: keep at least half of the names free
+            raise ValueError(f"BiographyConfig.name_pools {list(pools)} give {capacity:,} full names, too few for "
+                             f"{self.num_people:,} people (need at least twice as many); enlarge the pools")
 
     @property
     def num_people(self) -> int:
@@ -147,8 +167,13 @@ class BiographyConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (JSON/YAML friendly)."""
-        return dataclasses.asdict(self)
+        """Plain dict of the fields (JSON/YAML friendly); `name_pools` only when set (older configs stay as they were)."""
+        d = dataclasses.asdict(self)
+        if d["name_pools"] is None:
+            del d["name_pools"]
+        else:
+            d["name_pools"] = list(d["name_pools"])
+        return d
 
 
 @dataclass(frozen=True)
@@ -212,21 +237,11 @@ def generate_people(config: BiographyConfig) -> list[Person]:
     """
     name_rng = _Stream(config.seed, "names")
     attr_rng = _Stream(config.seed, "attributes")
-    n_mid, n_last = len(MIDDLE_NAMES), len(LAST_NAMES)
-    used: set[int] = set()
+    names = _shared_names(config, name_rng) if config.name_pools is not None else _unique_names(config, name_rng)
     people: list[Person] = []
     for split, task, count, in_bios in _groups(config):
         for _ in range(count):
-            # Rejection sampling of a unique (first, middle, last) index; even the paper preset
-            # uses 0.1% of the name space, so rejections are rare.
-            while True:
-                code = name_rng.below(NAME_CAPACITY)
-                if code not in used:
-                    used.add(code)
-                    break
-            first, rest = divmod(code, n_mid * n_last)
-            middle, last = divmod(rest, n_last)
-            name = f"{FIRST_NAMES[first]} {MIDDLE_NAMES[middle]} {LAST_NAMES[last]}"
+            name = names[len(people)]
             month, day = MONTHS[attr_rng.below(len(MONTHS))], DAYS[attr_rng.below(len(DAYS))]
             date = f"{month} {day}, {YEARS[attr_rng.below(len(YEARS))]}"
             company = attr_rng.pick(COMPANIES)
@@ -240,6 +255,61 @@ def generate_people(config: BiographyConfig) -> list[Person]:
             }
             people.append(Person(len(people), name, split, task, in_bios, attributes))
     return people
+
+
+def _unique_names(config: BiographyConfig, name_rng: _Stream) -> list[str]:
+    """One unique full name per person from the full pools (name words are nearly unique per person)."""
+    n_mid, n_last = len(MIDDLE_NAMES), len(LAST_NAMES)
+    used: set[int] = set()
+    names = []
+    for _ in range(config.num_people):
+        # Rejection sampling of a unique (first, middle, last) index; even the paper preset
+        # uses 0.1% of the name space, so rejections are rare.
+        while True:
+            code = name_rng.below(NAME_CAPACITY)
+            if code not in used:
+                used.add(code)
+                break
+        first, rest = divmod(code, n_mid * n_last)
+        middle, last = divmod(rest, n_last)
+        names.append(f"{FIRST_NAMES[first]} {MIDDLE_NAMES[middle]} {LAST_NAMES[last]}")
+    return names
+
+
+def _shared_names(config: BiographyConfig, name_rng: _Stream) -> list[str]:
+    """Unique full names from the `name_pools` prefixes; words shared across people.
+
+    People with biographies draw from the whole prefix pools. People without (later tasks, by default)
+    draw only from the words that people with biographies use, so every word of their names was
+    pretrained while they themselves were not (the paper's rule: tasks 1-5 are new people).
+    """
+    pools = [FIRST_NAMES[: config.name_pools[0]], MIDDLE_NAMES[: config.name_pools[1]],
+             LAST_NAMES[: config.name_pools[2]]]
+    used: set[tuple[str, str, str]] = set()
+    seen: list[set[str]] = [set(), set(), set()]
+    names = []
+
+    def draw(choices: list[tuple[str, ...]]) -> tuple[str, str, str]:
+        free = len(choices[0]) * len(choices[1]) * len(choices[2]) - len(used)
+        if free < 1:
+            raise ValueError(f"BiographyConfig.name_pools {list(config.name_pools)}: no unused name is left whose "
+                             "words were pretrained; enlarge the pools or the number of pretrained people")
+        while True:
+            name = tuple(c[name_rng.below(len(c))] for c in choices)
+            if name not in used:
+                used.add(name)
+                return name
+
+    for _, _, count, in_bios in _groups(config):
+        # Sorted: the seen words' order (a set's) must not depend on hashing.
+        choices = pools if in_bios else [tuple(sorted(w)) for w in seen]
+        for _ in range(count):
+            name = draw(choices)
+            if in_bios:
+                for s, w in zip(seen, name):
+                    s.add(w)
+            names.append(" ".join(name))
+    return names
 
 
 def question(attribute: str, name: str) -> str:
