@@ -16,6 +16,7 @@ from .config_checks import (  # noqa: F401  (ConfigError, EarlyStopConfig, Budge
     ConfigError,
     EarlyStopConfig,
     _check_arms,
+    _check_patterns,
     _check_recovery_curve,
     _type_ok,
     check_training_kwargs,
@@ -160,15 +161,7 @@ class StrategyConfig:
                 )
             if not 0 <= self.from_task < num_tasks:
                 raise ConfigError(f"strategy freeze: from_task={self.from_task} must be in 0..{num_tasks - 1}.")
-        if self.name == "paper_freeze":
-            if not isinstance(self.patterns, list) or not self.patterns or \
-                    any(not isinstance(p, str) or not p for p in self.patterns):
-                raise ConfigError(f"strategy paper_freeze: patterns={self.patterns!r}; give a non-empty list of "
-                                  "parameter-name substrings, e.g. [embed_tokens, layers.0, layers.1].")
-            if not 0 <= self.from_task < num_tasks:
-                raise ConfigError(f"strategy paper_freeze: from_task={self.from_task} must be in 0..{num_tasks - 1}.")
-        elif self.patterns is not None:
-            raise ConfigError(f"strategy {self.name}: `patterns` is for paper_freeze only.")
+        _check_patterns(self.name, self.patterns, self.from_task, num_tasks)
         if self.name == "replay" and not 0.0 < self.replay_fraction <= 1.0:
             raise ConfigError(f"strategy replay: replay_fraction={self.replay_fraction} must be in (0, 1].")
         if self.name == "ewc" and self.ewc_lambda <= 0:
@@ -393,14 +386,7 @@ class ContinualConfig:
             if "/" in s.arm or s.arm in ("trunk", "pretrain", "baseline"):
                 raise ConfigError(f"strategy label {s.arm!r} is reserved or contains '/'; pick another label.")
         if self.budget is not None:
-            self.budget_config.validate(labels)
-            if any(s.early_stop is not None for s in self.strategies):
-                raise ConfigError("budget: the convergence budget replaces per-arm early_stop; drop `early_stop`.")
-            # A cap of 3x the epochs would stretch a decaying schedule: budgeted arms must see the reference's lr.
-            if self.training.get("lr_scheduler_type") not in ("constant", "constant_with_warmup") or \
-                    self.training.get("max_steps", -1) > 0:
-                raise ConfigError("budget: set training.lr_scheduler_type to constant (or constant_with_warmup) and "
-                                  "no max_steps, so a longer budget does not change the learning rate.")
+            self.budget_config.validate(labels, self.strategies, self.training)
         ev = self.evaluation
         if ev.batch_size <= 0 or ev.dense_every <= 0 or ev.dense_until < 0:
             raise ConfigError("evaluation: batch_size and dense_every must be > 0 and dense_until >= 0.")

@@ -28,6 +28,7 @@ import datasets
 import pyarrow as pa
 
 from fastfreeze._hf_compat import dataset_from_arrow
+from fastfreeze.data.biography_names import NAME_CAPACITY, shared_names, unique_names
 from fastfreeze.data.biography_pools import (
     ATTRIBUTES,
     BIO_TEMPLATES,
@@ -56,8 +57,6 @@ __all__ = [
     "make_biography",
     "question",
 ]
-
-NAME_CAPACITY = len(FIRST_NAMES) * len(MIDDLE_NAMES) * len(LAST_NAMES)
 
 # Presets. "paper" follows the paper's code: 200K people = Task 0 (50K QA-train people A + 50K
 # held-out people B, all 100K with biographies) + 5 tasks of 20K new people each.
@@ -237,7 +236,8 @@ def generate_people(config: BiographyConfig) -> list[Person]:
     """
     name_rng = _Stream(config.seed, "names")
     attr_rng = _Stream(config.seed, "attributes")
-    names = _shared_names(config, name_rng) if config.name_pools is not None else _unique_names(config, name_rng)
+    names = (shared_names(config, _groups(config), name_rng) if config.name_pools is not None
+             else unique_names(config.num_people, name_rng))
     people: list[Person] = []
     for split, task, count, in_bios in _groups(config):
         for _ in range(count):
@@ -255,61 +255,6 @@ def generate_people(config: BiographyConfig) -> list[Person]:
             }
             people.append(Person(len(people), name, split, task, in_bios, attributes))
     return people
-
-
-def _unique_names(config: BiographyConfig, name_rng: _Stream) -> list[str]:
-    """One unique full name per person from the full pools (name words are nearly unique per person)."""
-    n_mid, n_last = len(MIDDLE_NAMES), len(LAST_NAMES)
-    used: set[int] = set()
-    names = []
-    for _ in range(config.num_people):
-        # Rejection sampling of a unique (first, middle, last) index; even the paper preset
-        # uses 0.1% of the name space, so rejections are rare.
-        while True:
-            code = name_rng.below(NAME_CAPACITY)
-            if code not in used:
-                used.add(code)
-                break
-        first, rest = divmod(code, n_mid * n_last)
-        middle, last = divmod(rest, n_last)
-        names.append(f"{FIRST_NAMES[first]} {MIDDLE_NAMES[middle]} {LAST_NAMES[last]}")
-    return names
-
-
-def _shared_names(config: BiographyConfig, name_rng: _Stream) -> list[str]:
-    """Unique full names from the `name_pools` prefixes; words shared across people.
-
-    People with biographies draw from the whole prefix pools. People without (later tasks, by default)
-    draw only from the words that people with biographies use, so every word of their names was
-    pretrained while they themselves were not (the paper's rule: tasks 1-5 are new people).
-    """
-    pools = [FIRST_NAMES[: config.name_pools[0]], MIDDLE_NAMES[: config.name_pools[1]],
-             LAST_NAMES[: config.name_pools[2]]]
-    used: set[tuple[str, str, str]] = set()
-    seen: list[set[str]] = [set(), set(), set()]
-    names = []
-
-    def draw(choices: list[tuple[str, ...]]) -> tuple[str, str, str]:
-        free = len(choices[0]) * len(choices[1]) * len(choices[2]) - len(used)
-        if free < 1:
-            raise ValueError(f"BiographyConfig.name_pools {list(config.name_pools)}: no unused name is left whose "
-                             "words were pretrained; enlarge the pools or the number of pretrained people")
-        while True:
-            name = tuple(c[name_rng.below(len(c))] for c in choices)
-            if name not in used:
-                used.add(name)
-                return name
-
-    for _, _, count, in_bios in _groups(config):
-        # Sorted: the seen words' order (a set's) must not depend on hashing.
-        choices = pools if in_bios else [tuple(sorted(w)) for w in seen]
-        for _ in range(count):
-            name = draw(choices)
-            if in_bios:
-                for s, w in zip(seen, name):
-                    s.add(w)
-            names.append(" ".join(name))
-    return names
 
 
 def question(attribute: str, name: str) -> str:
