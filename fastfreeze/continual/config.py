@@ -11,16 +11,18 @@ from typing import Any
 import yaml
 
 from ..safety.keywords import resolve_keywords
-from .config_checks import (  # noqa: F401  (ConfigError and EarlyStopConfig are part of this module's API)
+from .config_checks import (  # noqa: F401  (ConfigError, EarlyStopConfig, BudgetConfig: this module's API)
+    BudgetConfig,
     ConfigError,
     EarlyStopConfig,
     _check_arms,
+    _check_patterns,
     _check_recovery_curve,
     _type_ok,
     check_training_kwargs,
 )
 
-STRATEGIES = ("seq", "freeze", "replay", "ewc")
+STRATEGIES = ("seq", "freeze", "replay", "ewc", "paper_freeze")
 DATA_FILE_SUFFIXES = (".csv", ".json", ".jsonl")
 MODEL_FAMILIES = ("llama", "gpt_neox")
 
@@ -116,7 +118,9 @@ class PretrainConfig:
 
 @dataclass
 class StrategyConfig:
-    """One arm of the experiment: seq | freeze(num_frozen_layers, from_task) | replay(replay_fraction) | ewc(ewc_lambda)."""
+    """One arm of the experiment: seq | freeze(num_frozen_layers, from_task) | replay(replay_fraction) | ewc(ewc_lambda)
+    | paper_freeze(patterns, from_task): the official code's substring rule (continual/paper_sets.py), plain
+    requires_grad=False and a plain Trainer; a reproduction aid, never a default."""
 
     name: str = "seq"
     label: str | None = None
@@ -128,6 +132,7 @@ class StrategyConfig:
     ewc_fisher_batches: int = 32  # batches of the previous task used for the diagonal Fisher
     cache: str | None = None  # FreezeConfig.cache: None | "memory" | "disk"
     early_stop: dict | None = None  # EarlyStopConfig fields: stop each later task on a validation split
+    patterns: list | None = None  # paper_freeze: parameter-name substrings, e.g. [embed_tokens, layers.0]
 
     @property
     def arm(self) -> str:
@@ -156,6 +161,7 @@ class StrategyConfig:
                 )
             if not 0 <= self.from_task < num_tasks:
                 raise ConfigError(f"strategy freeze: from_task={self.from_task} must be in 0..{num_tasks - 1}.")
+        _check_patterns(self.name, self.patterns, self.from_task, num_tasks)
         if self.name == "replay" and not 0.0 < self.replay_fraction <= 1.0:
             raise ConfigError(f"strategy replay: replay_fraction={self.replay_fraction} must be in (0, 1].")
         if self.name == "ewc" and self.ewc_lambda <= 0:
@@ -167,9 +173,17 @@ class StrategyConfig:
 
     def differs_from_seq_at(self, task: int) -> bool:
         """Whether this arm trains `task` differently from plain sequential fine-tuning."""
-        if self.name == "freeze":
+        if self.name in ("freeze", "paper_freeze"):
             return task >= self.from_task
         return self.name in ("replay", "ewc") and task >= 1
+
+
+def strategy_dict(strat: StrategyConfig) -> dict:
+    """An arm's fields as a dict; `patterns` only when set, so older arms' fingerprints and results stay as they were."""
+    d = dict(strat.__dict__)
+    if d.get("patterns") is None:
+        d.pop("patterns", None)
+    return d
 
 
 @dataclass
@@ -282,6 +296,12 @@ class ContinualConfig:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     orthogonality: OrthogonalityConfig = field(default_factory=OrthogonalityConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    budget: dict | None = None  # BudgetConfig fields: a per-arm convergence budget for later tasks (None: off)
+
+    @property
+    def budget_config(self) -> "BudgetConfig | None":
+        """The parsed `budget:` section (None: every arm trains the configured epochs)."""
+        return None if self.budget is None else _from_dict(BudgetConfig, self.budget, "budget")
 
     @classmethod
     def from_dict(cls, data: dict) -> "ContinualConfig":
@@ -365,6 +385,8 @@ class ContinualConfig:
             s.validate(num_layers, self.num_tasks)
             if "/" in s.arm or s.arm in ("trunk", "pretrain", "baseline"):
                 raise ConfigError(f"strategy label {s.arm!r} is reserved or contains '/'; pick another label.")
+        if self.budget is not None:
+            self.budget_config.validate(labels, self.strategies, self.training)
         ev = self.evaluation
         if ev.batch_size <= 0 or ev.dense_every <= 0 or ev.dense_until < 0:
             raise ConfigError("evaluation: batch_size and dense_every must be > 0 and dense_until >= 0.")

@@ -48,6 +48,52 @@ class EarlyStopConfig:
             raise ConfigError(f"strategy {arm}: early_stop.target and early_stop.fraction must be in (0, 1].")
 
 
+@dataclass
+class BudgetConfig:
+    """Per-arm convergence budget for every later task (the `budget:` section; see docs/continual.md).
+
+    The `reference` arm (SEQ) trains each later task for the configured epochs; its exact match on a
+    validation split (`fraction` of that task's TRAINING people) at the end is the target. Every other
+    arm trains the task until, checked every `every` steps on the same split, it reaches target - `margin`
+    ("target"), or gains less than `min_delta` over its best for `patience` checks after at least
+    `min_factor` x the reference's steps ("plateau"), or has trained `cap` x the reference's epochs ("cap").
+    `track_task0`: also score Task 0's test people at each check (measurement only, for the matched-accuracy
+    retention table; the stopping choice reads the validation split alone).
+    """
+
+    reference: str = "seq"
+    margin: float = 0.02
+    cap: float = 3.0
+    every: int = 10
+    patience: int = 4
+    min_delta: float = 0.005
+    min_factor: float = 1.0
+    fraction: float = 0.2
+    track_task0: bool = True
+    task0_examples: int | None = None  # subsample Task 0's test rows for the tracking (None = all)
+
+    def validate(self, labels: list, strategies: list = (), training: dict | None = None) -> None:
+        """Check the fields against the run's arm labels, its strategies and its `training:` kwargs."""
+        if self.reference not in labels:
+            raise ConfigError(f"budget.reference={self.reference!r} is not an arm of this run; arms are {labels}.")
+        if labels[0] != self.reference:
+            raise ConfigError(f"budget.reference={self.reference!r} must be the first arm (its targets come first).")
+        if self.every < 1 or self.patience < 1:
+            raise ConfigError("budget.every and budget.patience must be >= 1.")
+        if not 0.0 <= self.margin < 1.0 or not 0.0 < self.fraction <= 1.0 or self.min_delta < 0:
+            raise ConfigError("budget: margin must be in [0, 1), fraction in (0, 1], min_delta >= 0.")
+        if self.cap < 1.0 or not 0.0 <= self.min_factor <= self.cap:
+            raise ConfigError("budget: cap must be >= 1 and min_factor in [0, cap].")
+        if any(s.early_stop is not None for s in strategies):
+            raise ConfigError("budget: the convergence budget replaces per-arm early_stop; drop `early_stop`.")
+        # A cap of 3x the epochs would stretch a decaying schedule: budgeted arms must see the reference's lr.
+        training = training or {}
+        if training.get("lr_scheduler_type") not in ("constant", "constant_with_warmup") or \
+                training.get("max_steps", -1) > 0:
+            raise ConfigError("budget: set training.lr_scheduler_type to constant (or constant_with_warmup) and "
+                              "no max_steps, so a longer budget does not change the learning rate.")
+
+
 # Keys the runner owns; users set them through other config fields (or not at all).
 _RUNNER_OWNED = {"output_dir"}
 
@@ -63,6 +109,19 @@ def check_training_kwargs(kwargs: dict, where: str) -> None:
     owned = sorted(k for k in kwargs if k in _RUNNER_OWNED)
     if owned:
         raise ConfigError(f"{where}: {owned} is set by the runner; set the top-level output_dir instead.")
+
+
+def _check_patterns(name: str, patterns: Any, from_task: int, num_tasks: int) -> None:
+    """A paper_freeze arm's substring list (and no `patterns` on any other arm)."""
+    if name != "paper_freeze":
+        if patterns is not None:
+            raise ConfigError(f"strategy {name}: `patterns` is for paper_freeze only.")
+        return
+    if not isinstance(patterns, list) or not patterns or any(not isinstance(p, str) or not p for p in patterns):
+        raise ConfigError(f"strategy paper_freeze: patterns={patterns!r}; give a non-empty list of "
+                          "parameter-name substrings, e.g. [embed_tokens, layers.0, layers.1].")
+    if not 0 <= from_task < num_tasks:
+        raise ConfigError(f"strategy paper_freeze: from_task={from_task} must be in 0..{num_tasks - 1}.")
 
 
 def _check_arms(arms, labels, where):

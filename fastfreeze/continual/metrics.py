@@ -73,3 +73,67 @@ DEFINITIONS_MD = """\
 - Forward transfer FWT = 1/(T-1) sum_{j>=1} (R[j-1][j] - b[j]) (Lopez-Paz & Ranzato 2017).
 - Forgetting F = 1/(T-1) sum_{j<T-1} (max_{j<=l<=T-2} R[l][j] - R[T-1][j]) (Chaudhry et al. 2018).
 """
+
+
+def _first_at(history: list[dict], level: float) -> dict | None:
+    """The first check of a budget curve whose validation exact match is >= `level`."""
+    return next((h for h in history if h["exact_match"] >= level - 1e-12), None)
+
+
+def matched_retention(arms: dict, reference: str) -> dict:
+    """Task-0 accuracy of each arm vs the reference when a later task reaches a common validation level.
+
+    For arm a and later task t, with curves of checks (step, validation exact match on task t's training
+    people, Task-0 test exact match) from the budget callback: level = min(best of a, best of the
+    reference) on task t; each side's Task-0 accuracy is read at its first check at or above that level.
+    Returns {t: {arm: {level, step, task0, reference_step, reference_task0, ratio}}} (ratio = task0 /
+    reference_task0). Usage: `matched_retention(results["arms"], "seq")["1"]["freeze2"]["ratio"]`.
+    """
+    ref = arms[reference]["budget"]
+    out: dict = {}
+    for t in range(1, len(ref)):
+        if not ref[t] or "task0" not in ref[t]["history"][0]:
+            continue
+        row = {}
+        for name, arm in arms.items():
+            mine = (arm.get("budget") or [None] * len(ref))[t]
+            if name == reference or not mine:
+                continue
+            level = min(max(h["exact_match"] for h in mine["history"]), max(h["exact_match"] for h in ref[t]["history"]))
+            a, r = _first_at(mine["history"], level), _first_at(ref[t]["history"], level)
+            row[name] = {"level": level, "step": a["step"], "task0": a["task0"], "reference_step": r["step"],
+                         "reference_task0": r["task0"], "ratio": a["task0"] / r["task0"] if r["task0"] else None}
+        out[str(t)] = row
+    return out
+
+
+def _mean_spread(values: list) -> dict:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "min": None, "max": None, "n": 0}
+    return {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def seed_summary(runs: list[dict]) -> dict:
+    """Per arm, over seeds: budget (epochs per later task), later-task accuracy, final Task-0, matched retention.
+
+    `runs` are results dicts of the same config under different seeds. Usage: `seed_summary([r0, r1, r2])`.
+    """
+    out: dict = {}
+    for name in runs[0]["arms"]:
+        per: dict[str, list] = {k: [] for k in ("epochs", "later_acc", "final_task0", "matched1_task0",
+                                                "matched1_ratio", "matchedL_task0", "matchedL_ratio")}
+        for res in runs:
+            arm = res["arms"][name]
+            R, T = arm["accuracy_matrix"], res["num_tasks"]
+            bud = arm.get("budget") or []
+            eps = [b["epochs"] for b in bud[1:] if b]
+            per["epochs"].append(sum(eps) / len(eps) if eps else None)
+            per["later_acc"].append(sum(R[t][t] for t in range(1, T)) / (T - 1))
+            per["final_task0"].append(R[-1][0])
+            for tag, t in (("1", 1), ("L", T - 1)):
+                m = (res.get("matched_retention") or {}).get(str(t), {}).get(name)
+                per[f"matched{tag}_task0"].append((m or {}).get("task0"))
+                per[f"matched{tag}_ratio"].append((m or {}).get("ratio"))
+        out[name] = {k: _mean_spread(v) for k, v in per.items()}
+    return out

@@ -1,4 +1,4 @@
-"""Named run presets (`quick`, `tiny`, `five_task`, `paper`), stored as YAML next to this file."""
+"""Named run presets (`quick`, `tiny`, `five_task`, `five_task_fair`, `paper`), stored as YAML next to this file."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 from .config import ConfigError, ContinualConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-PRESETS = ("quick", "tiny", "five_task", "paper")
+PRESETS = ("quick", "tiny", "five_task", "five_task_fair", "paper")
 
 
 def preset_path(name: str) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import _io
+from .budget_report import budget_sections
 from .metrics import DEFINITIONS_MD
 from .safety_eval import safety_rows
 
@@ -38,6 +39,7 @@ def render_report(results: dict, plots: dict[str, str]) -> str:
     lines += recovery_curve_section(results, plots)
     lines += _few_section(results)
     lines += _early_stop_section(results)
+    lines += budget_sections(results)
     lines += _orthogonality_section(results, plots)
     lines += ["## Metric definitions", "", DEFINITIONS_MD, "## Stage timings (s)", "",
               ", ".join(f"{k}: {v}" for k, v in results["timings_s"].items()), ""]

@@ -25,9 +25,11 @@ from transformers import AutoModelForCausalLM
 
 from .. import _io
 from . import build, shipped
-from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint
+from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint, strategy_dict
 from .diagnostics import WindowSnapshots
-from .early_stop import early_stopper
+from .early_stop import budget_callback, early_stopper
+from .metrics import matched_retention
+from .paper_sets import apply_substring_freeze, frozen_block_indices
 from .evaluate import DenseEvalCallback, EvalSet, evaluate, generate_exact_match
 from .metrics import all_metrics
 from .recovery import SaveAtSteps, arm_recovery, curve_on_for, curve_spec, curve_steps_of, recovery_subset
@@ -61,6 +63,8 @@ class Runner:
         # arm's own recovery, the few-example table's last row is a curve point, and step 0 is the same Task-0
         # checkpoint for every arm; each is deterministic, so it is trained once and its record reused.
         self._recovered: dict[str, dict] = {}
+        # Convergence budget: task -> (the reference arm's final validation exact match, its steps), set as it runs.
+        self.budget_targets: dict[int, tuple[float, int]] = {}
 
     # ---------------------------------------------------------------- plumbing
     def _ckpt(self, key: str) -> Path:
@@ -199,10 +203,13 @@ class Runner:
                 None if shared else _behaviour(strat, t),
                 [cfg.orthogonality.boundary_step, cfg.orthogonality.energy] if orth_on else None,
                 *([curve_spec(cfg.recovery)] if curve_on else []),
+                *([self._budget_part(strat, t, shared)] if cfg.budget is not None else []),
             )
             rec = self._stage(key, fp, lambda: self._train_task(strat, t, prev_key, key, shared, orth_on, curve_on))
             rows.append(rec["evals"])
             stage_keys.append(key)
+            if cfg.budget is not None and shared and t >= 1 and strat.arm == cfg.budget_config.reference:
+                self.budget_targets[t] = (rec["budget"]["final_validation"], rec["budget"]["steps"])
             fp_of[t] = fp
             safety.append(self._safety(key, fp))
             dense = rec.get("dense") or dense
@@ -216,6 +223,12 @@ class Runner:
         curve, few = arm_recovery(self, strat, stage_keys, fp_of)
         return {"strategy": strat, "rows": rows, "stages": stage_keys, "dense": dense, "orthogonality": orth,
                 "recovery": recovery, "recovery_curve": curve, "recovery_few": few, "safety": safety}
+
+    def _budget_part(self, strat: StrategyConfig, t: int, shared: bool):
+        """The budget's fingerprint part of a stage: its role and, when budgeted, the reference's target."""
+        if t < 1 or (shared and strat.arm != self.cfg.budget_config.reference):
+            return None
+        return [self.cfg.budget, "reference" if shared else self.budget_targets[t]]
 
     def _orth_on(self, strat: StrategyConfig, t: int, shared: bool) -> bool:
         o = self.cfg.orthogonality
@@ -242,6 +255,10 @@ class Runner:
         cfg = self.cfg
         model = self._load(prev_key)
         freeze = strat.name == "freeze" and not shared and t >= strat.from_task
+        paper_frozen = None
+        if strat.name == "paper_freeze" and not shared and t >= strat.from_task:
+            # The official code's rule, plain requires_grad=False; the Trainer below is then a plain Trainer.
+            paper_frozen = apply_substring_freeze(model, strat.patterns)
         ewc = None
         fisher_cum = None
         if strat.name == "ewc" and not shared and t >= 1:
@@ -260,9 +277,10 @@ class Runner:
             callbacks.append(snaps)
         saver = SaveAtSteps(lambda total: curve_steps_of(cfg.recovery, total), lambda step: self._ckpt(f"{key}-step{step}")) if curve_on else None
         stopper = early_stopper(self, strat, t, freeze)
-        callbacks += [cb for cb in (saver, stopper) if cb is not None]
+        budget, budget_kwargs = budget_callback(self, strat, t, shared)
+        callbacks += [cb for cb in (saver, stopper, budget) if cb is not None]
         trainer = make_trainer(
-            model, self._args(key, cfg.training), self._train_dataset(strat, t), self.data.collator,
+            model, self._args(key, {**cfg.training, **budget_kwargs}), self._train_dataset(strat, t), self.data.collator,
             callbacks=callbacks,
             num_frozen_layers=strat.num_frozen_layers if freeze else 0,
             freeze=freeze,
@@ -286,6 +304,12 @@ class Runner:
             record["curve_checkpoints"] = {"total": out.global_step, "saved": saver.saved}
         if stopper:
             record["early_stop"] = stopper.record()
+        if budget:
+            record["budget"] = budget.record()
+        if paper_frozen is not None:
+            record["paper_freeze"] = {"patterns": list(strat.patterns), "frozen_parameters": len(paper_frozen),
+                                      "frozen_blocks": frozen_block_indices(paper_frozen, strat.patterns),
+                                      "embedding_frozen": any("embed_tokens" in n for n in paper_frozen)}
         if ev.generate_check_examples > 0:
             record["generate_check"] = self._generate_check(model, t)
         self._save(model, key)
@@ -353,7 +377,7 @@ class Runner:
                     R[i][int(j)] = r["exact_match"]
                     RF[i][int(j)] = r["first_token"]
             out_arms[name] = {
-                "strategy": a["strategy"].__dict__,
+                "strategy": strategy_dict(a["strategy"]),
                 "stages": a["stages"],
                 "accuracy_matrix": R,
                 "first_token_matrix": RF,
@@ -366,10 +390,18 @@ class Runner:
                 "recovery_few": a["recovery_few"],
                 "early_stop": [self.state["stages"][k]["record"].get("early_stop") for k in a["stages"]],
             }
+            if cfg.budget is not None:
+                out_arms[name]["budget"] = [self.state["stages"][k]["record"].get("budget")
+                                           for k in a["stages"]]
+                out_arms[name]["paper_freeze"] = [self.state["stages"][k]["record"].get("paper_freeze")
+                                                  for k in a["stages"]]
             if cfg.safety.enabled:  # [before Task 0, after Task 0, ...]
                 out_arms[name]["safety"] = a["safety"]
         stages = self.state["stages"]
-        return {
+        extra = {}
+        if cfg.budget is not None:
+            extra["matched_retention"] = matched_retention(out_arms, cfg.budget_config.reference)
+        return {**extra,
             "config": cfg.to_dict(),
             "num_tasks": T,
             "baseline": b,
@@ -384,7 +416,7 @@ class Runner:
 
 def _behaviour(strat: StrategyConfig, t: int) -> dict:
     """What decides how an arm trains task t (its fingerprint part)."""
-    d = dict(strat.__dict__)
+    d = strategy_dict(strat)
     d["active"] = strat.differs_from_seq_at(t)
     return d
 

@@ -28,6 +28,7 @@ import datasets
 import pyarrow as pa
 
 from fastfreeze._hf_compat import dataset_from_arrow
+from fastfreeze.data.biography_names import NAME_CAPACITY, shared_names, unique_names
 from fastfreeze.data.biography_pools import (
     ATTRIBUTES,
     BIO_TEMPLATES,
@@ -56,8 +57,6 @@ __all__ = [
     "make_biography",
     "question",
 ]
-
-NAME_CAPACITY = len(FIRST_NAMES) * len(MIDDLE_NAMES) * len(LAST_NAMES)
 
 # Presets. "paper" follows the paper's code: 200K people = Task 0 (50K QA-train people A + 50K
 # held-out people B, all 100K with biographies) + 5 tasks of 20K new people each.
@@ -95,6 +94,10 @@ class BiographyConfig:
     bios_per_person: int = 5
     num_templates: int = 5  # paraphrase templates used per attribute (<= MAX_TEMPLATES)
     include_later_people_in_bios: bool = False
+    # (first, middle, last): draw names from the first n words of each pool, so name words repeat across
+    # people; later tasks' people then use only words that pretrained people's names use (see
+    # generate_people). None (the default, and every shipped preset): the full pools, names as before.
+    name_pools: tuple | None = None
 
     def __post_init__(self) -> None:
         _check_int("seed", self.seed, -(2**63))
@@ -111,13 +114,29 @@ class BiographyConfig:
             )
         if not isinstance(self.include_later_people_in_bios, bool):
             raise TypeError("BiographyConfig.include_later_people_in_bios must be a bool (True/False)")
-        if self.num_people > NAME_CAPACITY:
+        if self.name_pools is not None:
+            self._check_name_pools()
+        if self.name_pools is None and self.num_people > NAME_CAPACITY:
             raise ValueError(
                 f"BiographyConfig asks for {self.num_people:,} people but the name pools allow at "
                 f"most {NAME_CAPACITY:,} unique full names ({len(FIRST_NAMES)} first x "
                 f"{len(MIDDLE_NAMES)} middle x {len(LAST_NAMES)} last); reduce "
                 "num_people_task0_train / num_people_task0_test / people_per_task or num_tasks"
             )
+
+    def _check_name_pools(self) -> None:
+        pools = self.name_pools
+        if not isinstance(pools, (list, tuple)) or len(pools) != 3:
+            raise TypeError(f"BiographyConfig.name_pools must be [first, middle, last] sizes, got {pools!r}")
+        for label, n, full in zip(("first", "middle", "last"), pools, (FIRST_NAMES, MIDDLE_NAMES, LAST_NAMES)):
+            _check_int(f"name_pools {label}", n, 1)
+            if n > len(full):
+                raise ValueError(f"BiographyConfig.name_pools: {n} {label} names asked, the pool has {len(full)}")
+        object.__setattr__(self, "name_pools", tuple(pools))  # a YAML/JSON list compares equal after a round trip
+        capacity = pools[0] * pools[1] * pools[2]
+        if self.num_people > capacity // 2:  # rejection sampling: keep at least half of the names free
+            raise ValueError(f"BiographyConfig.name_pools {list(pools)} give {capacity:,} full names, too few for "
+                             f"{self.num_people:,} people (need at least twice as many); enlarge the pools")
 
     @property
     def num_people(self) -> int:
@@ -147,8 +166,13 @@ class BiographyConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (JSON/YAML friendly)."""
-        return dataclasses.asdict(self)
+        """Plain dict of the fields (JSON/YAML friendly); `name_pools` only when set (older configs stay as they were)."""
+        d = dataclasses.asdict(self)
+        if d["name_pools"] is None:
+            del d["name_pools"]
+        else:
+            d["name_pools"] = list(d["name_pools"])
+        return d
 
 
 @dataclass(frozen=True)
@@ -212,21 +236,12 @@ def generate_people(config: BiographyConfig) -> list[Person]:
     """
     name_rng = _Stream(config.seed, "names")
     attr_rng = _Stream(config.seed, "attributes")
-    n_mid, n_last = len(MIDDLE_NAMES), len(LAST_NAMES)
-    used: set[int] = set()
+    names = (shared_names(config, _groups(config), name_rng) if config.name_pools is not None
+             else unique_names(config.num_people, name_rng))
     people: list[Person] = []
     for split, task, count, in_bios in _groups(config):
         for _ in range(count):
-            # Rejection sampling of a unique (first, middle, last) index; even the paper preset
-            # uses 0.1% of the name space, so rejections are rare.
-            while True:
-                code = name_rng.below(NAME_CAPACITY)
-                if code not in used:
-                    used.add(code)
-                    break
-            first, rest = divmod(code, n_mid * n_last)
-            middle, last = divmod(rest, n_last)
-            name = f"{FIRST_NAMES[first]} {MIDDLE_NAMES[middle]} {LAST_NAMES[last]}"
+            name = names[len(people)]
             month, day = MONTHS[attr_rng.below(len(MONTHS))], DAYS[attr_rng.below(len(DAYS))]
             date = f"{month} {day}, {YEARS[attr_rng.below(len(YEARS))]}"
             company = attr_rng.pick(COMPANIES)

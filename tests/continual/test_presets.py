@@ -16,6 +16,6 @@ def test_presets_load_and_paper_is_pythia_shaped():
 
 
 def test_unknown_preset_is_refused_with_the_choices(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown preset 'huge'; choose one of \('quick', 'tiny', 'five_task', 'paper'\)"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'huge'; choose one of \('quick', 'tiny', 'five_task', 'five_task_fair', 'paper'\)"):
         preset_path("huge")
     assert load_preset("quick", output_dir=str(tmp_path)).output_dir == str(tmp_path)
