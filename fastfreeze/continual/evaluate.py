@@ -81,6 +81,16 @@ class EvalSet:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def batches(self, batch_size: int, device):
+        """(input_ids, attention_mask, labels) per batch, cut to the batch's longest row, on `device`.
+
+        Usage: `for ids, mask, labels in evalset.batches(256, model.device): ...`
+        """
+        for start in range(0, len(self), batch_size):
+            end = start + batch_size
+            width = int(self.lengths[start:end].max())
+            yield tuple(t[start:end, :width].to(device) for t in (self.input_ids, self.attention_mask, self.labels))
+
 
 @torch.no_grad()
 def evaluate(model, evalset: EvalSet, batch_size: int = 256) -> dict:
@@ -93,12 +103,7 @@ def evaluate(model, evalset: EvalSet, batch_size: int = 256) -> dict:
     device = next(model.parameters()).device
     ems, firsts = [], []
     with eval_mode(model):
-        for start in range(0, len(evalset), batch_size):
-            end = start + batch_size
-            width = int(evalset.lengths[start:end].max())
-            ids = evalset.input_ids[start:end, :width].to(device)
-            mask = evalset.attention_mask[start:end, :width].to(device)
-            labels = evalset.labels[start:end, :width].to(device)
+        for ids, mask, labels in evalset.batches(batch_size, device):
             logits = model(input_ids=ids, attention_mask=mask).logits
             em, first = score_logits(logits, labels)
             ems.append(em.cpu())

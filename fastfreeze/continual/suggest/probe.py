@@ -144,12 +144,7 @@ def answer_loss(model, evalset: EvalSet, batch_size: int = 256) -> float:
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for start in range(0, len(evalset), batch_size):
-        end = start + batch_size
-        width = int(evalset.lengths[start:end].max())
-        ids = evalset.input_ids[start:end, :width].to(device)
-        mask = evalset.attention_mask[start:end, :width].to(device)
-        labels = evalset.labels[start:end, :width].to(device)
+    for ids, mask, labels in evalset.batches(batch_size, device):
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         target = labels[:, 1:]
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
