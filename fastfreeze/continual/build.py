@@ -104,6 +104,17 @@ class TaskData:
         keep = [c for c in ds.column_names if c in QA_COLUMNS]
         return ds.select_columns(keep)
 
+    def train_set(self, t: int, replay_fraction: float = 0.0, seed: int = 0):
+        """Task t's training rows, plus `replay_fraction` of every earlier task's (a fixed shuffle per task)."""
+        ds = self.trainable(self.train[t])
+        if replay_fraction <= 0 or t < 1:
+            return ds
+        parts = [ds]
+        for j in range(t):
+            old = self.trainable(self.train[j]).shuffle(seed=seed + j)
+            parts.append(old.select(range(max(1, round(replay_fraction * len(old))))))
+        return datasets.concatenate_datasets(parts)
+
 
 def build_model(cfg: ModelConfig, tokenizer, seed: int):
     """A fresh model from `cfg` (llama | gpt_neox shapes, untied head) sized to `tokenizer`, or `cfg.path` loaded."""

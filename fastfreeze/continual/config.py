@@ -15,11 +15,12 @@ from .config_checks import (  # noqa: F401  (ConfigError, EarlyStopConfig, Budge
     BudgetConfig,
     ConfigError,
     EarlyStopConfig,
-    _check_arms,
     _check_patterns,
-    _check_recovery_curve,
     _type_ok,
+    check_orthogonality,
+    check_recovery,
     check_training_kwargs,
+    saved_num_layers,
 )
 
 STRATEGIES = ("seq", "freeze", "replay", "ewc", "paper_freeze")
@@ -369,13 +370,8 @@ class ContinualConfig:
                 "model.path is set but data.tokenizer is 'word' (a new vocabulary the model does not know); "
                 "set data.tokenizer to the model's tokenizer directory (often model.path itself)."
             )
-        if num_layers is None and self.model.path is None:
-            num_layers = self.model.num_hidden_layers
-        elif num_layers is None:  # read k's bound from the saved config, before loading any weights
-            try:
-                num_layers = int(json.loads((Path(self.model.path) / "config.json").read_text())["num_hidden_layers"])
-            except (OSError, ValueError, KeyError, TypeError):
-                num_layers = None  # checked again once the model is loaded
+        if num_layers is None:  # a saved model's k bound is read from its config, before loading any weights
+            num_layers = self.model.num_hidden_layers if self.model.path is None else saved_num_layers(self.model.path)
         labels = [s.arm for s in self.strategies]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"strategies: arm names {labels} repeat; give each a distinct `label`.")
@@ -390,27 +386,8 @@ class ContinualConfig:
         ev = self.evaluation
         if ev.batch_size <= 0 or ev.dense_every <= 0 or ev.dense_until < 0:
             raise ConfigError("evaluation: batch_size and dense_every must be > 0 and dense_until >= 0.")
-        rec = self.recovery
-        if rec.enabled:
-            if not 0 <= rec.task < self.num_tasks - 1:
-                raise ConfigError(
-                    f"recovery.task={rec.task}: must be an old task, in 0..{self.num_tasks - 2} "
-                    "(or set recovery.enabled: false)."
-                )
-            if not 0.0 < rec.fraction <= 1.0:
-                raise ConfigError(f"recovery.fraction={rec.fraction} must be in (0, 1].")
-            _check_arms(rec.arms, labels, "recovery.arms")
-            _check_recovery_curve(rec, self.num_tasks)
-        orth = self.orthogonality
-        if orth.enabled:
-            if not 1 <= orth.task < self.num_tasks:
-                raise ConfigError(
-                    f"orthogonality.task={orth.task}: must be a later task, in 1..{self.num_tasks - 1} "
-                    "(or set orthogonality.enabled: false)."
-                )
-            if orth.boundary_step <= 0 or not 0.0 < orth.energy <= 1.0:
-                raise ConfigError("orthogonality: boundary_step must be > 0 and energy in (0, 1].")
-            _check_arms(orth.arms, labels, "orthogonality.arms")
+        check_recovery(self.recovery, self.num_tasks, labels)
+        check_orthogonality(self.orthogonality, self.num_tasks, labels)
         check_training_kwargs(self.training, "training")
         check_training_kwargs(self.pretrain.training, "pretrain.training")
         check_training_kwargs(self.recovery.training, "recovery.training")

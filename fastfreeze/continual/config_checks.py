@@ -1,7 +1,9 @@
 """Checks shared by the continual config's sections: the error type, value types, TrainingArguments keys, arms."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._hf_compat import training_argument_names
@@ -145,3 +147,39 @@ def _check_recovery_curve(rec: Any, num_tasks: int) -> None:  # rec: config.Reco
             raise ConfigError(f"recovery.few_examples: {n!r} is not a count; use ints >= 1, e.g. [10, 100].")
     if rec.step_scale <= 0 or rec.few_from_step < 0 or rec.few_max_steps < 1:
         raise ConfigError("recovery: step_scale must be > 0, few_from_step >= 0 and few_max_steps >= 1.")
+
+
+def check_recovery(rec, num_tasks: int, labels: list[str]) -> None:
+    """The `recovery:` section against the run: an old task, a fraction in (0, 1], known arms, a valid curve."""
+    if not rec.enabled:
+        return
+    if not 0 <= rec.task < num_tasks - 1:
+        raise ConfigError(
+            f"recovery.task={rec.task}: must be an old task, in 0..{num_tasks - 2} (or set recovery.enabled: false)."
+        )
+    if not 0.0 < rec.fraction <= 1.0:
+        raise ConfigError(f"recovery.fraction={rec.fraction} must be in (0, 1].")
+    _check_arms(rec.arms, labels, "recovery.arms")
+    _check_recovery_curve(rec, num_tasks)
+
+
+def check_orthogonality(orth, num_tasks: int, labels: list[str]) -> None:
+    """The `orthogonality:` section against the run: a later task, a positive boundary, energy in (0, 1]."""
+    if not orth.enabled:
+        return
+    if not 1 <= orth.task < num_tasks:
+        raise ConfigError(
+            f"orthogonality.task={orth.task}: must be a later task, in 1..{num_tasks - 1} "
+            "(or set orthogonality.enabled: false)."
+        )
+    if orth.boundary_step <= 0 or not 0.0 < orth.energy <= 1.0:
+        raise ConfigError("orthogonality: boundary_step must be > 0 and energy in (0, 1].")
+    _check_arms(orth.arms, labels, "orthogonality.arms")
+
+
+def saved_num_layers(path: str) -> int | None:
+    """`num_hidden_layers` from a save_pretrained folder's config.json; None when unreadable (checked again once loaded)."""
+    try:
+        return int(json.loads((Path(path) / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -56,6 +56,17 @@ def forgetting(R: Matrix) -> float | None:
     return total / (T - 1)
 
 
+def accuracy_matrices(rows: list[dict], num_tasks: int) -> tuple[Matrix, Matrix]:
+    """R[i][j] (exact match) and RF[i][j] (first token) on task j after training task i, from per-stage evals."""
+    R = [[None] * num_tasks for _ in range(num_tasks)]
+    RF = [[None] * num_tasks for _ in range(num_tasks)]
+    for i, row in enumerate(rows):
+        for j, r in row.items():
+            R[i][int(j)] = r["exact_match"]
+            RF[i][int(j)] = r["first_token"]
+    return R, RF
+
+
 def all_metrics(R: Matrix, baseline: list[float | None] | None = None) -> dict:
     """Every metric above in one dict (FWT only when a baseline is given)."""
     return {

@@ -55,3 +55,10 @@ def apply_substring_freeze(model, patterns: Sequence[str]) -> list[str]:
     for name in frozen:
         params[name].requires_grad_(False)
     return frozen
+
+
+def freeze_record(frozen: Sequence[str], patterns: Sequence[str]) -> dict:
+    """What a run records of an as-ran freeze: the patterns, how many parameters, which blocks, the embedding."""
+    return {"patterns": list(patterns), "frozen_parameters": len(frozen),
+            "frozen_blocks": frozen_block_indices(frozen, patterns),
+            "embedding_frozen": any("embed_tokens" in n for n in frozen)}

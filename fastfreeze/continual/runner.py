@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from datasets import concatenate_datasets
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM
 
@@ -28,10 +27,9 @@ from . import build, shipped
 from .config import ConfigError, ContinualConfig, StrategyConfig, fingerprint, strategy_dict
 from .diagnostics import WindowSnapshots
 from .early_stop import budget_callback, early_stopper
-from .metrics import matched_retention
-from .paper_sets import apply_substring_freeze, frozen_block_indices
+from .paper_sets import apply_substring_freeze, freeze_record
 from .evaluate import DenseEvalCallback, EvalSet, evaluate, generate_exact_match
-from .metrics import all_metrics
+from .metrics import accuracy_matrices, all_metrics, matched_retention
 from .recovery import SaveAtSteps, arm_recovery, curve_on_for, curve_spec, curve_steps_of, recovery_subset
 from .report import write_outputs
 from .safety_eval import SafetyEvaluator
@@ -240,76 +238,56 @@ class Runner:
             )
         return o.arms is None or strat.arm in o.arms
 
-    def _train_dataset(self, strat: StrategyConfig, t: int):
-        ds = self.data.trainable(self.data.train[t])
-        if strat.name == "replay" and t >= 1:
-            parts = [ds]
-            for j in range(t):
-                old = self.data.trainable(self.data.train[j]).shuffle(seed=self.cfg.seed + j)
-                n = max(1, round(strat.replay_fraction * len(old)))
-                parts.append(old.select(range(n)))
-            ds = concatenate_datasets(parts)
-        return ds
+    def _task_callbacks(self, strat, t, key, freeze, shared, orth_on, curve_on) -> tuple[dict, dict]:
+        """The stage's callbacks by role (None where off) and the TrainingArguments the budget changes."""
+        cfg, ev = self.cfg, self.cfg.evaluation
+        cbs = {"dense": None, "snaps": None, "saver": None}
+        if t == ev.dense_task and t >= 1:
+            dense_set = EvalSet(self.data.test[0], self.data.tokenizer.pad_token_id, ev.dense_max_examples, cfg.seed)
+            cbs["dense"] = DenseEvalCallback(dense_set, ev.dense_every, ev.dense_until, ev.batch_size)
+        if orth_on:
+            cbs["snaps"] = WindowSnapshots(cfg.orthogonality.boundary_step)
+        if curve_on:
+            cbs["saver"] = SaveAtSteps(lambda total: curve_steps_of(cfg.recovery, total),
+                                       lambda step: self._ckpt(f"{key}-step{step}"))
+        cbs["stopper"] = early_stopper(self, strat, t, freeze)
+        cbs["budget"], budget_kwargs = budget_callback(self, strat, t, shared)
+        return cbs, budget_kwargs
 
     def _train_task(self, strat, t, prev_key, key, shared, orth_on, curve_on=False) -> dict:
-        cfg = self.cfg
+        cfg, ev = self.cfg, self.cfg.evaluation
         model = self._load(prev_key)
         freeze = strat.name == "freeze" and not shared and t >= strat.from_task
         paper_frozen = None
         if strat.name == "paper_freeze" and not shared and t >= strat.from_task:
             # The official code's rule, plain requires_grad=False; the Trainer below is then a plain Trainer.
             paper_frozen = apply_substring_freeze(model, strat.patterns)
-        ewc = None
-        fisher_cum = None
+        ewc = fisher_cum = None
         if strat.name == "ewc" and not shared and t >= 1:
             fisher_cum = self._ewc_fisher(model, strat, t, prev_key)
             anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
             ewc = EWCPenalty(model, fisher_cum, anchor, strat.ewc_lambda)
-        callbacks = []
-        dense_cb = None
-        ev = cfg.evaluation
-        if t == ev.dense_task and t >= 1:
-            dense_set = EvalSet(self.data.test[0], self.data.tokenizer.pad_token_id, ev.dense_max_examples, cfg.seed)
-            dense_cb = DenseEvalCallback(dense_set, ev.dense_every, ev.dense_until, ev.batch_size)
-            callbacks.append(dense_cb)
-        snaps = WindowSnapshots(cfg.orthogonality.boundary_step) if orth_on else None
-        if snaps:
-            callbacks.append(snaps)
-        saver = SaveAtSteps(lambda total: curve_steps_of(cfg.recovery, total), lambda step: self._ckpt(f"{key}-step{step}")) if curve_on else None
-        stopper = early_stopper(self, strat, t, freeze)
-        budget, budget_kwargs = budget_callback(self, strat, t, shared)
-        callbacks += [cb for cb in (saver, stopper, budget) if cb is not None]
+        cbs, budget_kwargs = self._task_callbacks(strat, t, key, freeze, shared, orth_on, curve_on)
+        train_ds = self.data.train_set(t, strat.replay_fraction if strat.name == "replay" else 0.0, cfg.seed)
         trainer = make_trainer(
-            model, self._args(key, {**cfg.training, **budget_kwargs}), self._train_dataset(strat, t), self.data.collator,
-            callbacks=callbacks,
-            num_frozen_layers=strat.num_frozen_layers if freeze else 0,
-            freeze=freeze,
-            freeze_embeddings=strat.freeze_embeddings,
-            cache=strat.cache,
-            ewc=ewc,
+            model, self._args(key, {**cfg.training, **budget_kwargs}), train_ds, self.data.collator,
+            callbacks=[cb for cb in cbs.values() if cb is not None], num_frozen_layers=strat.num_frozen_layers if freeze else 0,
+            freeze=freeze, freeze_embeddings=strat.freeze_embeddings, cache=strat.cache, ewc=ewc,
         )
         out = trainer.train()
-        record = {
-            "task": t,
-            "train_loss": out.training_loss,
-            "steps": out.global_step,
-            "frozen_layers": strat.num_frozen_layers if freeze else 0,
-            "evals": self._eval_tasks(model, t + 1),
-        }
-        if dense_cb:
-            record["dense"] = {"task": 0, "every": ev.dense_every, "history": dense_cb.history}
-        if snaps:
-            record["orthogonality"] = snaps.result(cfg.orthogonality.energy)
-        if saver:
-            record["curve_checkpoints"] = {"total": out.global_step, "saved": saver.saved}
-        if stopper:
-            record["early_stop"] = stopper.record()
-        if budget:
-            record["budget"] = budget.record()
+        record = {"task": t, "train_loss": out.training_loss, "steps": out.global_step,
+                  "frozen_layers": strat.num_frozen_layers if freeze else 0, "evals": self._eval_tasks(model, t + 1)}
+        if cbs["dense"]:
+            record["dense"] = {"task": 0, "every": ev.dense_every, "history": cbs["dense"].history}
+        if cbs["snaps"]:
+            record["orthogonality"] = cbs["snaps"].result(cfg.orthogonality.energy)
+        if cbs["saver"]:
+            record["curve_checkpoints"] = {"total": out.global_step, "saved": cbs["saver"].saved}
+        for name, role in (("early_stop", "stopper"), ("budget", "budget")):
+            if cbs[role]:
+                record[name] = cbs[role].record()
         if paper_frozen is not None:
-            record["paper_freeze"] = {"patterns": list(strat.patterns), "frozen_parameters": len(paper_frozen),
-                                      "frozen_blocks": frozen_block_indices(paper_frozen, strat.patterns),
-                                      "embedding_frozen": any("embed_tokens" in n for n in paper_frozen)}
+            record["paper_freeze"] = freeze_record(paper_frozen, strat.patterns)
         if ev.generate_check_examples > 0:
             record["generate_check"] = self._generate_check(model, t)
         self._save(model, key)
@@ -370,12 +348,8 @@ class Runner:
         b = [baseline["evals"][str(j)]["exact_match"] for j in range(T)]
         out_arms = {}
         for name, a in arms.items():
-            R = [[None] * T for _ in range(T)]
-            RF = [[None] * T for _ in range(T)]
-            for i, row in enumerate(a["rows"]):
-                for j, r in row.items():
-                    R[i][int(j)] = r["exact_match"]
-                    RF[i][int(j)] = r["first_token"]
+            R, RF = accuracy_matrices(a["rows"], T)
+            per_stage = lambda field, a=a: [self.state["stages"][k]["record"].get(field) for k in a["stages"]]  # noqa: E731
             out_arms[name] = {
                 "strategy": strategy_dict(a["strategy"]),
                 "stages": a["stages"],
@@ -388,13 +362,11 @@ class Runner:
                 "recovery": a["recovery"],
                 "recovery_curve": a["recovery_curve"],
                 "recovery_few": a["recovery_few"],
-                "early_stop": [self.state["stages"][k]["record"].get("early_stop") for k in a["stages"]],
+                "early_stop": per_stage("early_stop"),
             }
             if cfg.budget is not None:
-                out_arms[name]["budget"] = [self.state["stages"][k]["record"].get("budget")
-                                           for k in a["stages"]]
-                out_arms[name]["paper_freeze"] = [self.state["stages"][k]["record"].get("paper_freeze")
-                                                  for k in a["stages"]]
+                out_arms[name]["budget"] = per_stage("budget")
+                out_arms[name]["paper_freeze"] = per_stage("paper_freeze")
             if cfg.safety.enabled:  # [before Task 0, after Task 0, ...]
                 out_arms[name]["safety"] = a["safety"]
         stages = self.state["stages"]

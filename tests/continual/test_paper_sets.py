@@ -5,6 +5,7 @@ import torch
 from fastfreeze.continual.paper_sets import (
     PAPER_SETS,
     apply_substring_freeze,
+    freeze_record,
     frozen_block_indices,
     substring_frozen_names,
 )
@@ -48,3 +49,10 @@ def test_apply_sets_requires_grad_and_refuses_typos():
         apply_substring_freeze(model, ["embed_tokens"])
     with pytest.raises(ValueError, match="non-empty"):
         apply_substring_freeze(model, [""])
+
+
+def test_freeze_record_says_blocks_and_embedding():
+    names = _llama_names(12)
+    rec = freeze_record(substring_frozen_names(names, PAPER_SETS["freeze-3layers"]), PAPER_SETS["freeze-3layers"])
+    assert rec["frozen_blocks"] == [0, 1, 2, 10, 11] and rec["embedding_frozen"] is True
+    assert rec["frozen_parameters"] == 1 + 2 * 5
