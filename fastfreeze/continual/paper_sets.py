@@ -25,6 +25,12 @@ PAPER_SETS: dict[str, tuple[str, ...]] = {
 _BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
+def block_index(name: str) -> int | None:
+    """The decoder block a parameter name belongs to (`model.layers.3.mlp...` -> 3), None outside the blocks."""
+    m = _BLOCK.search(name)
+    return int(m.group(1)) if m else None
+
+
 def substring_frozen_names(names: Iterable[str], patterns: Sequence[str]) -> list[str]:
     """The parameter names the official rule freezes: those containing any pattern as a substring."""
     if not patterns or any(not isinstance(p, str) or not p for p in patterns):
@@ -34,12 +40,7 @@ def substring_frozen_names(names: Iterable[str], patterns: Sequence[str]) -> lis
 
 def frozen_block_indices(names: Iterable[str], patterns: Sequence[str]) -> list[int]:
     """Indices of decoder blocks with at least one parameter frozen by the substring rule."""
-    hit = set()
-    for name in substring_frozen_names(names, patterns):
-        m = _BLOCK.search(name)
-        if m:
-            hit.add(int(m.group(1)))
-    return sorted(hit)
+    return sorted({b for b in map(block_index, substring_frozen_names(names, patterns)) if b is not None})
 
 
 def apply_substring_freeze(model, patterns: Sequence[str]) -> list[str]:

@@ -32,7 +32,7 @@ from ..data.safety_world import make_world_data
 from .build import QA_COLUMNS, build_model
 from .config import ConfigError, ModelConfig, fingerprint
 from .evaluate import EvalSet, evaluate
-from .paper_sets import PAPER_SETS, apply_substring_freeze, frozen_block_indices
+from .paper_sets import PAPER_SETS, apply_substring_freeze, block_index, frozen_block_indices
 from .trainers import make_trainer, training_arguments
 from .safety_world_eval import evaluate_world
 
@@ -148,12 +148,7 @@ def _frozen_blocks(arm: str, model) -> list[int]:
 
 def _moved(start: dict, end: dict) -> dict:
     """Which decoder blocks (and whether the embedding) differ between two state dicts: the freeze, as it ran."""
-    blocks = set()
-    for name, tensor in end.items():
-        if not torch.equal(tensor, start[name]):
-            parts = name.split(".")
-            if "layers" in parts:
-                blocks.add(int(parts[parts.index("layers") + 1]))
+    blocks = {block_index(n) for n, tensor in end.items() if not torch.equal(tensor, start[n])} - {None}
     emb = [n for n in end if "embed_tokens" in n]
     return {"blocks": sorted(blocks), "embedding": any(not torch.equal(end[n], start[n]) for n in emb)}
 

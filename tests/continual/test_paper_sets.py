@@ -5,6 +5,7 @@ import torch
 from fastfreeze.continual.paper_sets import (
     PAPER_SETS,
     apply_substring_freeze,
+    block_index,
     freeze_record,
     frozen_block_indices,
     substring_frozen_names,
@@ -56,3 +57,9 @@ def test_freeze_record_says_blocks_and_embedding():
     rec = freeze_record(substring_frozen_names(names, PAPER_SETS["freeze-3layers"]), PAPER_SETS["freeze-3layers"])
     assert rec["frozen_blocks"] == [0, 1, 2, 10, 11] and rec["embedding_frozen"] is True
     assert rec["frozen_parameters"] == 1 + 2 * 5
+
+
+def test_block_index_reads_the_decoder_block():
+    assert block_index("model.layers.12.mlp.up_proj.weight") == 12
+    assert block_index("gpt_neox.layers.3.attention.dense.weight") == 3
+    assert block_index("model.embed_tokens.weight") is None and block_index("lm_head.weight") is None

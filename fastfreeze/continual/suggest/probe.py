@@ -12,7 +12,6 @@ per-layer update sizes and the principal angles between its update and the old t
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -20,8 +19,7 @@ import torch
 from ...freeze import freeze_bottom_layers
 from ..diagnostics import snapshot, update_orthogonality
 from ..evaluate import EvalSet, evaluate
-
-_BLOCK_RE = re.compile(r"layers\.(\d+)\.")
+from ..paper_sets import block_index
 
 
 @dataclass
@@ -55,8 +53,8 @@ def group_of(name: str, embedding_names: set[str]) -> str:
     """Which row of the per-layer table a parameter belongs to: "emb", the block index ("0", "1", ...) or "head"."""
     if name in embedding_names:
         return "emb"
-    m = _BLOCK_RE.search(name)
-    return m.group(1) if m else "head"
+    block = block_index(name)
+    return "head" if block is None else str(block)
 
 
 def _group_order(groups) -> list[str]:
