@@ -28,8 +28,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]  # the repository (benchmarks/cache/read.py)
 
 
 def _model(layers=12, hidden=512, inter=1376, heads=8, vocab=8192):
