@@ -32,6 +32,43 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+def _triton_language_objects() -> list:
+    """What Triton's interpreter patches (its `_patch_lang`): the language modules, the tensor classes."""
+    try:
+        import triton.language as tl
+    except ImportError:
+        return []
+    return [tl, tl.core, tl.math, tl.core.tensor, tl.core.tensor_descriptor_base]
+
+
+# Taken before any test runs a kernel (TRITON_INTERPRET is set above, so importing triton here is safe).
+_PRISTINE_TRITON = [(obj, dict(vars(obj))) for obj in _triton_language_objects()]
+
+
+def _restore_attributes(obj, pristine: dict) -> None:
+    for name in [n for n in vars(obj) if n not in pristine]:
+        delattr(obj, name)
+    for name, value in pristine.items():
+        if vars(obj).get(name, pristine) is not value:
+            setattr(obj, name, value)
+
+
+@pytest.fixture(autouse=True)
+def _global_state_restored():
+    """Every test leaves the process as it found it, so the suite passes in any order (checked in reverse and
+    random order: docs/versions.md). Restored: the environment variables, and triton.language, which
+    Triton 3.9's interpreter patches on each device-function call and never restores
+    (`InterpretedFunction.__call__`), so that an AOT compile after any interpreted kernel ran the
+    interpreter's semantics ("'value' object has no attribute 'dtype'")."""
+    env = dict(os.environ)
+    yield
+    for name in [n for n in os.environ if n not in env]:
+        del os.environ[name]
+    os.environ.update({n: v for n, v in env.items() if os.environ.get(n) != v})
+    for obj, pristine in _PRISTINE_TRITON:
+        _restore_attributes(obj, pristine)
+
+
 @pytest.fixture
 def tmp_out(tmp_path):
     return str(tmp_path / "out")

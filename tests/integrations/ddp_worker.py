@@ -1,4 +1,4 @@
-"""One rank of the DDP test: `torchrun --nproc_per_node 2 tests/integrations/ddp_worker.py OUT_DIR SCENARIO` (gloo, CPU).
+"""One rank of the DDP test: `torchrun --nproc_per_node 2 -m tests.integrations.ddp_worker OUT_DIR SCENARIO` (gloo, CPU).
 
 Runs FastFreezeTrainer in one cache set-up (one scenario per launch: a process group that outlives
 one trainer once aborted in C++ teardown, ~1 launch in 25) and writes the final parameters (rank 0)

@@ -1,4 +1,4 @@
-"""One rank of the FSDP2 test: `torchrun --nproc_per_node 2 tests/integrations/fsdp_worker.py OUT_DIR SCENARIO` (gloo, CPU).
+"""One rank of the FSDP2 test: `torchrun --nproc_per_node 2 -m tests.integrations.fsdp_worker OUT_DIR SCENARIO` (gloo, CPU).
 
 accelerate turns FSDP on only for accelerator devices (AcceleratorState sets DistributedType.FSDP
 inside its MULTI_GPU/NPU/XPU/... branch; multi-process CPU is MULTI_CPU, which Trainer then wraps in

@@ -31,10 +31,14 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def launch(worker: str, *worker_args: str, timeout: float = LAUNCH_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node 2 worker *worker_args` on CPU (gloo), one thread per rank."""
+    """`torchrun --standalone --nproc_per_node 2 -m <worker as a module> *worker_args` on CPU (gloo), one thread per rank."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker, *worker_args]
+    # As a module: the working directory (the repository), not the worker's folder, goes on the ranks'
+    # sys.path, so no test folder's names can shadow an installed package.
+    module = os.path.relpath(worker, REPO)[:-len(".py")].replace(os.sep, ".")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", module, *worker_args]
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 

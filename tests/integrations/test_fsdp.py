@@ -126,6 +126,7 @@ def test_warm_step_all_gathers_nothing_of_the_prefix(fsdp_run):
         assert r["cache"]["misses"] == 0
     for r in stats["disk"] + stats["meta_disk"]:
         cold, warm = r["gathers"][:STEPS_PER_EPOCH], r["gathers"][STEPS_PER_EPOCH:]
+        assert len(cold) == len(warm) == STEPS_PER_EPOCH, r["gathers"]
         assert all(g["prefix"] > 0 for g in cold) and all(g["prefix"] == 0 for g in warm), r["gathers"]
         # Cross-rank determinism: each rank computed only epoch 1's rows (misses), epoch 2 hit them all.
         assert r["cache"]["misses"] == r["cache"]["hits"] == 8 and r["cache"]["entries"] == 16, r
@@ -148,6 +149,7 @@ def test_partly_cached_batches_keep_the_ranks_paired(fsdp_run):
     finishing is the no-deadlock check; on every step both ranks all-gather the prefix or neither does."""
     _, stats, _ = fsdp_run
     r0, r1 = stats["memory_half"]
+    assert len(r0["gathers"]) == len(r1["gathers"]) == STEPS, (r0["gathers"], r1["gathers"])
     assert [g["prefix"] > 0 for g in r0["gathers"]] == [g["prefix"] > 0 for g in r1["gathers"]]
     assert all(r["cache"]["hits"] > 0 and r["cache"]["misses"] > 0 for r in (r0, r1)), (r0, r1)
 

@@ -118,6 +118,7 @@ def test_cap_stops_adding_and_changes_nothing_else(kind, tmp_path, caplog):
     assert len(capped) == 1
     # Epoch 2: the cached rows hit, the rest ran the prefix again (a row past the cap is never stored).
     assert summary.hits > 0 and run["trainer"].prefix.prefix_calls > 4
+    assert len(run["losses"]) == len(base["losses"]) == 16  # one per micro-batch: 8 steps x grad accum 2
     for a, b in zip(run["losses"], base["losses"]):
         assert abs(a - b) <= RTOL * abs(b)
     for name, p in base["params"].items():
@@ -146,6 +147,7 @@ def test_half_cached_padded_batches_run_the_prefix_on_their_missing_rows_only(tm
     assert trainer.prefix.prefix_tokens - tokens == 16 * 12
     summary = trainer.cache_summary()
     assert (summary.hits, summary.entries) == (16, 32)
+    assert len(trainer.recorded) == len(base["losses"]) == 8  # one per micro-batch: 4 steps x grad accum 2
     for a, b in zip(trainer.recorded, base["losses"]):
         assert abs(a - b) <= RTOL * abs(b)
     for name, p in base["params"].items():
