@@ -23,6 +23,7 @@ from torch import nn
 from benchmarks.train.floor import minimal_loop, suffix_model
 from benchmarks.train.presets import ArmSpec, BenchContext, Preset
 from benchmarks.train.roundrobin import StepHook, make_step_callback
+from fastfreeze._hf_compat import checkpointing_training_kwargs
 from fastfreeze.data import PaddingCollator
 
 ARM_KINDS = ("full", "naive", "liger", "ff", "ff-warm", "ff-cold", "floor", "floor-loop")
@@ -88,15 +89,11 @@ def training_args(ctx: BenchContext, out_dir: str, ckpt: bool):
     """Same TrainingArguments for every arm; checkpointing is non-reentrant everywhere (HF's 5.x default)."""
     from transformers import TrainingArguments
 
-    params = inspect.signature(TrainingArguments.__init__).parameters
-    new = "activation_checkpointing" in params  # 5.24 renamed gradient_checkpointing; 5.17 has the old name
     kw = dict(output_dir=out_dir, max_steps=ctx.max_steps, per_device_train_batch_size=ctx.preset.batch,
               learning_rate=3e-4, weight_decay=0.0, warmup_steps=0, max_grad_norm=1.0, logging_strategy="no",
               save_strategy="no", report_to=[], seed=0, data_seed=0, dataloader_num_workers=0, disable_tqdm=True,
               use_cpu=ctx.device.type == "cpu", bf16=ctx.dtype == torch.bfloat16 and ctx.device.type == "cuda")
-    kw["activation_checkpointing" if new else "gradient_checkpointing"] = ckpt
-    if ckpt:
-        kw["activation_checkpointing_kwargs" if new else "gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    kw.update(checkpointing_training_kwargs(ckpt, use_reentrant=False if ckpt else None))
     return TrainingArguments(**kw)
 
 
