@@ -83,13 +83,24 @@ def gather_rows(boundary: torch.Tensor, attention_mask: torch.Tensor | None) -> 
     return list(boundary[mask].split(counts))
 
 
+def _contiguous_start(index: torch.Tensor) -> int | None:
+    """Where ``index`` starts when it is one ascending run ``s, s+1, ...`` (every padded or packed
+    segment but a row whose mask has holes), else None."""
+    n = index.numel()
+    start = int(index[0])
+    if int(index[-1]) - start != n - 1:
+        return None
+    return start if n < 3 or bool((index[1:] - index[:-1] == 1).all()) else None
+
+
 def assemble(rows: Sequence[torch.Tensor | None], segments: Segments, hidden: int, dtype: torch.dtype,
              pin_memory: bool = False) -> torch.Tensor:
     """Lay cached segment rows out as a ``[B, T, H]`` boundary (zeros where a row is None or at
-    padding). Usage: ``boundary = assemble(cache.get_many(seg.keys), seg, 512, torch.bfloat16)``"""
+    padding), copying each row once, straight into the output (pinned when ``pin_memory``): the
+    host-to-device copy's source. Usage: ``boundary = assemble(cache.get_many(seg.keys), seg, 512, torch.bfloat16)``"""
     b, t = segments.shape
-    out = torch.zeros(b * t, hidden, dtype=dtype, pin_memory=pin_memory)
-    idx, vals = [], []
+    out = torch.empty(b * t, hidden, dtype=dtype, pin_memory=pin_memory)
+    covered = torch.zeros(b * t, dtype=torch.bool)
     for i, (row, index) in enumerate(zip(rows, segments.index)):
         if row is None:
             continue
@@ -97,10 +108,19 @@ def assemble(rows: Sequence[torch.Tensor | None], segments: Segments, hidden: in
             raise ValueError(
                 f"cached row {i} has shape {tuple(row.shape)} but its segment has {index.numel()} tokens and "
                 f"hidden={hidden}; the cache does not match this model/tokenization (new fingerprint?)")
-        idx.append(index)
-        vals.append(row.to(dtype))
-    if idx:
-        out.index_copy_(0, torch.cat(idx), torch.cat(vals))
+        if index.numel() == 0:
+            continue
+        start = _contiguous_start(index)
+        if start is not None:  # a memcpy (converting dtype on the way) from the cache's bytes into the output
+            out[start : start + index.numel()].copy_(row)
+            covered[start : start + index.numel()] = True
+        else:  # a mask with holes: index_copy_ needs the output's dtype (a second copy only when it differs)
+            out.index_copy_(0, index, row.to(dtype))
+            covered[index] = True
+    # Only what no row covered is zeroed (padding, misses): torch.zeros would write every byte twice.
+    gaps = torch.nonzero(~covered).flatten()
+    if gaps.numel():
+        out.index_fill_(0, gaps, 0)
     return out.view(b, t, hidden)
 
 
