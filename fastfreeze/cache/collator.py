@@ -84,13 +84,34 @@ def gather_rows(boundary: torch.Tensor, attention_mask: torch.Tensor | None) -> 
 
 
 def _contiguous_start(index: torch.Tensor) -> int | None:
-    """Where ``index`` starts when it is one ascending run ``s, s+1, ...`` (every padded or packed
-    segment but a row whose mask has holes), else None."""
-    n = index.numel()
+    """Where ``index`` starts when it is one run ``s, s+1, ...`` (every padded or packed segment but a
+    row whose mask has holes), else None. A segment's indices ascend (``Segments``' contract), so
+    first and last decide it without a pass over the indices."""
     start = int(index[0])
-    if int(index[-1]) - start != n - 1:
-        return None
-    return start if n < 3 or bool((index[1:] - index[:-1] == 1).all()) else None
+    return start if int(index[-1]) - start == index.numel() - 1 else None
+
+
+def _zero_gaps(out: torch.Tensor, spans: list[tuple[int, int]], holes: list[torch.Tensor]) -> None:
+    """Zero what no row was written to (padding, misses), and only that: ``torch.zeros`` up front
+    would write every byte twice. ``spans``: the ``[start, stop)`` runs written; ``holes``: the
+    indices of rows written by ``index_copy_``."""
+    if holes:  # a mask with holes: a per-token mask (rare; the usual batch never gets here)
+        covered = torch.zeros(out.shape[0], dtype=torch.bool)
+        for start, stop in spans:
+            covered[start:stop] = True
+        for index in holes:
+            covered[index] = True
+        gaps = torch.nonzero(~covered).flatten()
+        if gaps.numel():
+            out.index_fill_(0, gaps, 0)
+        return
+    at = 0
+    for start, stop in sorted(spans):
+        if start > at:
+            out[at:start].zero_()
+        at = max(at, stop)
+    if at < out.shape[0]:
+        out[at:].zero_()
 
 
 def assemble(rows: Sequence[torch.Tensor | None], segments: Segments, hidden: int, dtype: torch.dtype,
@@ -100,7 +121,7 @@ def assemble(rows: Sequence[torch.Tensor | None], segments: Segments, hidden: in
     host-to-device copy's source. Usage: ``boundary = assemble(cache.get_many(seg.keys), seg, 512, torch.bfloat16)``"""
     b, t = segments.shape
     out = torch.empty(b * t, hidden, dtype=dtype, pin_memory=pin_memory)
-    covered = torch.zeros(b * t, dtype=torch.bool)
+    spans, holes = [], []
     for i, (row, index) in enumerate(zip(rows, segments.index)):
         if row is None:
             continue
@@ -113,14 +134,11 @@ def assemble(rows: Sequence[torch.Tensor | None], segments: Segments, hidden: in
         start = _contiguous_start(index)
         if start is not None:  # a memcpy (converting dtype on the way) from the cache's bytes into the output
             out[start : start + index.numel()].copy_(row)
-            covered[start : start + index.numel()] = True
-        else:  # a mask with holes: index_copy_ needs the output's dtype (a second copy only when it differs)
+            spans.append((start, start + index.numel()))
+        else:  # index_copy_ needs the output's dtype: a second copy only when the cache's differs
             out.index_copy_(0, index, row.to(dtype))
-            covered[index] = True
-    # Only what no row covered is zeroed (padding, misses): torch.zeros would write every byte twice.
-    gaps = torch.nonzero(~covered).flatten()
-    if gaps.numel():
-        out.index_fill_(0, gaps, 0)
+            holes.append(index)
+    _zero_gaps(out, spans, holes)
     return out.view(b, t, hidden)
 
 
