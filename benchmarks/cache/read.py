@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         result = run(a.examples, a.seq, a.batch, a.rounds, work, a.pin)
     meta = {"tag": a.tag, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": f"CPU {platform.machine()}, {os.cpu_count()} cores", "torch": torch.__version__,
-            "command": "python -m benchmarks.cache " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": " ".join(["python -m benchmarks.cache", *(argv if argv is not None else sys.argv[1:])]),
             "seq": a.seq, "batch": a.batch}
     res = {"meta": meta, "result": result}
     out = Path(a.out)
