@@ -79,7 +79,7 @@ def suggest(probe: dict, learn_min: float = LEARN_MIN, tie: float = TIE) -> dict
     h = FAIR_HITS
     reason = WHY_NO_K.format(picked=h["picked"][0], best=h["best"][0], seeds=", ".join(map(str, h["seeds"])),
                              hits=h["hits"], n=len(h["seeds"]), measured=h["measured"])
-    return {"k": None, "rule_k": rule_k, "rule_reason": rule_reason, "hit_rate": h,
+    return {"k": None, "rule_k": rule_k, "rule_reason": rule_reason, "hit_rate": dict(h),
             "rule": RULE_TEXT.format(learn_min=learn_min, tie_pts=round(tie * 100, 6)), "rows": rows,
             "learn_min": learn_min, "tie": tie, "reason": reason}
 
