@@ -310,7 +310,7 @@ class DiskCache(PrefixCache):
             buf = self._open(shard)
             if buf is not None:
                 off, n = shard.entries[key]
-                esize = torch.empty(0, dtype=shard.dtype).element_size()
+                esize = shard.dtype.itemsize
                 return buf[off : off + n * shard.hidden * esize].view(shard.dtype).view(n, shard.hidden)
         return None
 

@@ -12,7 +12,7 @@ SUBCOMMANDS = {
     "continual": ("fastfreeze.cli.continual", "Run a continual-learning task sequence from a YAML config."),
     "recover": ("fastfreeze.cli.recover", "Recovery test: is forgotten accuracy spurious (recoverable)?"),
     "orthogonality": ("fastfreeze.cli.orthogonality", "Per-layer update orthogonality between two windows."),
-    "suggest-k": ("fastfreeze.cli.suggest_k", "Probe the next task with each depth frozen; suggest k, with evidence."),
+    "suggest-k": ("fastfreeze.cli.suggest_k", "Probe the next task with each depth frozen: the evidence per k (no single k: docs/suggest-k.md)."),
     "verify": ("fastfreeze.cli.verify", "Prove parity with plain PyTorch freezing on your model and data."),
     "safety": ("fastfreeze.cli.safety", "Refusal-rate evaluation and the safety scenario."),
     "sft": ("fastfreeze.cli.sft", "TRL's `trl sft` with the bottom k layers frozen and cached (flags / YAML as TRL's)."),

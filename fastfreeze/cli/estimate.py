@@ -21,9 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--flops", type=float, default=None, help="the device's achieved FLOP/s (measured), e.g. 3.5e14")
     p.add_argument("--mfu", type=float, default=None,
                    help="with --device: achieved / spec-sheet FLOP/s (an assumption; default 0.4)")
-    p.add_argument("--read-gbps", type=float, default=2.0,
-                   help="GB/s the cache's boundaries are read at (disk, or host memory for cache='memory'); default 2.0, "
-                        "measure yours with `python -m benchmarks.cache`")
+    read = p.add_mutually_exclusive_group()
+    read.add_argument("--read-gbps", type=float, default=None,
+                      help="GB/s the cache's read path delivers boundaries at (default: the rate benchmarks.cache measured, "
+                           "printed with its source)")
+    read.add_argument("--read-json", default=None,
+                      help="a JSON from `python -m benchmarks.cache` run on your machine: use its read path's rate")
     p.add_argument("--write-gbps", type=float, default=None, help="GB/s of cache writes (default: the read rate)")
     return p
 
@@ -31,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from fastfreeze.estimate import Device, ModelShape, estimate, render
-    from fastfreeze.estimate.payoff import DEFAULT_MFU
+    from fastfreeze.estimate.payoff import DEFAULT_MFU, read_rate_from_benchmark
 
     if args.mfu is not None and args.device is None:
         raise SystemExit("fastfreeze estimate: --mfu goes with --device (with --flops give the achieved rate itself)")
@@ -42,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
             dev = Device.named(args.device, args.mfu if args.mfu is not None else DEFAULT_MFU)
         elif args.flops:
             dev = Device(f"{args.flops:.3g} FLOP/s (given)", args.flops)
-        est = estimate(shape, args.k, args.dataset_tokens, args.epochs, dev, read_bytes_per_s=args.read_gbps * 1e9,
-                       write_bytes_per_s=args.write_gbps * 1e9 if args.write_gbps else None)
+        rate, source = (args.read_gbps * 1e9 if args.read_gbps else None), "given: --read-gbps"
+        if args.read_json:
+            measured = read_rate_from_benchmark(args.read_json)
+            rate, source = measured.bytes_per_s, f"{measured.source}: {args.read_json}"
+        est = estimate(shape, args.k, args.dataset_tokens, args.epochs, dev, read_bytes_per_s=rate,
+                       write_bytes_per_s=args.write_gbps * 1e9 if args.write_gbps else None, read_source=source)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"fastfreeze estimate: {err}") from None
     print(render(est), end="")

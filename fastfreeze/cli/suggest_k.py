@@ -1,4 +1,4 @@
-"""`fastfreeze suggest-k RUN_DIR`: probe the next task with each depth frozen and suggest k, with the evidence.
+"""`fastfreeze suggest-k RUN_DIR`: probe the next task with each depth frozen; the evidence per k, the rule's measured hit rate, no single k.
 
 Usage:
     fastfreeze suggest-k runs/demo                               # Task-0 checkpoint -> Task 1
@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
         "Before training the next task: a short probe on it from the model that learned the previous task, "
         "with nothing frozen and with the embedding + bottom k blocks frozen for k = 0..L; prints per-layer "
         "update sizes, their orthogonality to the previous task's update, the old task's first-token accuracy "
-        "after the probe per k, and a suggested k (rule: docs/suggest-k.md)."))
+        "after the probe per k, and the measured hit rate of the one rule tried (0/3 at matched budgets, so no single "
+        "k is suggested: docs/suggest-k.md)."))
     p.add_argument("run_dir", nargs="?", help="output_dir of a `fastfreeze continual` / `fastfreeze demo` run")
     p.add_argument("--model", help="checkpoint that has learned the old task (default: RUN_DIR's trunk/task{N-1})")
     p.add_argument("--previous", help="checkpoint before that task, for the orthogonality columns (default: "
@@ -40,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tie", type=float, default=None, help="the rule's retention tie, as a fraction (default 0.02)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--output", help="JSON path (default: RUN_DIR/suggest_k-task{N}.json; without RUN_DIR none)")
-    p.add_argument("--compare", metavar="RESULTS_JSON", help="a run's results.json: is the suggested k among its best arms?")
+    p.add_argument("--compare", metavar="RESULTS_JSON", help="a run's results.json: is the rule's pick among its best arms? "
+                   "(how its hit rate is measured)")
     p.add_argument("--suggestion", metavar="SUGGEST_JSON", help="reuse this suggest-k JSON instead of probing "
                    "(with --learn-min / --tie: re-apply the rule to its probe)")
     return p
@@ -102,11 +104,13 @@ def main(argv: list[str]) -> int:
             if "suggestion" not in result or "probe" not in result:
                 raise ConfigError(f"--suggestion {a.suggestion!r} has no 'probe'/'suggestion' entry; pass a "
                                   "suggest-k JSON.")
-            if a.learn_min is not None or a.tie is not None:  # re-apply the rule with other thresholds
-                from fastfreeze.continual.suggest import LEARN_MIN, TIE, suggest
+            # Re-read the stored probe with this version's evidence (older files named a k) and any new thresholds.
+            from fastfreeze.continual.suggest import LEARN_MIN, TIE, suggest
 
-                result["suggestion"] = suggest(result["probe"], LEARN_MIN if a.learn_min is None else a.learn_min,
-                                               TIE if a.tie is None else a.tie)
+            old = result["suggestion"]
+            result["suggestion"] = suggest(result["probe"],
+                                           old.get("learn_min", LEARN_MIN) if a.learn_min is None else a.learn_min,
+                                           old.get("tie", TIE) if a.tie is None else a.tie)
             out = Path(a.output) if a.output else None
         else:
             result, out = _probe(a)
@@ -115,7 +119,7 @@ def main(argv: list[str]) -> int:
             res = _load_json(a.compare, "a continual run's results.json", "--compare")
             if "arms" not in res:
                 raise ConfigError(f"--compare {a.compare!r} has no 'arms': pass a continual run's results.json.")
-            cmp = compare.compare(result["suggestion"]["k"], res)
+            cmp = compare.compare(result["suggestion"]["rule_k"], res)  # measures the rule; no k is suggested
             cmp["results"] = str(a.compare)
             result["comparison"] = cmp
             print("\nAgainst the arms of " + a.compare + ":\n\n" + compare.markdown(cmp))

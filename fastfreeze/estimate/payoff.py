@@ -11,6 +11,10 @@ Device FLOP/s: the named cards carry their spec-sheet dense bf16 tensor rate; th
 times ``mfu`` (model FLOP utilisation, an assumption the report prints), or pass a measured
 ``flops`` directly (``fastfreeze estimate --flops``).
 
+The read rate is measured, never assumed: by default the one `python -m benchmarks.cache` measured for
+the read path (``MEASURED_READ``), or the rate in a JSON that benchmark wrote on your machine
+(:func:`read_rate_from_benchmark`).
+
 Usage::
 
     dev = Device.named("h100")            # or Device("my box", flops=3.1e11)
@@ -18,13 +22,15 @@ Usage::
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .flops import prefix_flops, step_flops
 from .shape import ModelShape
 
-__all__ = ["CARDS", "Device", "Payoff", "cache_bytes", "payoff"]
+__all__ = ["CARDS", "MEASURED_READ", "Device", "Payoff", "ReadRate", "cache_bytes", "payoff", "read_rate_from_benchmark"]
 
 # Spec-sheet dense bf16 tensor-core FLOP/s (no sparsity).
 CARDS = {
@@ -35,6 +41,34 @@ CARDS = {
     "l4": ("NVIDIA L4", 121e12),
 }
 DEFAULT_MFU = 0.4
+
+
+@dataclass(frozen=True)
+class ReadRate:
+    """Bytes/s the cache's read path delivers boundaries at, and where that number comes from."""
+
+    bytes_per_s: float
+    source: str
+
+
+# The read path (get_many + assemble, page cache warm, one thread) measured by `python -m benchmarks.cache`;
+# tests/estimate/test_payoff.py checks it equals benchmarks/results/cache_read_cpu.json.
+MEASURED_READ = ReadRate(1.289e9, "measured by benchmarks.cache on CPU x86_64, 2 cores, 2026-12-07")
+
+
+def read_rate_from_benchmark(path) -> ReadRate:
+    """The read path's rate from a JSON written by ``python -m benchmarks.cache`` (run it on your machine).
+
+    Usage: ``rate = read_rate_from_benchmark("benchmarks/results/cache_read_cpu.json")``"""
+    try:
+        res = json.loads(Path(path).read_text())
+        rate, meta = float(res["result"]["read_path_GBps"]) * 1e9, res["meta"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a `python -m benchmarks.cache` result with result.read_path_GBps ({e!r}); "
+                         "rerun the benchmark (its first version did not measure the read path alone)") from None
+    if not rate > 0:
+        raise ValueError(f"{path}: read_path_GBps must be positive, got {rate / 1e9}")
+    return ReadRate(rate, f"measured by benchmarks.cache on {meta.get('device', '?')}, {meta.get('date', '?')[:10]}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .flops import predicted_ratio
 from .memory import predict, weight_state_bytes
-from .payoff import Device, Payoff, cache_bytes, payoff
+from .payoff import MEASURED_READ, Device, Payoff, cache_bytes, payoff
 from .shape import ModelShape
 
 __all__ = ["Estimate", "estimate", "render"]
@@ -36,11 +36,16 @@ class Estimate:
     device: Device | None
     read_bytes_per_s: float
     payoff: dict  # ckpt -> Payoff (with a device)
+    read_source: str = "given"
 
 
 def estimate(shape: ModelShape, k: int, dataset_tokens: float, epochs: int, dev: Device | None = None,
-             read_bytes_per_s: float = 2e9, write_bytes_per_s: float | None = None) -> Estimate:
-    """Everything `fastfreeze estimate` prints, from the shapes (and a device for the time verdict)."""
+             read_bytes_per_s: float | None = None, write_bytes_per_s: float | None = None,
+             read_source: str = "given") -> Estimate:
+    """Everything `fastfreeze estimate` prints, from the shapes (and a device for the time verdict); the
+    read rate defaults to the measured one (``payoff.MEASURED_READ``)."""
+    if read_bytes_per_s is None:
+        read_bytes_per_s, read_source = MEASURED_READ.bytes_per_s, MEASURED_READ.source
     if dataset_tokens <= 0 or epochs < 1:
         raise ValueError("dataset_tokens must be positive and epochs >= 1")
     trainable, frozen = shape.trainable_params(k), shape.frozen_params(k)
@@ -57,7 +62,7 @@ def estimate(shape: ModelShape, k: int, dataset_tokens: float, epochs: int, dev:
         for ckpt in (False, True):
             pays[ckpt] = payoff(shape, k, ckpt, dev, read_bytes_per_s, dataset_tokens, epochs, write_bytes_per_s)
     return Estimate(shape, k, dataset_tokens, epochs, trainable, frozen, ratios, acts, weights,
-                    cache_bytes(shape, dataset_tokens), dev, read_bytes_per_s, pays)
+                    cache_bytes(shape, dataset_tokens), dev, read_bytes_per_s, pays, read_source)
 
 
 def _b(n: float) -> str:
@@ -106,7 +111,7 @@ def render(e: Estimate) -> str:
         out.append("does the cache pay: pass --device <card> or --flops <achieved FLOP/s> to decide")
     else:
         out += ["", f"does the cache pay on {e.device.name}, {e.device.flops / 1e12:.3g} TFLOP/s achieved, "
-                    f"reading {e.read_bytes_per_s / 1e9:.3g} GB/s:"]
+                    f"reading {e.read_bytes_per_s / 1e9:.3g} GB/s ({e.read_source}):"]
         for ckpt, p in e.payoff.items():
             out += _pays_lines(e, ckpt, p)
     return "\n".join(out) + "\n"

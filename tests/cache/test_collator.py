@@ -158,3 +158,83 @@ def test_collator_bad_input():
     coll = CachedBoundaryCollator(lambda f: [1, 2], MemoryCache("fp"), H, torch.float32)
     with pytest.raises(ValueError, match="input_ids"):
         coll(FEATURES)
+
+
+def _assemble_reference(rows, seg, hidden, dtype):
+    """The former two-copy layout (zeros, then one index_copy_ of all rows concatenated)."""
+    b, t = seg.shape
+    out = torch.zeros(b * t, hidden, dtype=dtype)
+    pairs = [(i, r) for i, r in zip(seg.index, rows) if r is not None]
+    if pairs:
+        out.index_copy_(0, torch.cat([i for i, _ in pairs]), torch.cat([r.to(dtype) for _, r in pairs]))
+    return out.view(b, t, hidden)
+
+
+def _mixed_segments():
+    """Right/left padding, a mask with a hole, an empty row, and packed documents."""
+    from fastfreeze.cache.segments import segment_batch
+
+    ids = torch.arange(1, 25).view(4, 6)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1], [1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0]])
+    padded = segment_batch(ids, mask)
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 4, 5]])
+    packed = segment_batch(ids[:2], None, pos, split_documents=True)
+    return [padded, packed]
+
+
+@pytest.mark.parametrize("cache_dtype,out_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32),
+                                                   (torch.float32, torch.bfloat16)])
+def test_assemble_equals_the_two_copy_layout_bitwise(cache_dtype, out_dtype):
+    from fastfreeze.cache.collator import assemble
+
+    g = torch.Generator().manual_seed(3)
+    for seg in _mixed_segments():
+        rows = [torch.randn(i.numel(), H, generator=g).to(cache_dtype) for i in seg.index]
+        for drop in (None, 0, len(rows) - 1):  # all hit, first missing, last missing
+            got_rows = [None if j == drop else r for j, r in enumerate(rows)]
+            out = assemble(got_rows, seg, H, out_dtype)
+            assert out.dtype == out_dtype
+            assert torch.equal(out, _assemble_reference(got_rows, seg, H, out_dtype))
+            assert not out.view(-1, H)[torch.nonzero(~_covered(seg, got_rows)).flatten()].any()
+
+
+def _covered(seg, rows):
+    cov = torch.zeros(seg.shape[0] * seg.shape[1], dtype=torch.bool)
+    for i, r in zip(seg.index, rows):
+        if r is not None:
+            cov[i] = True
+    return cov
+
+
+def test_assemble_copies_each_row_once():
+    """Row bytes are written once: no torch.cat of the rows, and only padding gets zeros."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from fastfreeze.cache.collator import assemble
+    from fastfreeze.cache.segments import segment_batch
+
+    class Written(TorchDispatchMode):
+        """Counts float elements each op writes (views and the uninitialised output write none)."""
+
+        def __init__(self):
+            super().__init__()
+            self.floats = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if func.is_view or name.startswith("empty") or not isinstance(out, torch.Tensor) \
+                    or not out.is_floating_point():
+                return out
+            if name in ("index_fill_", "index_copy_", "index_put_"):
+                self.floats += args[2].numel() * out[0].numel() if name != "index_put_" else args[2].numel()
+            else:  # copy_, fill_, zeros, cat, _to_copy...: every element of the result
+                self.floats += out.numel()
+            return out
+
+    ids = torch.arange(1, 17).view(2, 8)
+    seg = segment_batch(ids, torch.tensor([[1] * 8, [0, 0, 0, 1, 1, 1, 1, 1]]))
+    rows = [torch.randn(i.numel(), H) for i in seg.index]
+    with Written() as w:
+        assemble(rows, seg, H, torch.float32)
+    assert w.floats == 16 * H  # 13 row tokens copied once + 3 padding tokens zeroed

@@ -33,3 +33,38 @@ def test_estimate_without_a_device_and_bad_input(tmp_path, capsys):
         main(["estimate", str(path), "--k", "40", "--dataset-tokens", "1e6"])
     with pytest.raises(SystemExit, match="--mfu goes with --device"):
         main(["estimate", str(path), "--k", "8", "--dataset-tokens", "1e6", "--flops", "1e14", "--mfu", "0.5"])
+
+
+def _bench_json(path, gbps):
+    path.write_text(json.dumps({"meta": {"device": "CPU test", "date": "2026-12-07T00:00:00+00:00"},
+                                "result": {"read_path_GBps": gbps}}))
+    return str(path)
+
+
+def test_the_verdict_follows_the_measured_read_rate(tmp_path, capsys):
+    """k=4 on an H100 at mfu 0.4: the prefix costs ~4.6 us/token against 8 KiB/token to read, so a 0.5 GB/s
+    read path loses to recomputing and a 20 GB/s one wins (docs/cache-sizing.md's table)."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(LLAMA3_8B))
+    base = ["estimate", str(cfg), "--k", "4", "--seq", "2048", "--batch", "4", "--dataset-tokens", "1e6",
+            "--device", "h100", "--read-json"]
+    assert main(base + [_bench_json(tmp_path / "slow.json", 0.5)]) == 0
+    slow = capsys.readouterr().out
+    assert "reading 0.5 GB/s (measured by benchmarks.cache on CPU test, 2026-12-07" in slow
+    assert "recomputing beats reading" in slow and "never pays" in slow
+    assert main(base + [_bench_json(tmp_path / "fast.json", 20)]) == 0
+    fast = capsys.readouterr().out
+    assert "reading 20 GB/s" in fast and "reading beats recomputing" in fast and "paid for itself" in fast
+    with pytest.raises(SystemExit, match="rerun the benchmark"):
+        main(base + [str(tmp_path / "config.json")])
+
+
+def test_the_default_read_rate_is_the_measured_one(tmp_path, capsys):
+    from fastfreeze.estimate.payoff import MEASURED_READ
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(LLAMA3_8B))
+    assert main(["estimate", str(cfg), "--k", "16", "--dataset-tokens", "1e6", "--device", "h100"]) == 0
+    out = capsys.readouterr().out
+    assert f"reading {MEASURED_READ.bytes_per_s / 1e9:.3g} GB/s ({MEASURED_READ.source})" in out
+    assert "measured by benchmarks.cache" in out

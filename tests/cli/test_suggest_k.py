@@ -36,18 +36,20 @@ def test_run_dir_gives_one_row_per_depth_a_suggestion_and_json(run_dir, tmp_path
     printed = capsys.readouterr().out
     for k in range(LAYERS + 1):
         assert f"| k={k} |" in printed
-    assert "| none (SEQ) |" in printed and "Suggested k = " in printed and "Rule: eligible" in printed
+    assert "| none (SEQ) |" in printed and "Suggested k: none; " in printed and "Rule: eligible" in printed
+    assert "Hit rate at matched budgets (measured 2026-12-03, five_task_fair seeds 0, 1, 2): 0/3." in printed
     result = json.loads(out.read_text())
     assert [r["k"] for r in result["suggestion"]["rows"]] == [None, *range(LAYERS + 1)]
     assert result["inputs"]["previous"].endswith("pretrain")  # the orthogonality columns are filled
     assert all(r["flat_cos"] is not None for r in result["probe"]["per_layer"])
-    assert result["probe"]["settings"]["learning_rate"] == 1e-2 and result["suggestion"]["k"] in range(LAYERS + 1)
+    assert result["probe"]["settings"]["learning_rate"] == 1e-2 and result["suggestion"]["k"] is None
+    assert result["suggestion"]["rule_k"] in range(LAYERS + 1) and result["suggestion"]["hit_rate"]["hits"] == 0
 
 
 def test_compare_against_a_results_file_and_reuse_a_suggestion(run_dir, tmp_path, capsys):
     out = tmp_path / "s.json"
     assert main([str(run_dir), *FAST, "--output", str(out)]) == 0
-    k = json.loads(out.read_text())["suggestion"]["k"]
+    k = json.loads(out.read_text())["suggestion"]["rule_k"]
     arms = {"seq": {"strategy": {"name": "seq"}, "accuracy_matrix": [[0.9, 0.0], [0.3, 0.99]]},
             f"freeze{k}": {"strategy": {"name": "freeze", "num_frozen_layers": k}, "accuracy_matrix": [[0.9, 0.0], [0.6, 0.98]]}}
     res = tmp_path / "results.json"
@@ -56,7 +58,7 @@ def test_compare_against_a_results_file_and_reuse_a_suggestion(run_dir, tmp_path
     out2 = tmp_path / "again.json"
     assert main(["--suggestion", str(out), "--compare", str(res), "--output", str(out2)]) == 0
     printed = capsys.readouterr().out
-    assert f"Suggested k={k}: among the best arms by ACC (freeze{k})" in printed
+    assert f"The rule's pick k={k}: among the best arms by ACC (freeze{k})" in printed
     assert json.loads(out2.read_text())["comparison"]["verdict"]["among_best_retention"] is True
 
 
@@ -102,6 +104,21 @@ def test_a_stored_probe_takes_other_thresholds(run_dir, tmp_path, capsys):
     strict = tmp_path / "strict.json"
     assert main(["--suggestion", str(out), "--learn-min", "2.0", "--output", str(strict)]) == 0
     sug = json.loads(strict.read_text())["suggestion"]
-    assert sug["k"] == 0 and sug["learn_min"] == 2.0 and "no depth keeps" in sug["reason"]
+    assert sug["k"] is None and sug["rule_k"] == 0 and sug["learn_min"] == 2.0 and "no depth keeps" in sug["rule_reason"]
     assert not any(r["eligible"] for r in sug["rows"])
     assert json.loads(out.read_text())["suggestion"]["learn_min"] == 0.8  # the stored file is left as it was
+
+
+def test_a_stored_probe_from_before_reads_as_evidence_with_no_k(tmp_path, capsys):
+    """The committed fair seed-0 file (written when the command still named a k) prints the table, the hit rate
+    and no k; against that seed's matched-budget arms the rule's pick is not among the best."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    out = tmp_path / "s.json"
+    assert main(["--suggestion", str(results / "suggest_k_2026-12-03" / "five_fair_seed0_suggest.json"), "--compare",
+                 str(results / "continual_fair_2026-12-03" / "seed0" / "results.json"), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| k=2 | 100.0% | 100.0% | 1.392 | 71% | no |" in printed and "0/3" in printed
+    assert "Suggested k: none;" in printed and "The rule's pick k=1: NOT among the best arms by ACC (freeze2)" in printed
+    assert json.loads(out.read_text())["suggestion"]["k"] is None

@@ -29,3 +29,32 @@ def test_sizes_and_bad_inputs():
         Device.named("tpu-v9")
     with pytest.raises(ValueError, match="mfu"):
         Device.named("h100", mfu=1.5)
+
+
+RESULTS = __import__("pathlib").Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def test_the_default_read_rate_is_the_committed_measurement():
+    from fastfreeze.estimate.payoff import MEASURED_READ, read_rate_from_benchmark
+
+    committed = read_rate_from_benchmark(RESULTS / "cache_read_cpu.json")
+    assert MEASURED_READ.bytes_per_s == pytest.approx(committed.bytes_per_s, rel=1e-3)
+    assert MEASURED_READ.source == committed.source
+
+
+def test_read_rate_from_benchmark_reads_the_read_path_and_refuses_the_old_format(tmp_path):
+    import json
+
+    from fastfreeze.estimate.payoff import read_rate_from_benchmark
+
+    meta = {"device": "CPU x", "date": "2026-12-07T10:00:00+00:00"}
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"meta": meta, "result": {"read_path_GBps": 2.5, "GBps": {"memcpy": 9.0}}}))
+    rate = read_rate_from_benchmark(new)
+    assert rate.bytes_per_s == 2.5e9 and "CPU x, 2026-12-07" in rate.source
+    old = tmp_path / "old.json"  # the first benchmark's fields: a rate bound by its own threads, not the read path
+    old.write_text(json.dumps({"meta": meta, "result": {"warm_read_GBps": 0.06}}))
+    with pytest.raises(ValueError, match="rerun the benchmark"):
+        read_rate_from_benchmark(old)
+    with pytest.raises(ValueError, match="rerun the benchmark"):
+        read_rate_from_benchmark(tmp_path / "missing.json")

@@ -3,7 +3,7 @@
 Usage:
     from fastfreeze.continual.suggest import ProbeSettings, resolve, suggest_k
     result = suggest_k(resolve("runs/demo"), ProbeSettings(steps=50))
-    result["suggestion"]["k"]
+    result["suggestion"]["rows"]   # per-depth evidence; ["k"] is None (docs/suggest-k.md)
 
 `probe` runs the probe (per-layer update sizes, orthogonality to the old task's update, old-task accuracy
 after the probe with each depth frozen), `rule` turns it into a suggestion (the rule is in its docstring),

@@ -1,4 +1,4 @@
-"""Does a suggested k land among the best arms of a finished continual run? (`fastfreeze suggest-k --compare`)
+"""Does the suggest-k rule's pick land among the best arms of a finished continual run? (`fastfreeze suggest-k --compare`)
 
 Reads a runner's results.json (any run: the demo, five_task, or a matched-budget run) and scores its SEQ
 and index-exact Freeze arms two ways; "best" = within `margin` (default 2 points) of the top score:
@@ -88,10 +88,10 @@ def markdown(cmp: dict) -> str:
         )
     k = v["suggested_k"]
     if not v["arm_with_k"]:
-        lines.append(f"\nThe run has no Freeze arm with k={k}: the suggestion cannot be checked against it.")
+        lines.append(f"\nThe run has no Freeze arm with k={k}: the rule's pick cannot be checked against it.")
     else:
         lines.append(
-            f"\nSuggested k={k}: {'among' if v['among_best_acc'] else 'NOT among'} the best arms by ACC "
+            f"\nThe rule's pick k={k}: {'among' if v['among_best_acc'] else 'NOT among'} the best arms by ACC "
             f"({', '.join(v['best_acc_arms'])}); {'among' if v['among_best_retention'] else 'NOT among'} the best "
             f"by Task-0 retention at matched later-task accuracy ({', '.join(v['best_retention_arms'])}); "
             f"best = within {100 * cmp['margin']:g} points of the top."

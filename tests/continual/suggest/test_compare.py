@@ -35,9 +35,9 @@ def test_compare_finds_the_best_arms_both_ways():
         compare(1, {"arms": {k: v for k, v in res["arms"].items() if k != "seq"}})
 
 
-def test_markdown_says_plainly_when_the_suggestion_is_not_among_the_best():
+def test_markdown_says_plainly_when_the_rules_pick_is_not_among_the_best():
     res = _results({"seq": (None, [[0.9, 0.0], [0.30, 0.99]]), "freeze2": (2, [[0.9, 0.0], [0.40, 0.84]])})
     text = markdown(compare(2, res))
-    assert "Suggested k=2: NOT among the best arms by ACC (seq)" in text
+    assert "The rule's pick k=2: NOT among the best arms by ACC (seq)" in text
     assert "NOT among the best by Task-0 retention at matched later-task accuracy (seq)" in text
     assert "has no Freeze arm with k=3" in markdown(compare(3, res))
