@@ -85,3 +85,21 @@ def test_readme_demo_table_is_the_documented_one():
     rows = readme[start:end]
     doc = (ROOT / "docs" / "demo.md").read_text().splitlines()
     assert len(rows) >= 5 and all(line in doc for line in rows)
+
+
+def _number_cells(lines: list[str]) -> list[list[str]]:
+    """The percentage cells of each table row, in order (row labels may be worded differently)."""
+    return [re.findall(r"\d+\.\d%", line) for line in lines if line.startswith("|") and "%" in line]
+
+
+def test_readme_demo_table_is_the_committed_run():
+    """The README's demo numbers are the newest committed demo run's (results.json), as the demo prints them."""
+    from fastfreeze.continual.report import format_table
+
+    runs = sorted((ROOT / "benchmarks" / "results").glob("continual_demo_*/results.json"))
+    printed = format_table(json.loads(runs[-1].read_text())).splitlines()
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index("| model state | Task 0 (held-out people B) | Task 1 |")
+    end = next(i for i in range(start, len(readme)) if not readme[i].startswith("|"))
+    assert len(_number_cells(readme[start:end])) == 5
+    assert _number_cells(readme[start:end]) == _number_cells(printed), runs[-1]

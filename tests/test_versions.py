@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "triton", "transformers", "datasets", "accelerate", "tokenizers", "safetensors", "trl", "peft",
-            "tqdm", "matplotlib", "pyyaml", "deepspeed")
+            "tqdm", "matplotlib", "pyyaml", "deepspeed", "numpy")
 
 
 def _norm(version: str) -> tuple[int, ...]:
