@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._hf_compat import zero3_engine_hooks, zero3_partitioned
 from .families import ModelParts, UnsupportedModelError, is_peft_model, resolve
 from .adapters import base_model_for_freeze
 from .config import FreezeConfig
@@ -57,14 +58,20 @@ def parameter_device(model: nn.Module) -> torch.device:
     return meta if meta in devices else next(iter(model.parameters())).device
 
 
-def _refuse_zero3(model: nn.Module) -> None:
-    if any(hasattr(p, "ds_id") for p in model.parameters()):
-        raise UnsupportedModelError(
-            f"{type(model).__name__}: DeepSpeed ZeRO-3 partitioned the weights at load (zero.Init); each rank holds "
-            "empty placeholders, so fastfreeze can neither prove its split nor run the prefix outside the engine. "
-            "Use FSDP2 (TrainingArguments(fsdp='full_shard auto_wrap', fsdp_config="
-            "fastfreeze.integrations.distributed.fsdp_config(model)), with cpu_ram_efficient_loading for "
-            "meta-loaded ranks) or DeepSpeed ZeRO-2 (examples/deepspeed_zero2.json).")
+def zero3_state(model: nn.Module) -> str | None:
+    """None for a model DeepSpeed ZeRO-3 has not partitioned; "engine" when a ZeRO-3 engine hooked it
+    (it gathers each module's weights around every call); "at load" when zero.Init partitioned it and
+    no engine runs it yet (each rank holds empty placeholders)."""
+    if not any(zero3_partitioned(p) for p in model.parameters()):
+        return None
+    return "engine" if zero3_engine_hooks(model) else "at load"
+
+
+ZERO3_AT_LOAD_NOTE = ("DeepSpeed ZeRO-3 partitioned the weights at load: frozen by module name, parameter "
+                      "counts from ds_numel, the boundary's dependencies traced with each module's weights "
+                      "gathered only during its own forward")
+ZERO3_ENGINE_NOTE = ("DeepSpeed ZeRO-3: prefix trace and probe ran at train start under the engine, which "
+                     "gathers each module's weights around its call and releases them after (never the whole prefix)")
 
 
 def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
@@ -74,7 +81,6 @@ def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     Usage:
         runtime = prepare_freeze(model, FreezeConfig(num_frozen_layers=4))
     """
-    _refuse_zero3(model)
     # A PEFT wrapper: the split is made on the wrapped transformers model; adapters must sit in the
     # trainable suffix, and the base weights stay frozen (PEFT decides what trains).
     target = base_model_for_freeze(model, config) if is_peft_model(model) else model
@@ -82,6 +88,8 @@ def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     config.validate_for(parts.num_layers)
     report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
                                   config.untie_embeddings, parts=parts)
+    if zero3_state(target) == "at load":
+        report.notes.append(ZERO3_AT_LOAD_NOTE)
     return FreezeRuntime(config=config, parts=parts, report=report, prefix=None, target=target)
 
 
@@ -94,8 +102,13 @@ def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) 
     """
     if runtime.completed:
         return runtime
-    _refuse_zero3(runtime.target)  # the engine may have partitioned a model loaded whole
     target, config, parts, report = runtime.target, runtime.config, runtime.parts, runtime.report
+    zero3 = zero3_state(target)
+    if zero3 == "at load":
+        raise UnsupportedModelError(
+            f"{type(target).__name__}: DeepSpeed ZeRO-3 partitioned the weights at load and no engine runs them yet, "
+            "so the prefix cannot run here. Train it through FastFreezeTrainer / FastFreezeSFTTrainer with "
+            "TrainingArguments(deepspeed=...): the freeze completes at train start, under the engine.")
     where = parameter_device(target)
     if where.type == "meta":
         raise UnsupportedModelError(
@@ -112,6 +125,8 @@ def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) 
     if kernel_set == "triton":
         report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss)))
     runtime.kernel_set, runtime.device = kernel_set, where
+    if zero3 == "engine":
+        report.notes.append(ZERO3_ENGINE_NOTE)
     if config.is_prefix:
         runtime.prefix, runtime.probe = _install_prefix(target, parts, config, report)
     else:
