@@ -31,16 +31,19 @@ K, ROWS, STEPS, PAD_TO = 2, 16, 8, 12  # 2 epochs of 4 global batches of 4 (2 ra
 SCENARIOS = ("z2_ref", "z2_ff", "z2_disk", "z3_ref", "z3_ff", "z3_disk", "z3_memory", "z3_resume")
 
 
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+
+
 def ds_config(stage: int) -> dict:
-    """The user's DeepSpeed config (examples/deepspeed_zero{2,3}.json), plus for ZeRO-3 two test-only
-    settings: every parameter of the tiny model is below DeepSpeed's default persistence threshold
-    (1e5 elements), so it would keep them all whole; 0 makes each one a real partition. No prefetch,
-    so the gathers seen are exactly one module's at a time (what fastfreeze controls)."""
-    zero: dict = {"stage": stage}
+    """The shipped config (examples/deepspeed_zero{2,3}.json), plus for ZeRO-3 two test-only settings:
+    every parameter of the tiny model is below DeepSpeed's persistence threshold, so it would keep
+    them all whole; 0 makes each one a real partition. No prefetch, so the gathers seen are exactly
+    one module's at a time (what fastfreeze controls)."""
+    with open(os.path.join(EXAMPLES, f"deepspeed_zero{stage}.json")) as f:
+        config = json.load(f)
     if stage == 3:
-        zero.update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
-    return {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-            "zero_optimization": zero, "bf16": {"enabled": False}}
+        config["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
+    return config
 
 
 class RecordingCollator:
