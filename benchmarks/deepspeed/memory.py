@@ -61,11 +61,13 @@ def count(trainer) -> dict:
 
 
 def _config(stage: int) -> dict:
-    zero = {"stage": stage}
-    if stage == 3:  # DeepSpeed would keep parameters under 1e5 elements whole on every rank (the norms)
-        zero["stage3_param_persistence_threshold"] = 0
-    return {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-            "zero_optimization": zero, "bf16": {"enabled": False}}
+    """The shipped configs (examples/deepspeed_zero{2,3}.json; ZeRO-1 is the ZeRO-2 file at stage 1),
+    with their "auto" buckets, which HF sizes from the hidden size as for a user's run."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+    with open(os.path.join(root, f"deepspeed_zero{max(stage, 2)}.json")) as f:
+        config = json.load(f)
+    config["zero_optimization"]["stage"] = stage
+    return config
 
 
 def worker(stage: int, arm: str, shape: str, out: str) -> None:
