@@ -223,6 +223,7 @@ class FreezeMixin(TrainerHooks):
             # DeepSpeed ZeRO-3 gathers per leaf module (each Linear, norm, embedding), so a prefix block
             # that returns a placeholder skips the gathers its submodules would make on a rank that
             # computes: only the real prefix run pairs them. Same rows as the cached ones, not stored again.
+            self._hit_tokens -= boundary.shape[:-1].numel()  # no prefix time saved on this batch
             boundary = None
         with prefix.inject(boundary, swap=swap), prefix.capture() as cap:
             result = fn(inputs)

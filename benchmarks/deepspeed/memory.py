@@ -55,7 +55,9 @@ def count(trainer) -> dict:
                        ("fp32_master", master), ("adam_moments", moments)):
         out[name] = sum(n for ptr, n in part.items() if ptr not in seen and ptr in live)
         seen |= set(part)
-    out["gradients_and_buckets"] = sum(n for ptr, n in live.items() if ptr not in seen)
+    rest = sorted((n for ptr, n in live.items() if ptr not in seen), reverse=True)
+    out["gradients_and_buckets"] = sum(rest)
+    out["largest_other"] = rest[:4]  # the biggest of them (flat gradient partitions, buckets), for the notes
     out["total"] = sum(live.values())
     return out
 
