@@ -150,6 +150,7 @@ def run(root: str, scenario: str, tiny: str, rank: int) -> dict:
     if ff:
         summary = trainer.cache_summary()
         facts.update(notes=trainer.freeze_report.notes, prefix_calls=trainer.prefix.prefix_calls,
+                     counts=[trainer.freeze_report.frozen_params, trainer.freeze_report.trainable_params],
                      probe=trainer.freeze_runtime.probe is not None,
                      cache=None if summary is None else {"hits": summary.hits, "misses": summary.misses,
                                                          "entries": summary.entries},

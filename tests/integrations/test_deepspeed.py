@@ -59,7 +59,9 @@ def reference(ds_run, tmp_path_factory):
     one = FastFreezeTrainer(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
                             freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {"initial": initial, "trainable": trainable, "fingerprint": one.prefix_cache.cache.fingerprint}
+    counts = [one.freeze_report.frozen_params, one.freeze_report.trainable_params]
+    return {"initial": initial, "trainable": trainable, "fingerprint": one.prefix_cache.cache.fingerprint,
+            "counts": counts}
 
 
 def test_deepspeed_really_ran_each_stage_on_two_ranks(ds_run):
@@ -157,13 +159,14 @@ def test_zero3_fingerprint_equals_the_whole_models(ds_run, reference):
             assert r["fingerprint"] == reference["fingerprint"], s
 
 
-def test_zero3_report_says_where_the_split_was_proven(ds_run):
+def test_zero3_report_says_where_the_split_was_proven(ds_run, reference):
     """ZeRO-3 partitioned at load: frozen at construction from names and ds_numel, trace and probe at
     train start under the engine; ZeRO-2 (whole weights on CPU): everything at construction."""
     _, facts, _ = ds_run
     for s in ("z3_ff", "z3_disk"):
         for r in facts[s]:
             assert not r["completed_at_init"] and r["probe"], s
+            assert r["counts"] == reference["counts"], s  # from ds_numel: the whole model's counts
             assert r["notes"][:2] == [ZERO3_AT_LOAD_NOTE, ZERO3_ENGINE_NOTE], r["notes"]
     assert all(r["completed_at_init"] and r["probe"] for r in facts["z2_ff"])
 
