@@ -74,6 +74,17 @@ ZERO3_ENGINE_NOTE = ("DeepSpeed ZeRO-3: prefix trace and probe ran at train star
                      "gathers each module's weights around its call and releases them after (never the whole prefix)")
 
 
+def _zero3_torch_ops(target: nn.Module, config: FreezeConfig) -> str:
+    """Why a ZeRO-3 engine's model runs torch ops: each kernel's install check calls the module on its own,
+    outside the engine's gathers, so it would read empty placeholders (not supported yet). An explicit
+    kernels="triton" is refused; "auto" falls back, said in the report."""
+    if config.kernels == "triton":
+        raise UnsupportedModelError(
+            f"{type(target).__name__}: kernels='triton' is not supported under DeepSpeed ZeRO-3 yet (the kernels' "
+            "install check reads partitioned weights). Use FreezeConfig(kernels='auto') or 'torch', or ZeRO-2.")
+    return "DeepSpeed ZeRO-3: torch ops (the Triton kernels' install check cannot read partitioned weights yet)"
+
+
 def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     """Phase 1: validate `config` against `model` and freeze by module index (no forward, no weight
     values read: works on `meta`). `complete_freeze` does the rest where the model trains.
@@ -117,8 +128,10 @@ def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) 
             "and load_state_dict), or train under FSDP with cpu_ram_efficient_loading, which materializes them.")
     device = torch.device(device) if device is not None else where
     kernel_set = resolve_kernel_set(config.kernels, target, device=device)
-    report.kernel_set, report.device = kernel_set, str(where)
     reason = kernel_set_reason(config.kernels, kernel_set, device)
+    if zero3 == "engine" and kernel_set == "triton":
+        kernel_set, reason = "torch", _zero3_torch_ops(target, config)
+    report.kernel_set, report.device = kernel_set, str(where)
     if reason:
         report.notes.append(reason)
         logger.warning("fastfreeze: %s", reason)
