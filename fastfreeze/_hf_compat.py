@@ -13,6 +13,7 @@ Usage:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -50,6 +51,72 @@ try:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 except ImportError:  # pragma: no cover
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = None
+
+
+# ------------------------------------------------------------------------------ DeepSpeed ZeRO-3
+# zero.Init (from_pretrained under a ZeRO-3 config) replaces each parameter's data by an empty
+# placeholder and marks it: `ds_id`, `ds_shape` / `ds_numel` (the full shape), `ds_status`. The
+# engine (deepspeed.initialize) then gathers each module's own parameters around its forward and
+# backward through hooks, and leaves `ds_recompute_parameters` on every module it hooked.
+def zero3_partitioned(p: torch.Tensor) -> bool:
+    """Whether `p` is a DeepSpeed ZeRO-3 parameter (its data may be an empty placeholder)."""
+    return hasattr(p, "ds_id")
+
+
+def full_numel(p: torch.Tensor) -> int:
+    """The element count of the whole parameter, also for a ZeRO-3 placeholder."""
+    return int(p.ds_numel) if hasattr(p, "ds_numel") else p.numel()
+
+
+def zero3_engine_hooks(model: nn.Module) -> bool:
+    """Whether a DeepSpeed ZeRO-3 engine hooked `model`'s modules (it gathers their weights per call)."""
+    return any(hasattr(m, "ds_recompute_parameters") for m in model.modules())
+
+
+@contextlib.contextmanager
+def zero3_gathered(params):
+    """Within this block the ZeRO-3 parameters among `params` hold their full data (a collective:
+    every rank enters with the same list); partitioned again on exit. A no-op for other tensors."""
+    params = [p for p in params if zero3_partitioned(p)]
+    if not params:
+        yield
+        return
+    import deepspeed  # optional dependency: present wherever a parameter is a ZeRO-3 one
+
+    with deepspeed.zero.GatheredParameters(params):
+        yield
+
+
+@contextlib.contextmanager
+def zero3_gathered_per_module(model: nn.Module):
+    """Forwards of `model` inside this block gather each module's own ZeRO-3 parameters just before
+    its forward and release them right after, as the engine's hooks do, so no more than one module's
+    weights are ever whole (forward only: a backward would find them released). Modules left
+    mid-forward (an early stop raised inside) are released on exit. A no-op under a ZeRO-3 engine,
+    whose own hooks gather."""
+    handles, open_ = [], []
+    if zero3_engine_hooks(model):
+        yield
+        return
+
+    def pre(module, args):
+        ctx = zero3_gathered(module.parameters(recurse=False))
+        ctx.__enter__()
+        open_.append(ctx)
+
+    def post(module, args, output):
+        open_.pop().__exit__(None, None, None)
+
+    for m in model.modules():
+        if any(zero3_partitioned(p) for p in m.parameters(recurse=False)):
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        while open_:
+            open_.pop().__exit__(None, None, None)
 
 
 # ------------------------------------------------------------------------------ transformers config / model

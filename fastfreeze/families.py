@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import _hf_compat
-from ._hf_compat import is_peft_model, text_config
+from ._hf_compat import is_peft_model, text_config, zero3_gathered_per_module
 from .trace import Stop, eval_mode
 
 
@@ -321,7 +321,7 @@ def _record_calls(model: nn.Module) -> tuple[dict[str, int], dict[str, int], dic
             pre, post = hooks(name)
             handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
     try:
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), zero3_gathered_per_module(model):  # ZeRO-3 at load: placeholders
             run_model(model, probe_inputs(model))
     finally:
         for h in handles:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._hf_compat import text_config
+from ._hf_compat import full_numel, text_config, zero3_gathered_per_module, zero3_partitioned
 from .families import ModelParts, probe_inputs, resolve, run_model
 from .config import FreezeConfig, FreezeConfigError
 from .trace import eval_mode, run_until
@@ -129,21 +129,38 @@ REASON_FEEDS_BOUNDARY = ("feeds the boundary (its gradient reaches block k's inp
 
 
 def boundary_dependencies(model: nn.Module, parts: ModelParts, num_frozen_layers: int) -> list[str]:
-    """Names of trainable parameters the boundary (block k's input) depends on, found by autograd on a
-    probe forward that stops at block k. Bare parameters of the base model (not in any module that
-    runs before block 0) show up here too."""
+    """Names of trainable parameters the boundary (block k's input) depends on: those autograd would
+    reach from it, found by walking the graph of a probe forward that stops at block k (no backward,
+    so it also runs on a DeepSpeed ZeRO-3 model partitioned at load, each module's weights gathered
+    only during its own forward). Bare parameters of the base model (not in any module that runs
+    before block 0) show up here too."""
     k = num_frozen_layers
     sink = parts.layers[k] if k < parts.num_layers else parts.final_norm
     if sink is None:
         return []
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad(), zero3_gathered_per_module(model):
         h = run_until(lambda: run_model(model, probe_inputs(model)), sink).hidden
     h = h[0] if isinstance(h, (tuple, list)) else h
     if not isinstance(h, torch.Tensor) or not h.requires_grad:
         return []
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    grads = torch.autograd.grad(h.float().sum(), [p for _, p in named], allow_unused=True)
-    return [n for (n, _), g in zip(named, grads) if g is not None]
+    reached = _graph_leaves(h)
+    return [n for n, p in model.named_parameters() if p.requires_grad and id(p) in reached]
+
+
+def _graph_leaves(t: torch.Tensor) -> set[int]:
+    """ids of the leaf tensors (parameters) whose gradient backward from `t` would accumulate: the
+    `variable` of every AccumulateGrad node reachable from t.grad_fn."""
+    seen, stack, leaves = set(), [t.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        variable = getattr(fn, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            leaves.add(id(variable))
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return leaves
 
 
 def _apply_frozen(model: nn.Module, names: list[str]) -> None:
@@ -217,8 +234,9 @@ def freeze_bottom_layers(
         msg = "also frozen beyond the embedding + layers[:k]: " + "; ".join(f"{n} ({r})" for n, r in extra.items())
         logger.warning("fastfreeze: %s", msg)
         notes.append(msg)
-    n_frozen = sum(p.numel() for p in _unique_params(model) if not p.requires_grad)
-    n_train = sum(p.numel() for p in _unique_params(model) if p.requires_grad)
+    # full_numel: a ZeRO-3 placeholder counts as the whole parameter it stands for (ds_numel).
+    n_frozen = sum(full_numel(p) for p in _unique_params(model) if not p.requires_grad)
+    n_train = sum(full_numel(p) for p in _unique_params(model) if p.requires_grad)
     if n_train == 0:
         raise FreezeConfigError(
             f"Freezing the embedding and {num_frozen_layers} of {parts.num_layers} layers leaves nothing to "
@@ -239,6 +257,11 @@ def freeze_bottom_layers(
 def _tied_head_notes(model: nn.Module, parts: ModelParts, tied_and_frozen: bool, untie: bool) -> list[str]:
     """A head tied to the frozen embedding: untie it (untie_embeddings=True) or warn that it is frozen too."""
     if tied_and_frozen and untie:
+        if zero3_partitioned(parts.head.weight):
+            raise FreezeConfigError(
+                "untie_embeddings=True needs the head's full weight, but DeepSpeed ZeRO-3 partitioned it at load "
+                "(zero.Init). Untie before training instead: load the model without the ZeRO-3 config, set "
+                "config.tie_word_embeddings=False, save it, and train from that copy.")
         untie_head(model, parts)
         return ["untied the LM head from the embedding (untie_embeddings=True): the head trains"]
     if tied_and_frozen:

@@ -18,7 +18,7 @@ import logging
 import torch
 from transformers import TrainerCallback
 
-from .runtime import parameter_device
+from .runtime import parameter_device, zero3_state
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,11 @@ def placed_for_training(trainer) -> bool:
     """Whether the trainer's model is already where it trains, with real weights: Trainer.__init__
     moved it to args.device, or it stays where it is (model parallel, place_model_on_device=False).
     Under FSDP / DeepSpeed accelerate places the weights when train() starts. FSDP ranks agree (one
-    1-element all_reduce), since the probe of a sharded model runs collectives on every rank."""
+    1-element all_reduce), since the probe of a sharded model runs collectives on every rank. A model
+    DeepSpeed ZeRO-3 partitioned at load (zero.Init, the same on every rank) waits for the engine."""
     where = parameter_device(trainer.freeze_runtime.target)
+    if zero3_state(trainer.freeze_runtime.target) == "at load":
+        return False  # ZeRO-3 placeholders (zero.Init): the prefix runs once the engine gathers them
     wrapped_later = bool(trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
     ready = where.type != "meta" and (
         same_device(where, trainer.args.device) or not (trainer.place_model_on_device or wrapped_later))

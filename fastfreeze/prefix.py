@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover
 from torch import nn
 
 from . import _patch
+from ._hf_compat import zero3_partitioned
 from .families import ModelParts, UnsupportedModelError, probe_inputs, run_model
 from .trace import eval_mode, run_until
 
@@ -240,6 +241,13 @@ def _prefix_forward(self: nn.Module, *args, **kwargs):
     return out
 
 
+def _same_view(a, b) -> bool:
+    """`b` is `a` re-wrapped (a detached alias: same storage, offset, shape and strides), as DeepSpeed
+    ZeRO-3's module hooks hand a block's output to the next; nothing transformed the values."""
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.data_ptr() == b.data_ptr()
+            and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype)
+
+
 def _no_input_require_grads(self, *args, **kwargs):
     # HF makes the embedding output require grad under checkpointing so gradients reach frozen
     # inputs; with a no-grad prefix that would only make backward walk into the prefix.
@@ -308,7 +316,7 @@ class FrozenPrefix:
         with eval_mode(self.model), torch.no_grad():
             source = run_until(forward_watching_sink, self.boundary_source, output=True, stop=False)
         out, sink = _hidden(source.output), source.result.hidden
-        if out is None or out is not sink:
+        if out is None or not (out is sink or _same_view(out, sink)):
             raise UnsupportedModelError(
                 f"{type(self.model).__name__}: the output of {self.names[-1]} is not passed unchanged to "
                 f"{self.boundary_sink_name}; the model's forward transforms it in between, so the frozen prefix "
@@ -445,9 +453,9 @@ class FrozenPrefix:
         return st.seconds / st.tokens if st.tokens else None
 
     def sharded(self) -> bool:
-        """True when the prefix weights are DTensor shards (FSDP2): calling a prefix module then
-        all-gathers, a collective every rank must issue alike."""
-        return DTensor is not None and any(isinstance(p, DTensor) for p in self.parameters())
+        """True when the prefix weights are DTensor shards (FSDP2) or DeepSpeed ZeRO-3 partitions:
+        calling a prefix module then all-gathers, a collective every rank must issue alike."""
+        return any((DTensor is not None and isinstance(p, DTensor)) or zero3_partitioned(p) for p in self.parameters())
 
     def parameters(self):
         seen: set[int] = set()
@@ -458,7 +466,8 @@ class FrozenPrefix:
                     yield p
 
     def named_tensors(self):
-        """(name, tensor) for every frozen parameter and buffer of the prefix: what its output depends on."""
+        """(name, tensor) for every frozen parameter and buffer of the prefix: what its output depends on.
+        A DeepSpeed ZeRO-3 parameter comes as itself (detached it would be its empty placeholder only)."""
         for name, m in zip(self.names, self.modules):
             for n, t in m.state_dict(keep_vars=True).items():
-                yield f"{name}.{n}", t.detach()
+                yield f"{name}.{n}", t if zero3_partitioned(t) else t.detach()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._hf_compat import zero3_engine_hooks, zero3_partitioned
 from .families import ModelParts, UnsupportedModelError, is_peft_model, resolve
 from .adapters import base_model_for_freeze
 from .config import FreezeConfig
@@ -57,14 +58,31 @@ def parameter_device(model: nn.Module) -> torch.device:
     return meta if meta in devices else next(iter(model.parameters())).device
 
 
-def _refuse_zero3(model: nn.Module) -> None:
-    if any(hasattr(p, "ds_id") for p in model.parameters()):
+def zero3_state(model: nn.Module) -> str | None:
+    """None for a model DeepSpeed ZeRO-3 has not partitioned; "engine" when a ZeRO-3 engine hooked it
+    (it gathers each module's weights around every call); "at load" when zero.Init partitioned it and
+    no engine runs it yet (each rank holds empty placeholders)."""
+    if not any(zero3_partitioned(p) for p in model.parameters()):
+        return None
+    return "engine" if zero3_engine_hooks(model) else "at load"
+
+
+ZERO3_AT_LOAD_NOTE = ("DeepSpeed ZeRO-3 partitioned the weights at load: frozen by module name, parameter "
+                      "counts from ds_numel, the boundary's dependencies traced with each module's weights "
+                      "gathered only during its own forward")
+ZERO3_ENGINE_NOTE = ("DeepSpeed ZeRO-3: prefix trace and probe ran at train start under the engine, which "
+                     "gathers each module's weights around its call and releases them after (never the whole prefix)")
+
+
+def _zero3_torch_ops(target: nn.Module, config: FreezeConfig) -> str:
+    """Why a ZeRO-3 engine's model runs torch ops: each kernel's install check calls the module on its own,
+    outside the engine's gathers, so it would read empty placeholders (not supported yet). An explicit
+    kernels="triton" is refused; "auto" falls back, said in the report."""
+    if config.kernels == "triton":
         raise UnsupportedModelError(
-            f"{type(model).__name__}: DeepSpeed ZeRO-3 partitioned the weights at load (zero.Init); each rank holds "
-            "empty placeholders, so fastfreeze can neither prove its split nor run the prefix outside the engine. "
-            "Use FSDP2 (TrainingArguments(fsdp='full_shard auto_wrap', fsdp_config="
-            "fastfreeze.integrations.distributed.fsdp_config(model)), with cpu_ram_efficient_loading for "
-            "meta-loaded ranks) or DeepSpeed ZeRO-2 (examples/deepspeed_zero2.json).")
+            f"{type(target).__name__}: kernels='triton' is not supported under DeepSpeed ZeRO-3 yet (the kernels' "
+            "install check reads partitioned weights). Use FreezeConfig(kernels='auto') or 'torch', or ZeRO-2.")
+    return "DeepSpeed ZeRO-3: torch ops (the Triton kernels' install check cannot read partitioned weights yet)"
 
 
 def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
@@ -74,7 +92,6 @@ def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     Usage:
         runtime = prepare_freeze(model, FreezeConfig(num_frozen_layers=4))
     """
-    _refuse_zero3(model)
     # A PEFT wrapper: the split is made on the wrapped transformers model; adapters must sit in the
     # trainable suffix, and the base weights stay frozen (PEFT decides what trains).
     target = base_model_for_freeze(model, config) if is_peft_model(model) else model
@@ -82,6 +99,8 @@ def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     config.validate_for(parts.num_layers)
     report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
                                   config.untie_embeddings, parts=parts)
+    if zero3_state(target) == "at load":
+        report.notes.append(ZERO3_AT_LOAD_NOTE)
     return FreezeRuntime(config=config, parts=parts, report=report, prefix=None, target=target)
 
 
@@ -94,8 +113,13 @@ def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) 
     """
     if runtime.completed:
         return runtime
-    _refuse_zero3(runtime.target)  # the engine may have partitioned a model loaded whole
     target, config, parts, report = runtime.target, runtime.config, runtime.parts, runtime.report
+    zero3 = zero3_state(target)
+    if zero3 == "at load":
+        raise UnsupportedModelError(
+            f"{type(target).__name__}: DeepSpeed ZeRO-3 partitioned the weights at load and no engine runs them yet, "
+            "so the prefix cannot run here. Train it through FastFreezeTrainer / FastFreezeSFTTrainer with "
+            "TrainingArguments(deepspeed=...): the freeze completes at train start, under the engine.")
     where = parameter_device(target)
     if where.type == "meta":
         raise UnsupportedModelError(
@@ -104,14 +128,18 @@ def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) 
             "and load_state_dict), or train under FSDP with cpu_ram_efficient_loading, which materializes them.")
     device = torch.device(device) if device is not None else where
     kernel_set = resolve_kernel_set(config.kernels, target, device=device)
-    report.kernel_set, report.device = kernel_set, str(where)
     reason = kernel_set_reason(config.kernels, kernel_set, device)
+    if zero3 == "engine" and kernel_set == "triton":
+        kernel_set, reason = "torch", _zero3_torch_ops(target, config)
+    report.kernel_set, report.device = kernel_set, str(where)
     if reason:
         report.notes.append(reason)
         logger.warning("fastfreeze: %s", reason)
     if kernel_set == "triton":
         report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss)))
     runtime.kernel_set, runtime.device = kernel_set, where
+    if zero3 == "engine":
+        report.notes.append(ZERO3_ENGINE_NOTE)
     if config.is_prefix:
         runtime.prefix, runtime.probe = _install_prefix(target, parts, config, report)
     else:

@@ -31,6 +31,7 @@ from ._hf_compat import (
     last_checkpoint,
     remove_unused_columns,
     uses_reentrant_checkpointing,
+    zero3_partitioned,
 )
 from .cache.collator import BOUNDARY_KEY, MISSING_KEY
 from .cache.runtime import FlushCache as _FlushCache
@@ -82,6 +83,13 @@ def drop_empty_param_groups(optimizer):
             raise RuntimeError("drop_empty_param_groups must run before the first optimizer step.")
         optimizer.param_groups[:] = groups
     return optimizer
+
+
+def zero3_gathers_per_call(prefix: FrozenPrefix) -> bool:
+    """Whether calling the prefix makes DeepSpeed ZeRO-3 all-gathers that every rank must issue alike
+    (ZeRO-3 weights and more than one rank)."""
+    return (any(zero3_partitioned(p) for p in prefix.parameters()) and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1)
 
 
 def warn_memory_cache_per_process(config: FreezeConfig, world_size: int) -> bool:
@@ -210,14 +218,21 @@ class FreezeMixin(TrainerHooks):
         if boundary is None and prefix.offloaded:
             prefix.restore()  # an uncached example: the prefix weights must come back
         mark, compiles = prefix.timing_mark(), compile_events()
-        with prefix.inject(boundary, swap=self._may_skip_prefix(prefix, boundary)), prefix.capture() as cap:
+        swap, hit = self._may_skip_prefix(prefix, boundary), boundary is not None
+        if hit and not swap and zero3_gathers_per_call(prefix):
+            # DeepSpeed ZeRO-3 gathers per leaf module (each Linear, norm, embedding), so a prefix block
+            # that returns a placeholder skips the gathers its submodules would make on a rank that
+            # computes: only the real prefix run pairs them. Same rows as the cached ones, not stored again.
+            self._hit_tokens -= boundary.shape[:-1].numel()  # no prefix time saved on this batch
+            boundary = None
+        with prefix.inject(boundary, swap=swap), prefix.capture() as cap:
             result = fn(inputs)
         self._ff_forwards += 1
         if compile_events() != compiles:
             # torch.compile compiled (part of) the model during this forward: its prefix run time
             # includes compilation, so it does not enter the time-saved estimate.
             prefix.discard_timings(mark)
-        if boundary is None and cap.boundary is not None:
+        if not hit and cap.boundary is not None:
             self._on_boundary_computed(inputs, cap.boundary)
         return result
 

@@ -2,6 +2,7 @@
 which fails, naming the shim, when a release moves or changes the internal it stands for."""
 from __future__ import annotations
 
+import importlib.util
 import inspect
 
 import pytest
@@ -297,3 +298,23 @@ def test_triton_specialize_and_compile_for_a_gpu_without_one():
     assert hf.triton_nvidia_tool("cuobjdump") and hf.triton_nvidia_tool("no-such-tool") is None
     compiled = hf.triton_compile(kernel, aligned, target)
     assert compiled.asm["cubin"] and ".target sm_90" in compiled.asm["ptx"]
+
+
+def test_zero3_shims_read_what_deepspeed_marks():
+    """Plain tensors are not ZeRO-3 ones and gather as a no-op; a marked one counts as its full size.
+    The real partitions (zero.Init, the engine's hooks): tests/integrations/test_deepspeed.py."""
+    from fastfreeze._hf_compat import full_numel, zero3_engine_hooks, zero3_gathered, zero3_gathered_per_module
+    from fastfreeze._hf_compat import zero3_partitioned
+
+    layer = torch.nn.Linear(3, 2)
+    assert not zero3_partitioned(layer.weight) and full_numel(layer.weight) == 6 and not zero3_engine_hooks(layer)
+    with zero3_gathered(layer.parameters()), zero3_gathered_per_module(layer):
+        assert layer(torch.ones(1, 3)).shape == (1, 2)
+    layer.weight.ds_id, layer.weight.ds_numel = 0, 600
+    assert zero3_partitioned(layer.weight) and full_numel(layer.weight) == 600
+    layer.ds_recompute_parameters = set()
+    assert zero3_engine_hooks(layer)
+    if importlib.util.find_spec("deepspeed") is not None:
+        import deepspeed
+
+        assert callable(deepspeed.zero.GatheredParameters)

@@ -19,7 +19,7 @@ TREES = ("fastfreeze", "benchmarks", "tests")  # import-linter's root packages (
 
 # Modules imported inside functions only: optional dependencies (a missing one breaks only what needs it,
 # and triton must be imported after TRITON_INTERPRET is set), and matplotlib (headless backend, plots only).
-LAZY_ALLOWED = {"trl", "peft", "csrc_triton", "triton", "matplotlib", "psutil",
+LAZY_ALLOWED = {"trl", "peft", "csrc_triton", "triton", "matplotlib", "psutil", "deepspeed",
                 "fastfreeze.integrations.trl",   # TRL, through `fastfreeze.FastFreezeSFTTrainer`
                 "fastfreeze.continual.plots"}    # matplotlib
 # The command line imports the library inside each command, so `fastfreeze <command> --help` stays fast.

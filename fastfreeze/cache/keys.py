@@ -25,6 +25,8 @@ from typing import Iterable
 
 import torch
 
+from .._hf_compat import zero3_gathered, zero3_partitioned
+
 try:  # a torch built without distributed has no DTensor (and nothing sharded)
     from torch.distributed.tensor import DTensor
 except ImportError:  # pragma: no cover
@@ -163,6 +165,10 @@ def prefix_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]], **fact
     # unsharded copy of the model agree; gathering one is a collective, so it happens here, in one
     # thread, one tensor at a time, in the sorted order every rank shares.
     digests = {name: _hash_tensor(name, t.full_tensor()) for name, t in items if _is_dtensor(t)}
+    for name, t in items:  # DeepSpeed ZeRO-3 partitions: the same, one parameter gathered at a time
+        if zero3_partitioned(t):
+            with zero3_gathered([t]):
+                digests[name] = _hash_tensor(name, t.detach())
     local = [(name, t) for name, t in items if name not in digests]
     workers = min(8, os.cpu_count() or 1, max(1, len(local)))
     # hashlib releases the GIL on large buffers, so threads give real parallelism.

@@ -22,7 +22,6 @@ from transformers import TrainerCallback
 from .._hf_compat import attn_implementation, text_config
 from .._version import __version__
 from ..config import FreezeConfig
-from ..families import UnsupportedModelError
 from ..prefix import FrozenPrefix
 from ..trace import eval_mode
 from .collator import BOUNDARY_KEY, CachedBoundaryCollator
@@ -58,16 +57,8 @@ def compute_fingerprint(model: nn.Module, prefix: FrozenPrefix, config: FreezeCo
     """Everything the boundary depends on: frozen tensors, model config, dtype, attention kernel,
     the kernel set, k and library versions. Any change gives a different cache.
 
-    Refuses DeepSpeed ZeRO-3 partitioned prefix weights: each rank holds an empty placeholder
-    (`ds_id` marks them), so two different models would share one fingerprint."""
-    partitioned = [n for n, p in zip(prefix.names, prefix.modules)
-                   if any(hasattr(t, "ds_id") for t in p.parameters())]
-    if partitioned:
-        raise UnsupportedModelError(
-            f"prefix cache refused: DeepSpeed ZeRO-3 partitions the frozen prefix ({', '.join(partitioned[:3])}"
-            f"{', ...' if len(partitioned) > 3 else ''}), so its weights cannot be fingerprinted. Use ZeRO-2 "
-            "(examples/deepspeed_zero2.json) or FSDP2 (fastfreeze.integrations.distributed.fsdp_config), "
-            "or FreezeConfig(cache=None).")
+    DeepSpeed ZeRO-3 partitions are hashed as the full tensor, gathered one at a time (every rank
+    calls this), so every rank and an unpartitioned copy of the model agree."""
     cfg = model.config.to_dict()
     for volatile in ("_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype"):
         cfg.pop(volatile, None)

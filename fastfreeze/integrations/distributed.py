@@ -23,20 +23,22 @@ run. `fsdp_config()` wraps every decoder block and the embedding in their own un
   holds only the final norm and LM head. `use_orig_params=True` is still set, as HF/accelerate do,
   so a mixed unit works, at the price of a gradient buffer for that unit. Not tested, and a cache hit
   still all-gathers an FSDP1-wrapped prefix (the wrapper, not the module, sits in the parent).
-Why FSDP1 and DeepSpeed are untested and how the FSDP2 test runs on CPU (Trainer enables FSDP only on
-accelerator devices): docs/multi-process.md.
+Why FSDP1 is untested and how the FSDP2 test runs on CPU (Trainer enables FSDP only on accelerator
+devices): docs/multi-process.md.
 A head tied to the frozen embedding would share one weight across two units: pass
 `FreezeConfig(untie_embeddings=True)` for FSDP.
 Call `trainer.build_prefix_cache()` *before* `trainer.train()`: HF Trainer wraps the model when
 training starts, so the precompute runs on the plain module on each rank, with no collective.
 
-DeepSpeed: ZeRO-1/2 keep full parameters on every rank and only partition optimizer state and
-gradients of trainable parameters; the prefix is untouched (not tested: docs/multi-process.md).
-ZeRO-3 partitions parameters at load time, so the prefix weights that the cache fingerprint
-hashes are empty placeholders: the prefix cache refuses them (UnsupportedModelError naming the fix). HF Trainer builds two
-optimizer groups (decay / no decay) and keeps an empty one (e.g. LoRA trains no bias or norm), which
-older DeepSpeed versions reject: FastFreezeTrainer's `create_optimizer` drops it
-(`fastfreeze.trainer.drop_empty_param_groups`, usable on any optimizer).
+DeepSpeed (tested on 2 CPU ranks: tests/integrations/test_deepspeed.py; docs/multi-process.md): ZeRO-1/2
+keep full parameters on every rank and build their optimizer from the trainable ones only, so the
+prefix has no master copy, optimizer state or gradient partition. ZeRO-3 partitions parameters at load
+(zero.Init): the freeze is decided from names and `ds_numel`, and the prefix trace, probe and cache
+fingerprint run at train start under the engine, which gathers one module's weights at a time. A
+ZeRO-3 prefix is gathered per leaf module, so a rank whose batch is cached runs its prefix anyway when
+another rank misses (FreezeMixin). HF Trainer builds two optimizer groups (decay / no decay) and keeps
+an empty one (e.g. LoRA trains no bias or norm), which older DeepSpeed versions reject:
+FastFreezeTrainer's `create_optimizer` drops it (`fastfreeze.trainer.drop_empty_param_groups`).
 
 Usage:
     args = TrainingArguments(..., fsdp="full_shard auto_wrap", fsdp_config=fsdp_config(model))

@@ -3,6 +3,7 @@ as `python -m fastfreeze.cli sft`, saves a model plain `from_pretrained` loads, 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -246,6 +247,30 @@ def test_example_yaml_runs_as_python_m_and_saves_a_plain_hf_model(files, tmp_pat
     _assert_freeze_held(_weights(files["model"]), _weights(out))
     assert json.loads((out / "fastfreeze_config.json").read_text())["num_frozen_layers"] == K
     assert any(cache.rglob("*")), "the YAML's disk cache was not written"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="the .[deepspeed] extra is not installed")
+def test_deepspeed_zero3_under_torchrun(files, tmp_path):
+    """`fastfreeze sft --deepspeed examples/deepspeed_zero3.json` on 2 CPU ranks (gloo): the model loads
+    partitioned (SFTConfig is parsed before the model loads), trains, writes a DeepSpeed checkpoint (one
+    ZeRO partition per rank) with the freeze config beside it, and saves a plain HF model whose frozen
+    weights are unchanged. Parity with plain Trainer + DeepSpeed: tests/integrations/test_deepspeed.py."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "fastfreeze.cli", "sft", "--config", str(ROOT / "examples" / "sft.yaml"), "--model", files["model"],
+           "--data", files["data"], "--num_frozen_layers", str(K), "--dtype", "float32", "--output_dir", str(out),
+           "--cache", "none", "--deepspeed", str(ROOT / "examples" / "deepspeed_zero3.json"), "--max_steps", "2",
+           "--max_length", "64", "--use_cpu", "--bf16", "false", "--per_device_train_batch_size", "2",
+           "--gradient_accumulation_steps", "1", "--disable_tqdm", "true", "--ddp_backend", "gloo", "--save_strategy", "steps", "--save_steps", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    checkpoint = out / "checkpoint-2"  # a DeepSpeed checkpoint: one ZeRO optimizer partition per rank
+    assert sorted(p.name for p in (checkpoint / "global_step2").glob("*optim_states.pt")) == [
+        f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)]
+    assert json.loads((checkpoint / "fastfreeze_config.json").read_text())["num_frozen_layers"] == K
+    _assert_freeze_held(_weights(files["model"]), _weights(out))
 
 
 def test_trl_lora_flags_put_the_adapter_on_the_trainable_blocks(files, tmp_path):
