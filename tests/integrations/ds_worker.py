@@ -1,4 +1,4 @@
-"""One rank of the DeepSpeed test: `torchrun --nproc_per_node 2 tests/integrations/ds_worker.py OUT_DIR SCENARIOS` (gloo, DS_ACCELERATOR=cpu).
+"""One rank of the DeepSpeed test: `torchrun --nproc_per_node 2 -m tests.integrations.ds_worker OUT_DIR SCENARIOS` (gloo, DS_ACCELERATOR=cpu).
 
 Each scenario builds what a user's script builds: `TrainingArguments(deepspeed=config)` first, then
 `from_pretrained` (under a ZeRO-3 config transformers loads inside `deepspeed.zero.Init`, so every

@@ -37,8 +37,9 @@ STEPS_PER_EPOCH = STEPS // 2
 def ds_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ds"))
     make_model("llama").save_pretrained(os.path.join(out, "tiny"))
-    os.environ["DS_ACCELERATOR"] = "cpu"  # inherited by the launch: DeepSpeed's CPU accelerator, gloo
-    launch_or_fail(WORKER, out, ",".join(SCENARIOS))
+    with pytest.MonkeyPatch.context() as env:  # for the launch only: DeepSpeed's CPU accelerator, gloo
+        env.setenv("DS_ACCELERATOR", "cpu")
+        launch_or_fail(WORKER, out, ",".join(SCENARIOS))
     facts = {s: [json.load(open(os.path.join(out, f"{s}.rank{r}.json"))) for r in (0, 1)] for s in SCENARIOS}
     weights = {s: torch.load(os.path.join(out, f"{s}.pt")) for s in SCENARIOS}
     return out, facts, weights
