@@ -233,13 +233,15 @@ def assert_sft_gpu_parity(ff, ref, defaults):
             assert abs(g[key] - w[key]) <= GPU_RTOL * abs(w[key]), (key, g, w)
 
 
-@pytest.mark.parametrize("mode", ["padded", "padding_free"])
+SFT_MODES = {"padded": {}, "padding_free": dict(padding_free=True, max_length=None),
+             "packing": dict(packing=True, max_length=16)}
+
+
+@pytest.mark.parametrize("mode", list(SFT_MODES))
 def test_sft_in_both_defaults_matches_trl_and_its_metrics(defaults, mode, tmp_path):
-    """Issue 29's case: padded batches of 4, 4 steps, lr 1e-3, each step logged; padding-free: one
-    flattened row of 4 examples."""
-    extra = dict(steps=4, gradient_accumulation_steps=1, logging_steps=1)
-    if mode == "padding_free":
-        extra.update(padding_free=True, max_length=None)
+    """Issue 29's case: padded batches of 4, 4 steps, lr 1e-3, each step logged; padding-free (one
+    flattened row of 4 examples) and packed (documents packed into rows of 16 tokens) likewise."""
+    extra = dict(steps=4, gradient_accumulation_steps=1, logging_steps=1, **SFT_MODES[mode])
     ref = run_sft("ref", str(tmp_path / "ref"), callbacks=[Grads()], **extra)
     ff = run_sft("ff", str(tmp_path / "ff"), callbacks=[Grads()], **extra)
     assert_sft_gpu_parity(ff, ref, defaults)
