@@ -331,3 +331,22 @@ def test_a_trainer_reading_logits_gets_the_fused_loss_off_with_a_note(defaults, 
         assert "Training loss: the model's own LM head" in report
     assert ff.accuracies == ref.accuracies and len(ff.accuracies) == 3
     assert_losses_close(ff.losses, ref.losses, rtol=2e-6)  # fp32; the Triton kernels reorder sums (see test_trl)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast with the compiled Triton kernels needs CUDA")
+def test_bf16_autocast_on_cuda_in_the_gpu_defaults(tmp_path):
+    """What a GPU user gets by default: kernels="auto" -> the compiled Triton kernels, the fused loss, bf16
+    autocast; against the seed snippet + Trainer under the same autocast. Run by benchmarks/gpu/suite.sh."""
+    from fastfreeze.verify.report import Tolerances
+
+    common = dict(steps=4, bf16=True, use_cpu=False, evaluate=False)
+    ref = run_arm("llama", 2, "ref", str(tmp_path / "ref"), model=make_model("llama").cuda(), **common)
+    ff = run_arm("llama", 2, "ff", str(tmp_path / "ff"), model=make_model("llama").cuda(), **common)
+    report = ff["trainer"].freeze_report
+    assert report.kernel_set == "triton" and "Training loss: fastfreeze's fused loss" in str(report)
+    initial = make_model("llama").state_dict()
+    for n, p in ff["params"].items():
+        if not ff["model"].get_parameter(n).requires_grad:
+            assert torch.equal(p.cpu(), initial[n]), n
+    # fastfreeze verify's bf16 rule: kernels round once where autocast ops round several times.
+    assert_losses_close(ff["losses"], ref["losses"], rtol=Tolerances.for_dtype("bf16", len(ref["losses"])).loss_rtol)

@@ -196,6 +196,14 @@ def main() -> int:
         return ok and (REHEARSE or ff["fsdp_active"]), ff
     check("fsdp2_memory_cache", fsdp_cache)
 
+    if has_accelerator():
+        def nccl():  # the process group the Trainer runs (torchrun + accelerate on CUDA): NCCL, not gloo
+            backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None
+            return backend == "nccl", f"process group backend: {backend}"
+        check("nccl_backend", nccl)
+    else:
+        _skip(report, "nccl_backend", "CPU rehearsal: gloo (NCCL needs CUDA)", "no accelerator")
+
     try:
         import flash_attn  # noqa: F401
         has_flash = True

@@ -245,3 +245,21 @@ def test_sft_in_both_defaults_matches_trl_and_its_metrics(defaults, mode, tmp_pa
     ref = run_sft("ref", str(tmp_path / "ref"), callbacks=[Grads()], **extra)
     ff = run_sft("ff", str(tmp_path / "ff"), callbacks=[Grads()], **extra)
     assert_sft_gpu_parity(ff, ref, defaults)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled Triton kernels and bf16 autocast need CUDA")
+def test_sft_on_cuda_in_the_gpu_defaults_matches_trl(tmp_path):
+    """SFTConfig's GPU defaults (bf16) with FastFreezeSFTTrainer's (compiled Triton kernels, TRL's fused head):
+    losses and TRL's metrics against plain TRL under the same autocast. Run by benchmarks/gpu/suite.sh."""
+    from fastfreeze.verify.report import Tolerances
+
+    common = dict(steps=4, gradient_accumulation_steps=1, logging_steps=1, use_cpu=False, bf16=True)
+    ref = run_sft("ref", str(tmp_path / "ref"), model=make_model("llama").cuda(), **common)
+    ff = run_sft("ff", str(tmp_path / "ff"), model=make_model("llama").cuda(), **common)
+    report = ff["trainer"].freeze_report
+    assert report.kernel_set == "triton" and "Training loss: TRL's fused LM head" in str(report)
+    rtol = Tolerances.for_dtype("bf16", len(ref["losses"])).loss_rtol  # fastfreeze verify's bf16 rule
+    assert_losses_close(ff["losses"], ref["losses"], rtol=rtol)
+    for g, w in zip(_logged(ff["trainer"]), _logged(ref["trainer"])):
+        assert abs(g["entropy"] - w["entropy"]) <= rtol * abs(w["entropy"]), (g, w)
+        assert abs(g["mean_token_accuracy"] - w["mean_token_accuracy"]) <= 0.05, (g, w)  # bf16: 2 of ~40 tokens' argmax may flip
