@@ -159,6 +159,12 @@ def _skip(report: dict, name: str, detail: str, why: str) -> None:
     print(f"[gpu_fsdp_check] {name}: SKIPPED ({why})", flush=True)
 
 
+def _nccl() -> tuple[bool, str]:
+    """The process group the Trainer ran (torchrun + accelerate on CUDA) is NCCL, not gloo."""
+    backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None
+    return backend == "nccl", f"process group backend: {backend}"
+
+
 def main() -> int:
     cli = _parse_args()
     report, out_dir, tmp = _start(cli.rehearse), cli.out, tempfile.mkdtemp()
@@ -197,10 +203,7 @@ def main() -> int:
     check("fsdp2_memory_cache", fsdp_cache)
 
     if has_accelerator():
-        def nccl():  # the process group the Trainer runs (torchrun + accelerate on CUDA): NCCL, not gloo
-            backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None
-            return backend == "nccl", f"process group backend: {backend}"
-        check("nccl_backend", nccl)
+        check("nccl_backend", _nccl)
     else:
         _skip(report, "nccl_backend", "CPU rehearsal: gloo (NCCL needs CUDA)", "no accelerator")
 
