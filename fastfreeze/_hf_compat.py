@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import os
 import sys
 from typing import Any, Callable
@@ -291,6 +292,20 @@ def trl_load_model(name: str, args: Any, quantization_config: Any = None) -> nn.
         kwargs["device_map"] = None  # as SFTTrainer does: device_map="auto" fails under distributed training
     kwargs.setdefault("trust_remote_code", getattr(args, "trust_remote_code", False))
     return create_model_from_path(name, **kwargs)
+
+
+def trl_fused_lm_head(model: nn.Module) -> bool:
+    """Whether TRL's `add_fused_lm_head` (TRL >= 1.16, called by SFTTrainer) replaced this instance's
+    forward: that forward takes `fused_lm_head=` (its `functools.wraps` hides it from the followed
+    signature, so the function's own signature is read)."""
+    forward = model.__dict__.get("forward")
+    func = getattr(forward, "__func__", None)
+    if func is None:
+        return False
+    try:
+        return "fused_lm_head" in inspect.signature(func, follow_wrapped=False).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def sft_padding_free(trainer: Any) -> bool:

@@ -26,8 +26,11 @@ Left on torch, by design:
 Fused-loss contract: in training mode with `labels=` given as a keyword, the model returns the
 loss with ``logits=None`` (that is the point: the [tokens x vocab] logits never exist). In eval
 mode, or without labels, the model's own forward runs and returns logits, so `Trainer.evaluate`
-with `compute_metrics` and `generate` behave as without fastfreeze. Trainers that read
-``outputs.logits`` during training (e.g. token-accuracy logging) need ``fused_loss=False``.
+with `compute_metrics` and `generate` behave as without fastfreeze. A trainer that reads
+``outputs.logits`` in training gets the fused loss turned off by `FreezeMixin` (noted in the report;
+`fastfreeze.trainer.trainer_reads_logits` decides). One fused head only: where TRL's `add_fused_lm_head` already
+replaced the model's forward (SFTTrainer, TRL >= 1.16, which needs its per-token log-probs, entropy
+and top-1 flags), TRL's head computes the loss and this one is not installed (`KernelReport.loss_head`).
 
 Usage:
     report = install_kernels(model, resolve(model), num_frozen_layers=6); print(report)
@@ -45,7 +48,7 @@ import torch
 from torch import nn
 
 from . import _patch
-from ._hf_compat import causal_lm_loss
+from ._hf_compat import causal_lm_loss, trl_fused_lm_head
 from .families import FAMILIES, FamilySpec, ModelParts
 from .trace import eval_mode
 
@@ -97,6 +100,7 @@ class KernelReport:
     family: str
     swapped: dict[str, str] = field(default_factory=dict)
     left_on_torch: list[str] = field(default_factory=list)
+    loss_head: str = "the model's own LM head and loss (logits materialized)"  # what computes the training loss
 
     def counts(self) -> dict[str, int]:
         """Kernel label -> number of modules, e.g. {"rms_norm/train": 5, "rms_norm/forward-only": 4}."""
@@ -105,7 +109,7 @@ class KernelReport:
     def __str__(self) -> str:
         counts = ", ".join(f"{k} x{n}" for k, n in sorted(self.counts().items())) or "none"
         torch_side = "; ".join(self.left_on_torch) or "nothing"
-        return f"kernels=triton ({self.family}): {counts}. Left on torch: {torch_side}."
+        return f"kernels=triton ({self.family}): {counts}. Left on torch: {torch_side}. Training loss: {self.loss_head}."
 
 
 # ----------------------------------------------------------------------------- swapped forwards
@@ -353,6 +357,12 @@ def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int,
 
 def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: FamilySpec, enabled: bool,
                         report: KernelReport) -> None:
+    if trl_fused_lm_head(model):
+        # One fused head: two would compute the loss twice, or ours would never run. TRL's stays, since
+        # SFTTrainer reads its per-token outputs (entropy, token accuracy, the DFT loss) as well.
+        report.loss_head = ("TRL's fused LM head (SFTTrainer calls model(..., fused_lm_head=True): loss, entropy and "
+                            "token accuracy without logits); fastfreeze's fused loss is not installed")
+        return
     hf_loss = causal_lm_loss()
     reason = None
     if not enabled:
@@ -371,6 +381,7 @@ def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: FamilySpec, e
     softcap = getattr(model.config, "final_logit_softcapping", None)
     _patch.patch(model, "forward", _FusedLossForward(model, softcap), OWNER)
     report.swapped[parts.head_path] = "linear_cross_entropy/train" + (f" (softcap {softcap})" if softcap else "")
+    report.loss_head = "fastfreeze's fused loss (csrc_triton.linear_cross_entropy; training forwards return logits=None)"
 
 
 def remove_kernels(model: nn.Module) -> int:

@@ -16,6 +16,8 @@ Usage:
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -109,6 +111,35 @@ def warn_memory_cache_per_process(config: FreezeConfig, world_size: int) -> bool
     return True
 
 
+# Trainer classes from these packages never read `outputs.logits` of a training forward given labels
+# (TRL >= 1.16 reads its own fused head's fields; `FastFreezeSFTTrainer` checks that head is there).
+_LOSS_READERS_KNOWN = ("transformers.", "trl.", "fastfreeze.")
+
+
+def trainer_reads_logits(trainer_cls: type) -> str | None:
+    """Why a trainer class may read `outputs.logits` in training (None: it does not): a `compute_loss`
+    or `training_step` defined outside transformers / TRL / fastfreeze whose source names `logits`, or
+    whose source cannot be read. Such a trainer gets the fused loss turned off (it returns logits=None).
+
+    Usage:
+        reason = trainer_reads_logits(type(trainer))
+    """
+    for klass in trainer_cls.__mro__:
+        if klass.__module__.startswith(_LOSS_READERS_KNOWN):
+            continue
+        for name in ("compute_loss", "training_step"):
+            fn = klass.__dict__.get(name)
+            if fn is None:
+                continue
+            try:
+                source = inspect.getsource(fn)
+            except (OSError, TypeError):
+                return f"{klass.__qualname__}.{name} may read outputs.logits (its source cannot be read to check)"
+            if "logits" in source:
+                return f"{klass.__qualname__}.{name} reads outputs.logits"
+    return None
+
+
 class FreezeMixin(TrainerHooks):
     """Adds `freeze_config=` to a Trainer class. See `FastFreezeTrainer`."""
 
@@ -146,6 +177,7 @@ class FreezeMixin(TrainerHooks):
         runtime = self.freeze_runtime
         if runtime.completed:
             return
+        self._fused_loss_for_this_trainer(runtime)
         complete_freeze(runtime, self.args.device)
         config = runtime.config
         if not (config.cache and self.prefix is not None):
@@ -159,6 +191,20 @@ class FreezeMixin(TrainerHooks):
             self._ff_collator.inner = self.data_collator  # the DataLoader Trainer already built calls this
         self.add_callback(_FlushCache(self.prefix_cache))
         warn_memory_cache_per_process(config, self.args.world_size)
+
+    def _reads_logits(self) -> str | None:
+        """Why this trainer reads `outputs.logits` in training (None: it does not); see `trainer_reads_logits`."""
+        return trainer_reads_logits(type(self))
+
+    def _fused_loss_for_this_trainer(self, runtime: FreezeRuntime) -> None:
+        # The fused loss returns logits=None in training; a trainer that reads them would crash or log a
+        # wrong metric, so this run's config (not the caller's object) turns it off, and the report says why.
+        reason = self._reads_logits() if runtime.config.fused_loss else None
+        if reason:
+            runtime.config = dataclasses.replace(runtime.config, fused_loss=False)
+            runtime.report.notes.append(f"fused loss turned off: {reason} in training, which the fused loss does not "
+                                        "build (with the Triton kernels the LM head then computes them as without "
+                                        "fastfreeze)")
 
     # ------------------------------------------------------------------ accessors
     @property

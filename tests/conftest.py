@@ -15,6 +15,16 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+from fastfreeze.kernels import ENV_SWITCH  # noqa: E402
+
+# The GPU defaults: what kernels="auto" and fused_loss=True give on CUDA (the Triton kernels, interpreted
+# here, and the fused loss), instead of the torch ops "auto" picks on CPU. FASTFREEZE_TEST_DEFAULTS=gpu
+# runs the whole session in them (every parity test then checks that configuration); the `defaults`
+# fixture below runs chosen tests in both (docs/gpu-suite.md lists which, and why not the others).
+GPU_DEFAULTS_SWITCH = "FASTFREEZE_TEST_DEFAULTS"
+if os.environ.get(GPU_DEFAULTS_SWITCH) == "gpu":
+    os.environ[ENV_SWITCH] = "triton"
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 warnings.filterwarnings("ignore", message=".*tied to the input embedding.*")
@@ -67,6 +77,24 @@ def _global_state_restored():
     os.environ.update({n: v for n, v in env.items() if os.environ.get(n) != v})
     for obj, pristine in _PRISTINE_TRITON:
         _restore_attributes(obj, pristine)
+
+
+@pytest.fixture(params=["cpu", "gpu"])
+def defaults(request, monkeypatch):
+    """The test runs in the CPU defaults (torch ops) and in the GPU defaults (Triton + fused loss);
+    returns which. Under FASTFREEZE_TEST_DEFAULTS=gpu the whole session is in the GPU defaults, so the
+    "cpu" run would repeat the "gpu" one and is skipped. Spawned workers inherit the environment."""
+    if request.param == "gpu":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            # A CUDA machine: these tests train CPU models, which only the interpreter runs through Triton;
+            # there the GPU defaults are checked on CUDA models (the GPU suite, docs/gpu-suite.md).
+            pytest.skip("the GPU defaults on CPU models need TRITON_INTERPRET=1 (set without CUDA)")
+        monkeypatch.setenv(ENV_SWITCH, "triton")
+    elif os.environ.get(GPU_DEFAULTS_SWITCH) == "gpu":
+        pytest.skip(f"{GPU_DEFAULTS_SWITCH}=gpu: the session runs in the GPU defaults only")
+    else:
+        monkeypatch.delenv(ENV_SWITCH, raising=False)
+    return request.param
 
 
 @pytest.fixture

@@ -119,6 +119,28 @@ def test_trl_load_model_and_padding_free(tmp_path):
     # tests/integrations/test_trl.py::test_build_prefix_cache_refused_for_multi_example_padding_free.
 
 
+def test_trl_fused_lm_head_recognises_trls_forward_only():
+    """TRL's add_fused_lm_head (what SFTTrainer >= 1.16 calls) is recognised; a plain model, another per-instance
+    forward and fastfreeze's own fused loss are not."""
+    pytest.importorskip("trl")
+    from trl.trainer.utils import add_fused_lm_head
+
+    import types
+
+    from fastfreeze.families import resolve
+    from fastfreeze.kernels import install_kernels
+
+    plain, other, trl_model = make_model("llama"), make_model("llama"), make_model("llama")
+    other.forward = types.MethodType(lambda self, *a, **k: None, other)
+    add_fused_lm_head(trl_model)
+    assert hf.trl_fused_lm_head(trl_model)
+    assert not hf.trl_fused_lm_head(plain) and not hf.trl_fused_lm_head(other)
+    if torch.cuda.is_available():  # without CUDA the kernels run interpreted (tests/conftest.py)
+        plain.cuda()
+    install_kernels(plain, resolve(plain), num_frozen_layers=0)  # its fused loss is an instance forward too
+    assert "forward" in plain.__dict__ and not hf.trl_fused_lm_head(plain)
+
+
 def test_peft_adapter_types_and_default_targets():
     peft = pytest.importorskip("peft")
     types = hf.peft_adapter_types()

@@ -275,3 +275,80 @@ def test_memory_cache_warns_under_multi_process():
         assert warn_memory_cache_per_process(FreezeConfig(num_frozen_layers=2, cache="memory"), 2)
     assert not warn_memory_cache_per_process(FreezeConfig(num_frozen_layers=2, cache="memory"), 1)
     assert not warn_memory_cache_per_process(FreezeConfig(num_frozen_layers=2, cache="disk", cache_dir="/tmp/x"), 2)
+
+
+# ------------------------------------------------------------------ trainers that read outputs.logits (issue 29)
+class _LogitsAccuracy:
+    """A trainer that logs token accuracy from `outputs.logits` of its training forward, as custom trainers do."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        preds, labels = outputs.logits[:, :-1].argmax(-1), inputs["labels"][:, 1:]
+        mask = labels != -100
+        self.accuracies.append(((preds == labels) & mask).sum().item() / mask.sum().item())
+        self.losses.append(outputs.loss.detach().double().item())
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+
+class _PlainLogitsAccuracy(_LogitsAccuracy, transformers.Trainer):
+    pass
+
+
+class _FFLogitsAccuracy(_LogitsAccuracy, FastFreezeTrainer):
+    pass
+
+
+def test_trainer_reads_logits_names_the_method_only_where_logits_are_read():
+    from fastfreeze.trainer import trainer_reads_logits
+    from tests.parity.harness import FFTrainer
+
+    assert trainer_reads_logits(FastFreezeTrainer) is None and trainer_reads_logits(FFTrainer) is None
+    assert trainer_reads_logits(_FFLogitsAccuracy) == "_LogitsAccuracy.compute_loss reads outputs.logits"
+
+
+def test_a_trainer_reading_logits_gets_the_fused_loss_off_with_a_note(defaults, tmp_path):
+    """In the GPU defaults the fused loss would return logits=None: fastfreeze turns it off for this trainer
+    (the caller's config untouched, the report says why), so the metric it logs is the plain run's."""
+    from tests._helpers import seed_snippet_freeze
+
+    runs = {}
+    for arm, cls in (("ref", _PlainLogitsAccuracy), ("ff", _FFLogitsAccuracy)):
+        model = make_model("llama")
+        extra = {}
+        if arm == "ref":
+            seed_snippet_freeze(model, "llama", 2)
+        else:
+            extra["freeze_config"] = config = FreezeConfig(num_frozen_layers=2)
+        trainer = cls(model=model, args=training_args(str(tmp_path / arm), steps=3, grad_accum=1),
+                      train_dataset=Dataset.from_list(make_rows(12)), data_collator=pad_collator(), **extra)
+        trainer.accuracies, trainer.losses = [], []
+        trainer.train()
+        runs[arm] = trainer
+    ff, ref = runs["ff"], runs["ref"]
+    assert config.fused_loss and not ff.freeze_runtime.config.fused_loss
+    report = str(ff.freeze_report)
+    assert "fused loss turned off: _LogitsAccuracy.compute_loss reads outputs.logits" in report
+    assert ff.freeze_runtime.kernel_set == ("triton" if defaults == "gpu" else "torch")
+    if defaults == "gpu":
+        assert "Training loss: the model's own LM head" in report
+    assert ff.accuracies == ref.accuracies and len(ff.accuracies) == 3
+    assert_losses_close(ff.losses, ref.losses, rtol=2e-6)  # fp32; the Triton kernels reorder sums (see test_trl)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast with the compiled Triton kernels needs CUDA")
+def test_bf16_autocast_on_cuda_in_the_gpu_defaults(tmp_path):
+    """What a GPU user gets by default: kernels="auto" -> the compiled Triton kernels, the fused loss, bf16
+    autocast; against the seed snippet + Trainer under the same autocast. Run by benchmarks/gpu/suite.sh."""
+    from fastfreeze.verify.report import Tolerances
+
+    common = dict(steps=4, bf16=True, use_cpu=False, evaluate=False)
+    ref = run_arm("llama", 2, "ref", str(tmp_path / "ref"), model=make_model("llama").cuda(), **common)
+    ff = run_arm("llama", 2, "ff", str(tmp_path / "ff"), model=make_model("llama").cuda(), **common)
+    report = ff["trainer"].freeze_report
+    assert report.kernel_set == "triton" and "Training loss: fastfreeze's fused loss" in str(report)
+    initial = make_model("llama").state_dict()
+    for n, p in ff["params"].items():
+        if not ff["model"].get_parameter(n).requires_grad:
+            assert torch.equal(p.cpu(), initial[n]), n
+    # fastfreeze verify's bf16 rule: kernels round once where autocast ops round several times.
+    assert_losses_close(ff["losses"], ref["losses"], rtol=Tolerances.for_dtype("bf16", len(ref["losses"])).loss_rtol)

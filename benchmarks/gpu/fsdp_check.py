@@ -159,6 +159,12 @@ def _skip(report: dict, name: str, detail: str, why: str) -> None:
     print(f"[gpu_fsdp_check] {name}: SKIPPED ({why})", flush=True)
 
 
+def _nccl() -> tuple[bool, str]:
+    """The process group the Trainer ran (torchrun + accelerate on CUDA) is NCCL, not gloo."""
+    backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None
+    return backend == "nccl", f"process group backend: {backend}"
+
+
 def main() -> int:
     cli = _parse_args()
     report, out_dir, tmp = _start(cli.rehearse), cli.out, tempfile.mkdtemp()
@@ -195,6 +201,11 @@ def main() -> int:
               and ff["cache"]["hits"] >= ROWS)
         return ok and (REHEARSE or ff["fsdp_active"]), ff
     check("fsdp2_memory_cache", fsdp_cache)
+
+    if has_accelerator():
+        check("nccl_backend", _nccl)
+    else:
+        _skip(report, "nccl_backend", "CPU rehearsal: gloo (NCCL needs CUDA)", "no accelerator")
 
     try:
         import flash_attn  # noqa: F401

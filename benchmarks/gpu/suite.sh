@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite: kernel tests on the GPU, kernel benchmarks, bench_train (gpu-1b, gpu-8b-slice if time allows),
-# the FSDP check, plots, and one PASS/FAIL line per GPU target. At most 8 files under $OUT.
+# the GPU defaults under bf16, flash-attn varlen with the packed cache, the FSDP check (NCCL), plots, and one PASS/FAIL line per GPU target. At most 8 files under $OUT.
 # Usage: bash benchmarks/gpu/suite.sh              (one H100/H200; OUT defaults to benchmarks/results)
 #        bash benchmarks/gpu/suite.sh --rehearse   (CPU, toy shapes, kernels interpreted; OUT defaults to a temp dir)
 # Budget: the whole run stays under 8 minutes (BUDGET_S, default 470 s): every step runs under a timeout
@@ -57,9 +57,23 @@ step "bench_kernels" 110 "$PY" -m benchmarks.kernels --out "$WORK/kernels" $KERN
 # in one process): gpu-1b ~30 GB held + one arm's activations. Liger arms join when liger_kernel is installed.
 step "bench_train gpu-1b (preset $PRESET_1B)" 150 "$PY" -m benchmarks.train --preset "$PRESET_1B" --out "$WORK/train-1b" \
     --sweep none --targets gpu --arms naive,liger,ff,ff-warm,floor "${TRAIN_EXTRA[@]}"
-# FSDP (world size 1): parity with the seed snippet, no grads on frozen weights, cache under FSDP.
+# FSDP (world size 1): parity with the seed snippet, no grads on frozen weights, cache under FSDP, the NCCL backend.
 step "fsdp check" 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m benchmarks.gpu.fsdp_check \
     --out "$WORK/fsdp" $FSDP_ARGS
+# What the CPU suite cannot check (docs/gpu-suite.md): the defaults a GPU user gets (compiled Triton kernels, the
+# fused loss or TRL's fused head) under bf16 autocast, against plain freezing; CUDA-only tests, so a rehearsal
+# collects and skips them (the path, not the GPU).
+step "gpu defaults bf16" 90 "$PY" -m pytest -q -p no:cacheprovider -rs \
+    tests/test_trainer.py::test_bf16_autocast_on_cuda_in_the_gpu_defaults \
+    tests/integrations/test_trl.py::test_sft_on_cuda_in_the_gpu_defaults_matches_trl
+# flash-attn varlen (padding-free rows) with the per-document packed cache; N/A where flash-attn is not installed.
+if "$PY" -c "import flash_attn" 2>/dev/null; then
+    step "flash-attn varlen packed cache" 60 "$PY" -m pytest -q -p no:cacheprovider -rs \
+        tests/integrations/test_trl.py::test_flash_attention_2_padding_free
+else
+    log "flash-attn varlen packed cache: SKIPPED (flash-attn not installed)"
+    echo -e "flash-attn varlen packed cache\tskipped\t0" >>"$WORK/steps.tsv"
+fi
 # The run_clm.py pattern: model built on the CPU, FastFreezeTrainer with defaults; the Triton kernels must run.
 step "placement check" 60 "$PY" -m benchmarks.gpu.placement_check --out "$WORK/placement" $PLACEMENT_ARGS
 if [ "${SKIP_8B_SLICE:-0}" != 1 ] && [ "$(left)" -ge 100 ]; then

@@ -39,7 +39,7 @@ import logging
 
 from transformers import set_seed
 
-from .._hf_compat import sft_padding_free, trl_load_model
+from .._hf_compat import sft_padding_free, trl_fused_lm_head, trl_load_model
 from ..config import FreezeConfig, FreezeConfigError
 from ..trainer import FreezeMixin
 from .peft import restrict_to_suffix
@@ -91,6 +91,13 @@ class FastFreezeSFTTrainer(FreezeMixin, SFTTrainer):
                 model = get_peft_model(model, peft_config)
                 peft_config = None
         super().__init__(model=model, args=args, freeze_config=freeze_config, peft_config=peft_config, **kwargs)
+
+    def _reads_logits(self) -> str | None:
+        # TRL >= 1.16 scores training batches with its fused LM head (the kernels report names it); without
+        # one (older TRL), SFTTrainer computes mean_token_accuracy and entropy from outputs.logits.
+        if not trl_fused_lm_head(self.freeze_runtime.target):
+            return "SFTTrainer without TRL's fused LM head (TRL < 1.16) computes its token accuracy from outputs.logits"
+        return super()._reads_logits()
 
     def build_prefix_cache(self, dataset=None, batch_size: int | None = None) -> dict:
         """See `FreezeMixin.build_prefix_cache`. Padding-free / packed batches are keyed per document,

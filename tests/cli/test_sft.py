@@ -282,3 +282,41 @@ def test_trl_lora_flags_put_the_adapter_on_the_trainable_blocks(files, tmp_path)
                  *RUN]) == 0
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["layers_to_transform"] == [2, 3] and adapter["r"] == 4
+
+
+# ------------------------------------------------------------------ the GPU defaults (issue 29)
+def test_cli_trainer_in_both_defaults_matches_plain_trl(files, defaults, tmp_path):
+    """The trainer `fastfreeze sft` builds (flags -> build_trainer), in the CPU and the GPU defaults, against
+    plain TRL with requires_grad=False on the same layers: every logged loss, entropy, gradient norm (2e-6),
+    token accuracy (equal) and the first step's gradients; see tests/integrations/test_trl.py for the tolerances."""
+    from trl import SFTTrainer
+
+    from fastfreeze.cli.sft import build_trainer
+    from tests.integrations.test_trl import GPU_RTOL, GRAD_RTOL, Grads, _logged
+    from tests.parity.harness import max_rel_diff
+
+    run = [*RUN, "--max_steps", "3", "--logging_steps", "1", "--gradient_accumulation_steps", "1"]
+    cli = build_trainer(*parse(["--model", files["model"], "--data", files["data"], "--num-frozen-layers", str(K),
+                                "--output_dir", str(tmp_path / "cli"), *run]))
+    cli.add_callback(grads := Grads())
+    cli.train()
+    model = transformers.AutoModelForCausalLM.from_pretrained(files["model"])
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(FROZEN))
+    _, args, _, _, _ = parse(["--model", files["model"], "--data", files["data"], "--output_dir",
+                              str(tmp_path / "plain"), *run])
+    plain = SFTTrainer(model=model, args=args, train_dataset=datasets.load_dataset("json", data_files=files["data"],
+                                                                                    split="train"),
+                       processing_class=transformers.AutoTokenizer.from_pretrained(files["model"]),
+                       callbacks=[plain_grads := Grads()])
+    plain.train()
+    assert cli.freeze_runtime.kernel_set == ("triton" if defaults == "gpu" else "torch")
+    assert ("Training loss: TRL's fused LM head" in str(cli.freeze_report)) == (defaults == "gpu")
+    got, want = _logged(cli), _logged(plain)
+    assert len(got) == len(want) == 3
+    for name, g in plain_grads.steps[0].items():  # first step: same weights in both (GRAD_RTOL's reason)
+        assert max_rel_diff(grads.steps[0][name], g) <= GRAD_RTOL, name
+    for g, w in zip(got, want):
+        assert g["mean_token_accuracy"] == w["mean_token_accuracy"], (g, w)
+        for key in ("loss", "entropy", "grad_norm"):
+            assert abs(g[key] - w[key]) <= GPU_RTOL * abs(w[key]), (key, g, w)

@@ -151,3 +151,17 @@ def test_cli_disk_cache_defaults_to_a_temporary_directory(model_dir, capsys, tmp
     used = re.search(r"temporary directory \((.+?)\), removed at the end", printed).group(1)
     assert used.startswith(str(tmp_path)) and not os.path.exists(used)
     assert not list(tmp_path.glob("fastfreeze-verify-cache-*"))
+
+
+def test_cli_in_both_defaults(model_dir, defaults, tmp_path):
+    """`fastfreeze verify` with its default kernels="auto", in the CPU and the GPU defaults (Triton + fused
+    loss): PASS, the kernel set that ran is recorded, and every micro-batch loss is within 2e-6 of the
+    reference arm (issue 29's bound; verify's own fp32 tolerance is 1e-5)."""
+    out_json = tmp_path / "report.json"
+    assert _cli(model_dir, "--data", str(model_dir / "text.jsonl"), "--report-json", str(out_json)) == 0
+    saved = json.loads(out_json.read_text())
+    assert saved["verdict"] == "PASS"
+    assert saved["fastfreeze"]["kernel_set"] == ("triton" if defaults == "gpu" else "torch")
+    ref, ff = saved["reference"]["losses"], saved["fastfreeze"]["losses"]
+    assert len(ref) == len(ff) >= 2
+    assert all(abs(a - b) <= 2e-6 * abs(a) for a, b in zip(ref, ff)), (ref, ff)

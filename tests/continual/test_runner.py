@@ -1,5 +1,6 @@
 """The quick preset end to end: results.json, report and plots; resume after an interrupted run; the demo table."""
 import json
+import os
 
 import pytest
 
@@ -104,3 +105,31 @@ def test_replay_and_ewc_arms_run_and_generate_check_agrees(tmp_path):
         assert check["examples"] == 12
         assert check["generate_exact_match"] == check["teacher_forced_exact_match"]
     assert results["arms"]["ewc"]["stages"] == ["trunk/task0", "ewc/task1"]
+
+
+
+@pytest.mark.skipif(os.environ.get("FASTFREEZE_TEST_DEFAULTS") != "gpu",
+                    reason="the freeze stage takes ~4 min in the GPU defaults under the Triton interpreter (dense "
+                           "evaluation every 2 steps): runs in the FASTFREEZE_TEST_DEFAULTS=gpu session, not in CI's")
+def test_freeze_task_matches_across_defaults(quick_run, tmp_path, monkeypatch):
+    """The runner's freeze arm on one short task (quick's Task 1, 24 steps from the shared trunk): the session's
+    run (GPU defaults: Triton interpreted + fused loss, as kernels="auto" gives on CUDA) against the same stage
+    rerun in the CPU defaults, which tests/parity proves equal to plain freezing: the mean training loss
+    within 2e-6 (tests/parity/test_triton_parity.py's bound), same step count."""
+    import shutil
+
+    _, _, out = quick_run
+    rerun = tmp_path / "rerun"
+    shutil.copytree(out, rerun)
+    state_file = rerun / "state.json"
+    state = json.loads(state_file.read_text())
+    session_record = state["stages"].pop("freeze1/task1")["record"]
+    state_file.write_text(json.dumps(state))
+    monkeypatch.setenv("FASTFREEZE_KERNELS", "torch")
+    runner = Runner(load_preset("quick", output_dir=str(rerun)), log=lambda *_: None)
+    with pytest.raises(StopRun):
+        runner.run(stop_after="freeze1/task1")
+    assert runner.ran == ["freeze1/task1"]
+    record = json.loads(state_file.read_text())["stages"]["freeze1/task1"]["record"]
+    assert record["steps"] == session_record["steps"] == 24
+    assert abs(record["train_loss"] - session_record["train_loss"]) <= 2e-6 * abs(record["train_loss"])

@@ -67,6 +67,8 @@ def run_scenario(scenario: str, root: str, rank: int) -> None:
     trainer.train()
     summary = trainer.cache_summary()
     stats = {"rank": rank, "pid": os.getpid(), "prefix_calls": trainer.prefix.prefix_calls,
+             "kernel_set": trainer.freeze_runtime.kernel_set,
+             "losses": [row["loss"] for row in trainer.state.log_history if "loss" in row],
              "prefix_calls_before_train": calls_before, "world_size": trainer.args.world_size,
              "cache": None if summary is None else {"hits": summary.hits, "misses": summary.misses,
                                                     "entries": summary.entries}}

@@ -214,3 +214,18 @@ def test_sft_cli_lora_goes_on_the_suffix_and_matches_the_seed_recipe(tmp_path, c
             assert torch.equal(p, p_ref), n
     prefix_adapters = [n for n in arms["ref"]["params"] if "lora_" in n and (".layers.0." in n or ".layers.1." in n)]
     assert prefix_adapters and all(torch.equal(arms["ref"]["params"][n], start[n]) for n in prefix_adapters)
+
+
+def test_sft_with_peft_in_both_defaults_matches_trl(defaults, tmp_path):
+    """LoRA on the trainable blocks through SFTTrainer's peft_config, in the CPU and the GPU defaults:
+    losses, TRL's metrics and the adapters' first-step gradients equal plain TRL + PEFT's (tests/integrations/test_trl.py)."""
+    pytest.importorskip("trl")
+    from tests.integrations.test_trl import Grads, assert_sft_gpu_parity, run_sft
+
+    lora = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                **suffix_lora_kwargs(make_model("llama"), K))
+    extra = dict(steps=4, gradient_accumulation_steps=1, logging_steps=1)
+    ref = run_sft("ref", str(tmp_path / "ref"), peft_config=LoraConfig(**lora), callbacks=[Grads()], **extra)
+    ff = run_sft("ff", str(tmp_path / "ff"), peft_config=LoraConfig(**lora), callbacks=[Grads()], **extra)
+    assert all("lora_" in name for name in ff["grads"].steps[0])
+    assert_sft_gpu_parity(ff, ref, defaults)

@@ -13,9 +13,11 @@ from tests.parity.harness import max_rel_diff, run_arm
 
 # Losses: fp32 on both arms; the kernels reduce in a different order than torch (RMSNorm's mean of
 # squares, the chunked CE's online logsumexp, the head GEMM on [B*T, H] instead of [B, T, H]).
-# Measured: <= 3e-7 relative per micro-batch; 1e-5 leaves room for 12 micro-batches of drift while
-# a real error (a missing Gemma offset, a wrong shift or num_items_in_batch) is > 1e-2.
-LOSS_RTOL = 1e-5
+# Measured: <= 3e-7 relative per micro-batch; 2e-6 (issue 29's bound for the GPU defaults) leaves room for
+# 12 micro-batches of drift while a real error (a missing Gemma offset, a wrong shift or num_items_in_batch)
+# is > 1e-2. These tests are FastFreezeTrainer's entry point in the GPU defaults (kernels='auto' forced to
+# Triton by the environment, fused loss on, as on CUDA); tests/parity/test_trainer_parity.py is the CPU side.
+LOSS_RTOL = 2e-6
 # Parameters are compared by their *update* (p_end - p_init) under SGD: Adam divides by sqrt(v),
 # so last-bit gradient noise on elements whose true gradient is ~0 (GPT-NeoX's key bias, see
 # test_cache_parity.py) would become lr-sized; SGD keeps the update proportional to the gradient.

@@ -1,6 +1,7 @@
 """`bash benchmarks/gpu/suite.sh --rehearse`: every step of the GPU suite runs on CPU at toy shapes and ends with the verdict lines."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ TARGETS = ("rms_norm fwd >= 85% copy", "swiglu fwd >= 85% copy", "rms_norm fwd+b
            "gpu-1b: warm tokens/s vs suffix-only floor >= 0.95x", "gpu-1b: warm tokens/s vs naive >= 1.5x",
            "gpu-1b: warm tokens/s vs naive+Liger >= 1.25x", "gpu-1b: warm peak memory vs naive <= 0.5x",
            "gpu-8b-slice: warm tokens/s vs suffix-only floor >= 0.95x", "FSDP: fsdp2_parity_and_no_frozen_grads",
-           "FSDP: fsdp1_parity_and_no_frozen_grads", "FSDP: fsdp2_memory_cache")
+           "FSDP: fsdp1_parity_and_no_frozen_grads", "FSDP: fsdp2_memory_cache", "FSDP: nccl_backend")
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +31,13 @@ def rehearsal(tmp_path_factory):
 def test_rehearsal_runs_every_step(rehearsal):
     proc, _ = rehearsal
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    for step in ("kernel tests", "bench_kernels", "bench_train gpu-1b", "fsdp check", "placement check",
-                 "bench_train gpu-8b-slice"):
+    for step in ("kernel tests", "bench_kernels", "bench_train gpu-1b", "gpu defaults bf16", "fsdp check",
+                 "placement check", "bench_train gpu-8b-slice"):
         assert re.search(rf"REHEARSAL PASS: step {re.escape(step)}", proc.stdout), step
     assert "REHEARSAL N/A: FSDP: fsdp1_parity_and_no_frozen_grads" in proc.stdout  # accelerate needs a GPU for FSDP1
+    assert "REHEARSAL N/A: FSDP: nccl_backend" in proc.stdout  # gloo on CPU
+    flash = importlib.util.find_spec("flash_attn") is not None  # the step runs where flash-attn is installed
+    assert f"REHEARSAL {'PASS' if flash else 'N/A'}: step flash-attn varlen packed cache" in proc.stdout
 
 
 def test_ends_with_one_verdict_line_per_gpu_target(rehearsal):

@@ -103,3 +103,21 @@ def test_update_sizes_and_cosines_by_group():
     assert sizes == {"emb": 0.0, "0": 1.0, "head": 0.0}
     cos = update_cosines(w0, w1, w2, emb)
     assert cos["0"] == pytest.approx(-1.0) and cos["emb"] is None and cos["head"] is None
+
+
+def test_the_probe_runs_plain_torch_in_either_defaults(setup, monkeypatch):
+    """suggest-k's probe freezes with freeze_bottom_layers and trains in its own AdamW loop: neither
+    kernels="auto" nor the fused loss is involved, so the GPU defaults cannot change it (why it is not run
+    in both defaults, docs/gpu-suite.md). Checked: under them no csrc_triton op runs and the result is bitwise
+    the CPU defaults' one."""
+    import csrc_triton
+
+    d = setup
+    batches = _batches(d["new_train"], d["collator"], d["settings"])
+    cpu, _ = probe_arm(d["base"], 2, batches, d["old_set"], d["new_set"], d["settings"])
+    calls = []
+    for op in ("rms_norm", "swiglu", "linear_cross_entropy"):
+        monkeypatch.setattr(csrc_triton, op, lambda *a, _op=op, **k: calls.append(_op))
+    monkeypatch.setenv("FASTFREEZE_KERNELS", "triton")
+    gpu, _ = probe_arm(d["base"], 2, batches, d["old_set"], d["new_set"], d["settings"])
+    assert calls == [] and gpu == cpu
