@@ -105,6 +105,12 @@ def linear_types() -> tuple[type, ...]:
     return (nn.Linear,) if Conv1D is None else (nn.Linear, Conv1D)
 
 
+def input_require_grads_enabled(model: nn.Module) -> bool:
+    """Whether `model.enable_input_require_grads()` is in effect: transformers keeps its hook handles as
+    `_require_grads_hooks` (a list; 5.17: one handle, `_require_grads_hook`)."""
+    return bool(getattr(model, "_require_grads_hooks", None)) or hasattr(model, "_require_grads_hook")
+
+
 def uses_reentrant_checkpointing(module: nn.Module | None) -> bool:
     """Whether `module` (a decoder block) is activation-checkpointed with reentrant checkpointing.
     transformers stores the checkpoint function as `module._gradient_checkpointing_func`, a
