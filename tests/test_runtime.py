@@ -163,3 +163,47 @@ def test_a_failure_halfway_through_a_swap_leaves_the_model_as_it_came(monkeypatc
     assert len(made) >= 2
     assert_as_it_came(model, untouched)
     _assert_trains_like_untouched("swap", model, tmp_path)
+
+
+def test_an_error_after_the_freeze_leaves_the_model_as_it_came(monkeypatch, tmp_path):
+    """Trainer's own set-up fails (injected) after prepare_freeze froze the model: the freeze is undone."""
+    def fail(self):
+        raise RuntimeError("injected: Trainer's set-up fails")
+
+    monkeypatch.setattr(transformers.Trainer, "create_accelerator_and_postprocess", fail)
+    model = make_model("llama")
+    with pytest.raises(RuntimeError, match="injected"):
+        FastFreezeTrainer(model=model, args=training_args(str(tmp_path), steps=1),
+                          freeze_config=FreezeConfig(num_frozen_layers=2))
+    assert_as_it_came(model, make_model("llama"))
+
+
+def test_a_refusal_after_untie_embeddings_ties_the_head_again():
+    def tied_dropout_llama():
+        model = _dropout_llama()
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
+        return model
+
+    model = tied_dropout_llama()
+    with pytest.raises(UnsupportedModelError, match="draw random numbers"):
+        apply_freeze(model, FreezeConfig(num_frozen_layers=2, untie_embeddings=True))
+    assert model.lm_head.weight is model.model.embed_tokens.weight and model.config.tie_word_embeddings
+    assert_as_it_came(model, tied_dropout_llama())
+
+
+def test_a_refusal_when_train_starts_undoes_the_run(monkeypatch, tmp_path):
+    """The deferred route (FSDP, DeepSpeed, meta): refused at train start, the kernels, prefix and freeze are
+    undone there too (Trainer's own changes by then, e.g. train mode, are Trainer's)."""
+    from fastfreeze import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "placed_for_training", lambda trainer: False)
+    model = _dropout_llama()
+    trainer = FastFreezeTrainer(model=model, args=training_args(str(tmp_path), steps=1, grad_accum=1),
+                                train_dataset=Dataset.from_list(make_rows(8)), data_collator=pad_collator(),
+                                freeze_config=FreezeConfig(num_frozen_layers=2, kernels="triton"))
+    assert not model.model.embed_tokens.weight.requires_grad
+    with pytest.raises(UnsupportedModelError, match="draw random numbers"):
+        trainer.train()
+    assert all(p.requires_grad for p in model.parameters()) and not trainer.freeze_runtime.completed
+    assert not [n for n, m in model.named_modules() if "forward" in m.__dict__ or any(k.startswith("_ff") for k in m.__dict__)]
