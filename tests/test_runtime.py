@@ -207,3 +207,18 @@ def test_a_refusal_when_train_starts_undoes_the_run(monkeypatch, tmp_path):
         trainer.train()
     assert all(p.requires_grad for p in model.parameters()) and not trainer.freeze_runtime.completed
     assert not [n for n, m in model.named_modules() if "forward" in m.__dict__ or any(k.startswith("_ff") for k in m.__dict__)]
+
+
+def test_a_freeze_that_leaves_nothing_to_train_is_refused_as_it_came():
+    """The user froze the suffix already: freezing the prefix too leaves nothing to train (refused after the
+    freeze was applied); the prefix parameters it froze are trainable again."""
+    def suffix_frozen():
+        model = make_model("llama")
+        for module in (*model.model.layers[2:], model.model.norm, model.lm_head):
+            module.requires_grad_(False)
+        return model
+
+    model = suffix_frozen()
+    with pytest.raises(FreezeConfigError, match="leaves nothing to train"):
+        apply_freeze(model, FreezeConfig(num_frozen_layers=2))
+    assert_as_it_came(model, suffix_frozen())
