@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig, FreezeConfigError, UnsupportedModelError, apply_freeze
 from fastfreeze import prefix as prefix_mod
-from tests._helpers import FAMILY_CONFIGS, make_model, make_rows, pad_collator
+from tests._helpers import FAMILY_CONFIGS, lora_model, make_model, make_rows, pad_collator
 from tests.parity.harness import RefTrainer, training_args
 
 
@@ -35,10 +35,10 @@ def _dropout_llama():
     return model
 
 
-def _llama_reading_the_embedding():
+def _llama_reading_the_embedding(model=None):
     """Like Zamba2's hybrid blocks: block 2's output gets the word-embedding output added, so the suffix
     reads a tensor made inside the prefix besides the boundary, and the cache check refuses."""
-    model, seen = make_model("llama"), {}
+    model, seen = model if model is not None else make_model("llama"), {}
 
     def keep(module, args, out):
         seen["embedding"] = out
@@ -51,11 +51,21 @@ def _llama_reading_the_embedding():
     return model
 
 
+def _lora_reading_the_embedding():
+    """The same on a PEFT LoRA model with HF's input-require-grads hooks on (gradient checkpointing with
+    adapters): install turns them off, teardown back on (registered last again, as here)."""
+    model = lora_model()
+    _llama_reading_the_embedding(model.get_base_model())
+    model.enable_input_require_grads()
+    return model
+
+
 # case -> (model builder, FreezeConfig arguments, what the refusal says)
 REFUSALS = {
     "probe": (_dropout_llama, {}, "draw random numbers"),
     "cache": (_llama_reading_the_embedding, {"cache": "memory"}, r"cache refused.*model\.embed_tokens"),
     "swap": (lambda: make_model("llama"), {"cache": "memory"}, "cache refused"),
+    "peft": (_lora_reading_the_embedding, {"cache": "memory"}, r"cache refused.*model\.embed_tokens"),
 }
 
 
@@ -222,3 +232,9 @@ def test_a_freeze_that_leaves_nothing_to_train_is_refused_as_it_came():
     with pytest.raises(FreezeConfigError, match="leaves nothing to train"):
         apply_freeze(model, FreezeConfig(num_frozen_layers=2))
     assert_as_it_came(model, suffix_frozen())
+
+
+def test_a_refused_peft_model_is_left_as_it_came(tmp_path):
+    model, untouched = _refused("peft", tmp_path)
+    assert_as_it_came(model, untouched)
+    assert len(model.get_base_model().model.embed_tokens._forward_hooks) == 2  # the model's hook, HF's hook
