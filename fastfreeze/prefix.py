@@ -304,6 +304,9 @@ class FrozenPrefix:
         self._restore_standins()
         had_hooks = _patch.ours(self.model, "_ff_input_require_grads", OWNER)
         subs = {id(sub): sub for m in self.modules for sub in m.modules()}
+        for sub in subs.values():
+            if _patch.patched(sub, "training", OWNER):
+                sub.training = False  # as installed (a direct sub.train() since must not block the undo)
         for m in [*subs.values(), self.model]:
             _patch.unpatch_all(m, OWNER)
         if had_hooks:

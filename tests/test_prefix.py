@@ -180,3 +180,12 @@ def test_remove_puts_modes_and_input_require_grads_back_as_they_were():
     hooks = list(model.model.embed_tokens._forward_hooks.values())
     assert len(hooks) == 1 and hooks[0].__name__ == "make_inputs_require_grads"
     assert model.model.embed_tokens(torch.tensor([[1, 2, 3]])).requires_grad  # frozen, yet its output asks for grad
+
+
+def test_remove_after_a_prefix_submodule_was_switched_to_train_directly():
+    """A direct `submodule.train()` inside the prefix (past its always-eval train()) does not block remove()."""
+    model = make_model("llama")
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    model.model.layers[0].mlp.train()
+    prefix.remove()
+    assert model.model.layers[0].mlp.training and model.model.layers[0].training and "forward" not in model.model.layers[0].__dict__
