@@ -28,7 +28,7 @@ from ._hf_compat import text_config
 from .families import ModelParts, UnsupportedModelError, is_peft_model, meta_weights_refusal, resolve
 from .adapters import base_model_for_freeze
 from .config import FreezeConfig
-from .freeze import FreezeReport, freeze_bottom_layers
+from .freeze import FreezeReport, freeze_bottom_layers, head_is_tied
 from .kernels import install_kernels, kernel_set_reason, remove_kernels, resolve_kernel_set
 from .prefix import FrozenPrefix
 from .probe import ProbeReport, probe_fast_path
@@ -39,22 +39,23 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Before:
     """What `prepare_freeze` changes that the patch record cannot hold (a tensor flag, a parameter slot,
-    a config field), as it was: `requires_grad` by parameter name, the head's weight, the tie flags."""
+    a config field), as it was: `requires_grad` by parameter name, whether the head was tied, the tie flags.
+    By name and by tie, not by tensor: FSDP2 may have replaced the parameters by the time of a refusal."""
 
     requires_grad: dict[str, bool]
-    head_weight: nn.Parameter | None
+    tied: bool
     ties: list = field(default_factory=list)  # (config, tie_word_embeddings)
 
     @classmethod
     def record(cls, target: nn.Module, parts: ModelParts) -> "_Before":
         configs = {id(c): c for c in (target.config, text_config(target.config))}.values() \
             if hasattr(target, "config") else []
-        return cls({n: p.requires_grad for n, p in target.named_parameters()}, getattr(parts.head, "weight", None),
+        return cls({n: p.requires_grad for n, p in target.named_parameters()}, head_is_tied(parts),
                    [(c, c.tie_word_embeddings) for c in configs if hasattr(c, "tie_word_embeddings")])
 
     def restore(self, target: nn.Module, parts: ModelParts) -> None:
-        if self.head_weight is not None and parts.head.weight is not self.head_weight:  # untie_embeddings
-            parts.head.weight = self.head_weight
+        if self.tied and not head_is_tied(parts):  # untie_embeddings gave the head its own copy
+            parts.head.weight = parts.embedding_side[0][1].weight
         for config, tie in self.ties:
             config.tie_word_embeddings = tie
         for name, p in target.named_parameters():
