@@ -1,11 +1,14 @@
 """Every access to private or version-dependent internals of transformers, TRL, PEFT, torch and triton, one shim each.
 
-fastfreeze supports transformers 5.17 and 5.24 (and TRL / PEFT as they come); each name below is
+fastfreeze supports transformers 5.17 to 5.25 (and TRL / PEFT as they come); each name below is
 checked against the installed versions by tests/test_hf_compat.py, so a release that moves one
 fails there, loudly, with the shim's name, instead of somewhere deep in a training run.
 
 The benchmarks use the torch dispatch / pytree and triton compiler shims at the end (memtrack, the AOT
 check); they sit here so that one test file watches every internal the project touches.
+
+Long because it is the one place for every dependency internal (transformers, TRL, PEFT, DeepSpeed, torch,
+triton): one short shim each, and splitting it by dependency would scatter what a release can break.
 
 Usage:
     class FreezeMixin(TrainerHooks): ...           # Trainer's private `_save` / `_prepare_inputs`
@@ -171,6 +174,12 @@ def causal_lm_loss() -> Callable | None:
 def linear_types() -> tuple[type, ...]:
     """The module types PEFT's "all-linear" targets: nn.Linear and GPT-2's `Conv1D`."""
     return (nn.Linear,) if Conv1D is None else (nn.Linear, Conv1D)
+
+
+def input_require_grads_enabled(model: nn.Module) -> bool:
+    """Whether `model.enable_input_require_grads()` is in effect: transformers keeps its hook handles as
+    `_require_grads_hooks` (a list; 5.17: one handle, `_require_grads_hook`)."""
+    return bool(getattr(model, "_require_grads_hooks", None)) or hasattr(model, "_require_grads_hook")
 
 
 def uses_reentrant_checkpointing(module: nn.Module | None) -> bool:

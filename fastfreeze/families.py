@@ -227,6 +227,19 @@ def probe_inputs(model: nn.Module, batch: int = 1, seq: int = 8, pad: int = 0, s
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
+def meta_weights_refusal(model: nn.Module, where: str = "on the meta device (shapes, no values)") -> str:
+    """The refusal for a model whose weights are on `meta` where fastfreeze must run it: says so, and how
+    to load them. `where` completes "its weights are ..."."""
+    return (
+        f"{type(model).__name__}: its weights are {where}, so fastfreeze cannot run it in this process (it "
+        "proves its split on a probe forward, and so would training). Load real weights first: "
+        "AutoModelForCausalLM.from_pretrained(path) (without device_map='meta'); or model.to_empty(device=...) "
+        "then model.load_state_dict(state_dict); or, across several processes, FSDP2 with RAM-efficient "
+        "loading, which fastfreeze supports: TrainingArguments(fsdp='full_shard auto_wrap', fsdp_config="
+        "{**fastfreeze.integrations.distributed.fsdp_config(model), 'cpu_ram_efficient_loading': True}) "
+        "(rank 0 loads the weights, the other ranks start on meta and are filled when train() starts).")
+
+
 def run_model(model: nn.Module, inputs: dict):
     """The model's own forward on probe inputs, without a KV cache where the model takes `use_cache`.
     A model that cannot run the probe batch is refused with its own error, not crashed on; a probe's
@@ -241,6 +254,11 @@ def run_model(model: nn.Module, inputs: dict):
     except (Stop, UnsupportedModelError):
         raise
     except Exception as err:
+        if inputs["input_ids"].is_meta:  # not the inputs' fault: there are no weights to run
+            raise UnsupportedModelError(
+                meta_weights_refusal(model, "on the meta device, where its own forward fails on fastfreeze's "
+                                     f"probe batch ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+            ) from err
         raise UnsupportedModelError(
             f"{type(model).__name__}: fastfreeze's probe forward (a {tuple(inputs['input_ids'].shape)} batch of "
             f"token ids) fails in the model's own code: {type(err).__name__}: {str(err).splitlines()[0][:300]}. "

@@ -8,16 +8,19 @@ freeze (kernel set, kernels, prefix trace, probe, cache fingerprint: `runtime.co
 soon as `placed_for_training` says so, else from `CompleteFreezeAtTrainBegin`.
 
 Usage (FreezeMixin does this):
+    refuse_meta_weights(model, args)                 # before anything else: no one will fill them
     if placed_for_training(trainer): trainer._complete_freeze()
     else: trainer._ff_collator = defer_freeze(trainer)
 """
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from transformers import TrainerCallback
 
+from .families import UnsupportedModelError, meta_weights_refusal
 from .runtime import parameter_device, zero3_state
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,21 @@ class CompleteFreezeAtTrainBegin(TrainerCallback):
         if not trainer.freeze_runtime.completed:
             trainer._complete_freeze()
             trainer._log_freeze_report()
+
+
+def meta_weights_filled_at_train_start(args) -> bool:
+    """Whether accelerate fills a rank's meta weights when train() starts: FSDP across several processes
+    (RAM-efficient loading: rank 0 loads, the others are filled from it). Nothing fills them in one process."""
+    fsdp = bool(getattr(args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    return fsdp and getattr(args, "world_size", 1) > 1
+
+
+def refuse_meta_weights(model: torch.nn.Module, args) -> None:
+    """Refuse, naming meta weights and how to load them, a model whose weights are on `meta` where
+    nothing will fill them (one process, or no FSDP): otherwise its first forward fails (fastfreeze's
+    probe or Trainer's move) with a message about something else. `args`: the trainer's TrainingArguments."""
+    if parameter_device(model).type == "meta" and not meta_weights_filled_at_train_start(args):
+        raise UnsupportedModelError(meta_weights_refusal(model))
 
 
 def placed_for_training(trainer) -> bool:

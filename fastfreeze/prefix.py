@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover
 from torch import nn
 
 from . import _patch
-from ._hf_compat import zero3_partitioned
+from ._hf_compat import input_require_grads_enabled, zero3_partitioned
 from .families import ModelParts, UnsupportedModelError, probe_inputs, run_model
 from .trace import eval_mode, run_until
 
@@ -293,18 +293,42 @@ class FrozenPrefix:
             _patch.patch(m, "_ff_is_first", m is self.modules[0], OWNER)
             _patch.bind(m, "forward", _prefix_forward, OWNER)
             _patch.bind(m, "train", _always_eval, OWNER)
-            m.eval()
+            for sub in m.modules():  # eval(), through the record: remove() puts every mode back as it was
+                _patch.patch(sub, "training", False, OWNER)
+        # HF's input-require-grads hooks (gradient checkpointing, PEFT) would make backward walk into the
+        # no-grad prefix: off while installed; whether they were on is recorded for remove().
+        had_hooks = _patch.patch(self.model, "_ff_input_require_grads", input_require_grads_enabled(self.model), OWNER)
         _patch.bind(self.model, "enable_input_require_grads", _no_input_require_grads, OWNER)
-        if hasattr(self.model, "disable_input_require_grads"):
+        if had_hooks:
             self.model.disable_input_require_grads()
         self.installed = True
         return self
 
     def remove(self) -> None:
-        """Restore the model's own forwards and train() (the model stays frozen)."""
-        for m in [*self.modules, self.model]:
+        """Undo `install` (and any stand-in still in place): the model's own forwards and train(), every
+        module's mode and HF's input-require-grads hooks as they were. `requires_grad` is the freeze's,
+        undone by `FreezeRuntime.teardown`."""
+        self._restore_standins()
+        had_hooks = _patch.ours(self.model, "_ff_input_require_grads", OWNER)
+        subs = {id(sub): sub for m in self.modules for sub in m.modules()}
+        for sub in subs.values():
+            if _patch.patched(sub, "training", OWNER):
+                sub.training = False  # as installed (a direct sub.train() since must not block the undo)
+        for m in [*subs.values(), self.model]:
             _patch.unpatch_all(m, OWNER)
+        if had_hooks:
+            self.model.enable_input_require_grads()  # the model's own again (ours is unpatched)
         self.installed = False
+
+    def _restore_standins(self) -> None:
+        """Put back every prefix module that a stand-in still replaces in its parent (an `inject` block
+        left without its exit: a generator dropped mid-step)."""
+        for path, m in zip(self.names, self.modules):
+            parent_path, _, name = path.rpartition(".")
+            parent = self.model.get_submodule(parent_path) if parent_path else self.model
+            current = getattr(parent, name, None)
+            if current is not m and getattr(current, "__dict__", {}).get("original") is m:  # our stand-in
+                setattr(parent, name, m)
 
     def _check_boundary_flow(self) -> None:
         """Probe forward: the boundary source's output must be exactly the boundary sink's input.
@@ -339,18 +363,19 @@ class FrozenPrefix:
             return
         previous = self.state.injected
         self.state.injected = boundary
-        swapped = self._swap_in_standins() if swap else []
-        try:
+        swapped: list = []
+        try:  # the swap inside: one that fails halfway is undone as far as it got
+            if swap:
+                self._swap_in_standins(swapped)
             yield
         finally:
             for parent, name, original in reversed(swapped):
                 setattr(parent, name, original)
             self.state.injected = previous
 
-    def _swap_in_standins(self) -> list:
-        """Replace each skippable prefix module in its parent (the probe's `skip_only`
-        restricts which); returns (parent, name, original) to restore, in swap order."""
-        swapped = []
+    def _swap_in_standins(self, swapped: list) -> None:
+        """Replace each skippable prefix module in its parent (the probe's `skip_only` restricts
+        which), appending (parent, name, original) to `swapped` as each one is made, in swap order."""
         only = self.state.skip_only
         for path, m in zip(self.names, self.modules):
             spec = m.__dict__.get("_ff_spec")
@@ -365,9 +390,8 @@ class FrozenPrefix:
             if standin is None or standin.spec is not spec:
                 standin = self._standins[id(m)] = _StandIn(m, spec, self.state, source)
             setattr(parent, name, standin)
-            self.state.standin_calls += 1
             swapped.append((parent, name, m))
-        return swapped
+            self.state.standin_calls += 1
 
     @contextlib.contextmanager
     def capture(self, stop: bool = False):

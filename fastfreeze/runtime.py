@@ -10,25 +10,57 @@ Two phases, because a trainer gets the model before it is where it will train:
    (FSDP RAM-efficient loading, DeepSpeed), see `FreezeMixin`.
 
 `apply_freeze` runs both at once on the model where it is (the model must be where it trains).
+
+A refusal or an error in either phase leaves the model as it came: `FreezeRuntime.teardown` undoes the
+run (kernels, prefix, stand-ins, modes through the patch record of `fastfreeze._patch`; `requires_grad`
+and an untied head from what `prepare_freeze` recorded), and every set-up path runs it on the way out.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ._hf_compat import zero3_engine_hooks, zero3_partitioned
-from .families import ModelParts, UnsupportedModelError, is_peft_model, resolve
+from ._hf_compat import text_config, zero3_engine_hooks, zero3_partitioned
+from .families import ModelParts, UnsupportedModelError, is_peft_model, meta_weights_refusal, resolve
 from .adapters import base_model_for_freeze
 from .config import FreezeConfig
-from .freeze import FreezeReport, freeze_bottom_layers
-from .kernels import install_kernels, kernel_set_reason, resolve_kernel_set
+from .freeze import FreezeReport, freeze_bottom_layers, head_is_tied
+from .kernels import install_kernels, kernel_set_reason, remove_kernels, resolve_kernel_set
 from .prefix import FrozenPrefix
 from .probe import ProbeReport, probe_fast_path
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Before:
+    """What `prepare_freeze` changes that the patch record cannot hold (a tensor flag, a parameter slot,
+    a config field), as it was: `requires_grad` by parameter name, whether the head was tied, the tie flags.
+    By name and by tie, not by tensor: FSDP2 may have replaced the parameters by the time of a refusal."""
+
+    requires_grad: dict[str, bool]
+    tied: bool
+    ties: list = field(default_factory=list)  # (config, tie_word_embeddings)
+
+    @classmethod
+    def record(cls, target: nn.Module, parts: ModelParts) -> "_Before":
+        configs = {id(c): c for c in (target.config, text_config(target.config))}.values() \
+            if hasattr(target, "config") else []
+        return cls({n: p.requires_grad for n, p in target.named_parameters()}, head_is_tied(parts),
+                   [(c, c.tie_word_embeddings) for c in configs if hasattr(c, "tie_word_embeddings")])
+
+    def restore(self, target: nn.Module, parts: ModelParts) -> None:
+        if self.tied and not head_is_tied(parts):  # untie_embeddings gave the head its own copy
+            parts.head.weight = parts.embedding_side[0][1].weight
+        for config, tie in self.ties:
+            config.tie_word_embeddings = tie
+        for name, p in target.named_parameters():
+            if name in self.requires_grad:
+                p.requires_grad_(self.requires_grad[name])
 
 
 @dataclass
@@ -44,6 +76,22 @@ class FreezeRuntime:
     target: nn.Module | None = None  # the transformers model that is split (a PEFT model's base model)
     device: torch.device | None = None  # where the model trains: set by complete_freeze
     completed: bool = False  # complete_freeze ran: kernels, prefix and probe are in place
+    before: _Before | None = None  # the model before prepare_freeze (teardown restores it)
+
+    def teardown(self) -> None:
+        """Undo this run on the model: the prefix (its forwards, stand-ins, modes, input-require-grads
+        hooks), the kernels, then the freeze (`requires_grad`, an untied head). The model is then as it
+        came to `prepare_freeze`. Runs on every refusal and error of the set-up (`undo_on_error`).
+
+        Usage:
+            runtime.teardown()
+        """
+        if self.prefix is not None:
+            self.prefix.remove()
+        remove_kernels(self.target)
+        if self.before is not None:
+            self.before.restore(self.target, self.parts)
+        self.prefix, self.probe, self.completed = None, None, False
 
     @property
     def cache_refusal(self) -> str | None:
@@ -85,6 +133,24 @@ def _zero3_torch_ops(target: nn.Module, config: FreezeConfig) -> str:
     return "DeepSpeed ZeRO-3: torch ops (the Triton kernels' install check cannot read partitioned weights yet)"
 
 
+@contextlib.contextmanager
+def undo_on_error(runtime: FreezeRuntime | None):
+    """Within this block, any exception (a refusal included) first tears `runtime` down (a failure of the
+    teardown itself is added to the exception as a note, never raised instead of it).
+
+    Usage: ``with undo_on_error(runtime): complete_freeze(runtime)``
+    """
+    try:
+        yield
+    except BaseException as err:
+        if runtime is not None:
+            try:
+                runtime.teardown()
+            except Exception as undo:  # noqa: BLE001 - the original error is the one to report
+                err.add_note(f"fastfreeze could not restore the model after this error: {undo!r}")
+        raise
+
+
 def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     """Phase 1: validate `config` against `model` and freeze by module index (no forward, no weight
     values read: works on `meta`). `complete_freeze` does the rest where the model trains.
@@ -97,11 +163,16 @@ def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     target = base_model_for_freeze(model, config) if is_peft_model(model) else model
     parts = resolve(target)
     config.validate_for(parts.num_layers)
-    report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
-                                  config.untie_embeddings, parts=parts)
+    before = _Before.record(target, parts)
+    try:
+        report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
+                                      config.untie_embeddings, parts=parts)
+    except BaseException:
+        before.restore(target, parts)
+        raise
     if zero3_state(target) == "at load":
         report.notes.append(ZERO3_AT_LOAD_NOTE)
-    return FreezeRuntime(config=config, parts=parts, report=report, prefix=None, target=target)
+    return FreezeRuntime(config=config, parts=parts, report=report, prefix=None, target=target, before=before)
 
 
 def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) -> FreezeRuntime:
@@ -113,6 +184,12 @@ def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) 
     """
     if runtime.completed:
         return runtime
+    with undo_on_error(runtime):
+        _complete(runtime, device)
+    return runtime
+
+
+def _complete(runtime: FreezeRuntime, device: torch.device | None) -> None:
     target, config, parts, report = runtime.target, runtime.config, runtime.parts, runtime.report
     zero3 = zero3_state(target)
     if zero3 == "at load":
@@ -122,10 +199,7 @@ def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) 
             "TrainingArguments(deepspeed=...): the freeze completes at train start, under the engine.")
     where = parameter_device(target)
     if where.type == "meta":
-        raise UnsupportedModelError(
-            f"{type(target).__name__}: its weights are still on the meta device where fastfreeze must run them. "
-            "Load real weights first (from_pretrained without device_map='meta', or model.to_empty(device=...) "
-            "and load_state_dict), or train under FSDP with cpu_ram_efficient_loading, which materializes them.")
+        raise UnsupportedModelError(meta_weights_refusal(target, "still on the meta device where fastfreeze must run them"))
     device = torch.device(device) if device is not None else where
     kernel_set = resolve_kernel_set(config.kernels, target, device=device)
     reason = kernel_set_reason(config.kernels, kernel_set, device)
@@ -141,32 +215,27 @@ def complete_freeze(runtime: FreezeRuntime, device: torch.device | None = None) 
     if zero3 == "engine":
         report.notes.append(ZERO3_ENGINE_NOTE)
     if config.is_prefix:
-        runtime.prefix, runtime.probe = _install_prefix(target, parts, config, report)
+        _install_prefix(runtime)
     else:
         report.notes.append("freeze_embeddings=False: frozen blocks sit above a trainable embedding, "
                             "so they run with autograd (no prefix fast path, no cache)")
     runtime.completed = True
-    return runtime
 
 
-def _install_prefix(target: nn.Module, parts: ModelParts, config: FreezeConfig,
-                    report: FreezeReport) -> tuple[FrozenPrefix, ProbeReport | None]:
-    prefix = FrozenPrefix(target, parts, config.num_frozen_layers).install()
+def _install_prefix(runtime: FreezeRuntime) -> None:
+    """The prefix, then the probe; a refusal propagates (complete_freeze tears the run down)."""
+    target, config = runtime.target, runtime.config
+    runtime.prefix = FrozenPrefix(target, runtime.parts, config.num_frozen_layers)  # before install: teardown sees it
+    runtime.prefix.install()
     if not config.probe:
-        return prefix, None
-    try:
-        probe = probe_fast_path(target, prefix, config.allow_eval_prefix)
-    except UnsupportedModelError:
-        prefix.remove()
-        raise
-    report.notes.append(str(probe))
+        return
+    probe = runtime.probe = probe_fast_path(target, runtime.prefix, config.allow_eval_prefix)
+    runtime.report.notes.append(str(probe))
     if config.cache and probe.cache_refusal:
-        prefix.remove()
         raise UnsupportedModelError(
             f"{type(target).__name__}: prefix cache refused: {probe.cache_refusal}. The fast path without a "
             "cache is exact for this model: use FreezeConfig(cache=None)."
         )
-    return prefix, probe
 
 
 def apply_freeze(model: nn.Module, config: FreezeConfig, device: torch.device | None = None) -> FreezeRuntime:

@@ -41,8 +41,8 @@ from .cache.runtime import PrefixCacheRuntime
 from .config import FreezeConfig, FreezeConfigError
 from .freeze import FreezeReport
 from .prefix import FrozenPrefix
-from .placement import DeferredCollator, defer_freeze, placed_for_training
-from .runtime import FreezeRuntime, complete_freeze, prepare_freeze
+from .placement import DeferredCollator, defer_freeze, placed_for_training, refuse_meta_weights
+from .runtime import FreezeRuntime, complete_freeze, prepare_freeze, undo_on_error
 
 logger = logging.getLogger(__name__)
 
@@ -158,18 +158,20 @@ class FreezeMixin(TrainerHooks):
                 )
             if model is None:
                 raise FreezeConfigError("FastFreezeTrainer needs `model=`; `model_init` is not supported with a freeze.")
+            refuse_meta_weights(model, kwargs.get("args", args[1] if len(args) > 1 else None))
             # Only the freeze itself here (the optimizer reads requires_grad); what depends on the
             # device and on real weights waits until the model is where it trains (_complete_freeze).
             self.freeze_runtime = prepare_freeze(model, freeze_config)
-        super().__init__(*args, **kwargs)
-        self.prefix_cache: PrefixCacheRuntime | None = None
-        self._hit_tokens = 0  # tokens served from the cache (for the time-saved estimate)
-        self._ff_collator: DeferredCollator | None = None
-        if self.freeze_runtime is not None:
-            if placed_for_training(self):
-                self._complete_freeze()
-            else:
-                self._ff_collator = defer_freeze(self)
+        with undo_on_error(self.freeze_runtime):  # a refusal (or any error) leaves the model as it came
+            super().__init__(*args, **kwargs)
+            self.prefix_cache: PrefixCacheRuntime | None = None
+            self._hit_tokens = 0  # tokens served from the cache (for the time-saved estimate)
+            self._ff_collator: DeferredCollator | None = None
+            if self.freeze_runtime is not None:
+                if placed_for_training(self):
+                    self._complete_freeze()
+                else:
+                    self._ff_collator = defer_freeze(self)
 
     # ------------------------------------------------------------------ where the model trains
     def _complete_freeze(self) -> None:
@@ -178,6 +180,10 @@ class FreezeMixin(TrainerHooks):
         if runtime.completed:
             return
         self._fused_loss_for_this_trainer(runtime)
+        with undo_on_error(runtime):  # the cache's opening may refuse too (ZeRO-3 partitioned prefix)
+            self._complete_freeze_and_cache(runtime)
+
+    def _complete_freeze_and_cache(self, runtime: FreezeRuntime) -> None:
         complete_freeze(runtime, self.args.device)
         config = runtime.config
         if not (config.cache and self.prefix is not None):

@@ -83,3 +83,25 @@ def test_one_table_holds_parts_and_kernel_facts():
         assert spec.swiglu is None or spec.rms_norm is not None, name  # SwiGLU families are RMSNorm families
     assert (TABLE["phi3"].swiglu, TABLE["gemma2"].rms_norm, TABLE["gpt2"].rms_norm) == ("fused", "gemma", None)
 
+
+
+class _NeedsImages(transformers.LlamaForCausalLM):
+    """A causal LM whose forward cannot run on token ids alone."""
+
+    def forward(self, input_ids=None, pixel_values=None, **kwargs):
+        if pixel_values is None:
+            raise ValueError("pixel_values is required")
+        return super().forward(input_ids=input_ids, **kwargs)
+
+
+def test_a_model_that_needs_other_inputs_is_refused_saying_so_and_meta_weights_saying_meta():
+    """The probe forward fails for two different reasons: the model wants more than token ids (its own
+    error, and "needs other inputs"), or its weights are on meta (sdpa's mask reads a value): named as such."""
+    with pytest.raises(UnsupportedModelError, match="pixel_values is required.*needs other inputs"):
+        resolve(_NeedsImages(make_model("llama").config))
+    cfg = make_model("llama", attn="sdpa").config
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(cfg)
+    with pytest.raises(UnsupportedModelError, match=r"weights are on the meta device.*from_pretrained.*to_empty") as err:
+        resolve(model)
+    assert "other inputs" not in str(err.value) and "cpu_ram_efficient_loading" in str(err.value)

@@ -54,6 +54,15 @@ def test_uses_reentrant_checkpointing_reads_the_block(reentrant):
     assert hf.uses_reentrant_checkpointing(None) is False
 
 
+def test_input_require_grads_enabled_follows_enable_and_disable():
+    model = make_model("llama")
+    assert hf.input_require_grads_enabled(model) is False
+    model.enable_input_require_grads()
+    assert hf.input_require_grads_enabled(model) is True
+    model.disable_input_require_grads()
+    assert hf.input_require_grads_enabled(model) is False
+
+
 def test_trainer_hooks_run_on_save_and_on_every_batch(tmp_path):
     for name, params in (("_save", ["self", "output_dir", "state_dict"]), ("_prepare_inputs", ["self", "inputs"])):
         assert list(inspect.signature(getattr(Trainer, name)).parameters) == params, f"Trainer.{name} changed"

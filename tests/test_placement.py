@@ -174,3 +174,46 @@ def test_a_set_up_deferred_to_train_start_trains_like_one_done_at_construction(t
     ref = dict(now.model.named_parameters())
     for name, p in later.model.named_parameters():
         assert torch.equal(p, ref[name]), name
+
+
+def _meta_parameters(attn: str):
+    """What from_pretrained(device_map='meta') leaves, and FSDP RAM-efficient loading on ranks > 0:
+    every parameter on meta, the buffers real."""
+    model = make_model("llama", attn=attn)
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            setattr(module, name, torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad))
+    return model
+
+
+@pytest.mark.parametrize("model", [lambda: _meta_parameters("eager"), lambda: _meta_parameters("sdpa"), _meta_model],
+                         ids=["parameters-eager", "parameters-sdpa", "everything-eager"])
+def test_meta_weights_in_one_process_are_refused_naming_meta_and_how_to_load(model, tmp_path):
+    """Before: Trainer's move failed ("Cannot copy out of meta tensor"), or the probe blamed the inputs."""
+    from datasets import Dataset
+
+    from tests._helpers import make_rows, pad_collator
+
+    model = model()
+    with pytest.raises(UnsupportedModelError) as err:
+        FastFreezeTrainer(model=model, args=training_args(str(tmp_path), steps=1), data_collator=pad_collator(),
+                          train_dataset=Dataset.from_list(make_rows(4)), freeze_config=FreezeConfig(num_frozen_layers=2))
+    message = str(err.value)
+    assert "weights are on the meta device" in message and "other inputs" not in message
+    assert all(how in message for how in ("from_pretrained", "to_empty", "load_state_dict", "cpu_ram_efficient_loading"))
+    assert all(p.requires_grad for p in model.parameters())  # refused before anything was frozen
+
+
+@pytest.mark.parametrize("fsdp, world_size, env, filled", [
+    (["full_shard"], 2, None, True),   # FSDP across processes: accelerate fills ranks > 0 from rank 0
+    (["full_shard"], 1, None, False),  # one process: rank 0 itself must hold the weights
+    ([], 2, None, False),              # DDP: nothing fills them
+    ([], 2, "true", True),             # FSDP from `accelerate launch`'s config, not from TrainingArguments
+])
+def test_meta_weights_are_filled_only_by_fsdp_across_processes(fsdp, world_size, env, filled, monkeypatch):
+    from fastfreeze.placement import meta_weights_filled_at_train_start
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    if env:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", env)
+    assert meta_weights_filled_at_train_start(SimpleNamespace(fsdp=fsdp, world_size=world_size)) is filled

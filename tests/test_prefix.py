@@ -131,3 +131,61 @@ def test_output_forms_are_recorded_as_named_specs_through_patch():
     assert twin.model.layers[1].__dict__["_ff_spec"] == specs[-1]
     prefix.remove()
     assert not any("_ff_spec" in m.__dict__ for m in prefix.modules)
+
+
+def test_a_swap_that_fails_halfway_is_undone_and_remove_undoes_a_swap_left_in_place(monkeypatch):
+    """inject swaps prefix modules for stand-ins one by one: the second failing (injected) leaves none in
+    place. A swap whose block was never exited (a generator dropped mid-step) is undone by remove()."""
+    from fastfreeze import prefix as prefix_mod
+
+    model = make_model("llama").eval()
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    ids = torch.randint(1, 90, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), prefix.capture() as cap:
+        model(input_ids=ids)  # records each module's output form: every prefix module can be swapped
+    originals = [model.model.embed_tokens, *model.model.layers[:2]]
+    made = []
+
+    class FailingStandIn(prefix_mod._StandIn):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            if len(made) == 2:
+                raise RuntimeError("injected: the second stand-in fails")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(prefix_mod, "_StandIn", FailingStandIn)
+    with pytest.raises(RuntimeError, match="injected"), prefix.inject(cap.boundary):
+        pass
+    assert [model.model.embed_tokens, *model.model.layers[:2]] == originals and prefix.state.injected is None
+    block = prefix.inject(cap.boundary)
+    block.__enter__()  # never exited
+    assert model.model.embed_tokens is not originals[0]
+    prefix.remove()
+    assert [model.model.embed_tokens, *model.model.layers[:2]] == originals
+
+
+def test_remove_puts_modes_and_input_require_grads_back_as_they_were():
+    """install() puts the prefix in eval mode and turns HF's input-require-grads hooks off (they would
+    walk backward into the no-grad prefix); remove() restores each module's mode and the hooks."""
+    model = make_model("llama").train()
+    model.model.layers[1].mlp.eval()  # a mixed mode (a user's eval-mode submodule) comes back as it was
+    model.enable_input_require_grads()
+    modes = {n: m.training for n, m in model.named_modules()}
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    assert not model.model.layers[0].training and not model.model.embed_tokens._forward_hooks
+    model.enable_input_require_grads()  # what Trainer does under gradient checkpointing: a no-op now
+    assert not model.model.embed_tokens._forward_hooks
+    prefix.remove()
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    hooks = list(model.model.embed_tokens._forward_hooks.values())
+    assert len(hooks) == 1 and hooks[0].__name__ == "make_inputs_require_grads"
+    assert model.model.embed_tokens(torch.tensor([[1, 2, 3]])).requires_grad  # frozen, yet its output asks for grad
+
+
+def test_remove_after_a_prefix_submodule_was_switched_to_train_directly():
+    """A direct `submodule.train()` inside the prefix (past its always-eval train()) does not block remove()."""
+    model = make_model("llama")
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    model.model.layers[0].mlp.train()
+    prefix.remove()
+    assert model.model.layers[0].mlp.training and model.model.layers[0].training and "forward" not in model.model.layers[0].__dict__
