@@ -112,7 +112,10 @@ def evaluate(model, evalset: EvalSet, batch_size: int = 256) -> dict:
 
 
 def summarize(em: torch.Tensor, first: torch.Tensor, attributes: list[str]) -> dict:
-    """Mean-over-attributes accuracies from per-row bools."""
+    """Mean-over-attributes accuracies from per-row bools, and `correct`: the plain count of exact-match rows.
+
+    Thresholds compare `correct` with `thresholds.rows_needed(fraction, n)`; it equals the mean over
+    attributes times n when every attribute has as many rows (Biography: each person is asked each once)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, a in enumerate(attributes):
         groups[a].append(i)
@@ -123,6 +126,7 @@ def summarize(em: torch.Tensor, first: torch.Tensor, attributes: list[str]) -> d
     return {
         "exact_match": sum(v["exact_match"] for v in per_attr.values()) / max(len(per_attr), 1),
         "first_token": sum(v["first_token"] for v in per_attr.values()) / max(len(per_attr), 1),
+        "correct": int(em.sum()),
         "n": int(em.numel()),
         "per_attribute": per_attr,
     }

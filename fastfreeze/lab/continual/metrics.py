@@ -86,9 +86,15 @@ DEFINITIONS_MD = """\
 """
 
 
-def _first_at(history: list[dict], level: float) -> dict | None:
-    """The first check of a budget curve whose validation exact match is >= `level`."""
-    return next((h for h in history if h["exact_match"] >= level - 1e-12), None)
+def _correct(check: dict, rows: int) -> int:
+    """Right validation rows of one budget check; checks recorded before counts were kept have only the mean,
+    which is right rows / rows up to float32 rounding (one attribute group per person)."""
+    return check["correct"] if "correct" in check else round(check["exact_match"] * rows)
+
+
+def _first_at(history: list[dict], rows: int, level_rows: int) -> dict | None:
+    """The first check of a budget curve with at least `level_rows` of its `rows` right (counts, not floats)."""
+    return next((h for h in history if _correct(h, rows) >= level_rows), None)
 
 
 def matched_retention(arms: dict, reference: str) -> dict:
@@ -110,9 +116,10 @@ def matched_retention(arms: dict, reference: str) -> dict:
             mine = (arm.get("budget") or [None] * len(ref))[t]
             if name == reference or not mine:
                 continue
-            level = min(max(h["exact_match"] for h in mine["history"]), max(h["exact_match"] for h in ref[t]["history"]))
-            a, r = _first_at(mine["history"], level), _first_at(ref[t]["history"], level)
-            row[name] = {"level": level, "step": a["step"], "task0": a["task0"], "reference_step": r["step"],
+            n = ref[t]["validation_rows"]  # the same validation people for every arm (validation_split)
+            level_rows = min(max(_correct(h, n) for h in mine["history"]), max(_correct(h, n) for h in ref[t]["history"]))
+            a, r = _first_at(mine["history"], n, level_rows), _first_at(ref[t]["history"], n, level_rows)
+            row[name] = {"level": level_rows / n, "level_rows": level_rows, "step": a["step"], "task0": a["task0"], "reference_step": r["step"],
                          "reference_task0": r["task0"], "ratio": a["task0"] / r["task0"] if r["task0"] else None}
         out[str(t)] = row
     return out

@@ -26,7 +26,7 @@ from fastfreeze import _io
 from fastfreeze.lab.continual import build, shipped
 from fastfreeze.lab.continual.config import ConfigError, ContinualConfig, StrategyConfig, fingerprint, strategy_dict
 from fastfreeze.lab.continual.diagnostics import WindowSnapshots
-from fastfreeze.lab.continual.early_stop import budget_callback, early_stopper
+from fastfreeze.lab.continual.early_stop import budget_callback, early_stopper, final_correct
 from fastfreeze.lab.continual.paper_sets import apply_substring_freeze, freeze_record
 from fastfreeze.lab.continual.evaluate import DenseEvalCallback, EvalSet, evaluate, generate_exact_match
 from fastfreeze.lab.continual.metrics import accuracy_matrices, all_metrics, matched_retention
@@ -62,7 +62,7 @@ class Runner:
         # checkpoint for every arm; each is deterministic, so it is trained once and its record reused.
         self._recovered: dict[str, dict] = {}
         # Convergence budget: task -> (the reference arm's final validation exact match, its steps), set as it runs.
-        self.budget_targets: dict[int, tuple[float, int]] = {}
+        self.budget_targets: dict[int, tuple[int, int]] = {}  # task -> (reference's right rows, its steps)
 
     # ---------------------------------------------------------------- plumbing
     def _ckpt(self, key: str) -> Path:
@@ -207,7 +207,7 @@ class Runner:
             rows.append(rec["evals"])
             stage_keys.append(key)
             if cfg.budget is not None and shared and t >= 1 and strat.arm == cfg.budget_config.reference:
-                self.budget_targets[t] = (rec["budget"]["final_validation"], rec["budget"]["steps"])
+                self.budget_targets[t] = (final_correct(rec["budget"]), rec["budget"]["steps"])
             fp_of[t] = fp
             safety.append(self._safety(key, fp))
             dense = rec.get("dense") or dense

@@ -33,6 +33,7 @@ from fastfreeze.lab.continual.build import QA_COLUMNS, build_model
 from fastfreeze.lab.continual.config import ConfigError, ModelConfig, fingerprint
 from fastfreeze.lab.continual.evaluate import EvalSet, evaluate
 from fastfreeze.lab.continual.paper_sets import PAPER_SETS, apply_substring_freeze, block_index, frozen_block_indices
+from fastfreeze.lab.continual.thresholds import reaches
 from fastfreeze.lab.continual.trainers import make_trainer, training_arguments
 from fastfreeze.lab.safety.world_eval import evaluate_world
 
@@ -45,7 +46,7 @@ WORLD_SHIFT = dict(max_steps=100, learning_rate=5.0e-4, per_device_train_batch_s
                    lr_scheduler_type="constant", weight_decay=0.0)
 WORLD_DATA: dict = {}
 WORLD_ARMS = ("seq", "k3", "k6", "paper:freeze-3layers", "paper:freeze-6layers")
-MATCH_EM = 0.7
+MATCH_EM = 0.7  # identity EM of the matched point, compared as counts: 14 of the 20 identity rows
 PAPER_BUDGET_STEP = 10  # the official identity shift: 10 examples x 10 epochs at batch 10
 
 
@@ -117,12 +118,13 @@ class _ShiftWatch(TrainerCallback):
         self.snapshots[label] = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        em = evaluate(model, self.evalset)["exact_match"]
-        self.history.append(em)
+        r = evaluate(model, self.evalset)
+        self.history.append(r["exact_match"])
         step = state.global_step
         if step == PAPER_BUDGET_STEP:
             self._snap("paper_budget", step, model)
-        if em >= self.match_em and "matched" not in self.snapshots:
+        # Counts, not the float mean: 14 of 20 is 0.69999999 in float32 and would miss 0.7.
+        if reaches(r["correct"], r["n"], self.match_em) and "matched" not in self.snapshots:
             self._snap("matched", step, model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):

@@ -7,10 +7,24 @@ from fastfreeze.lab.continual.budget_report import budget_sections, seed_table
 from fastfreeze.lab.continual.metrics import matched_retention, seed_summary
 
 
-def _arm(curve):
-    """An arm with a budget record on task 1 built from [(step, validation, task0), ...]."""
-    hist = [{"step": s, "exact_match": v, "task0": t0} for s, v, t0 in curve]
-    return {"budget": [None, {"history": hist, "epochs": 2.0}], "accuracy_matrix": [[0.9, 0.0], [0.3, 0.8]]}
+def _arm(curve, counts=True):
+    """An arm with a budget record on task 1 built from [(step, validation, task0), ...], over 100 rows; without
+    `counts` its checks hold only the mean, as records made before 2026-12-07 do."""
+    hist = [{"step": s, "exact_match": v, "task0": t0, **({"correct": round(v * 100)} if counts else {})}
+            for s, v, t0 in curve]
+    return {"budget": [None, {"history": hist, "epochs": 2.0, "validation_rows": 100}],
+            "accuracy_matrix": [[0.9, 0.0], [0.3, 0.8]]}
+
+
+def test_matched_retention_compares_rows_and_reads_old_records_the_same():
+    # freeze2's best is 70 of 100 rows as a float32 mean (0.69999999); SEQ's first check at 70 rows is step 20
+    arms = {"seq": _arm([(10, 0.5, 0.6), (20, 0.7, 0.4), (30, 0.95, 0.2)]),
+            "freeze2": _arm([(10, 0.3, 0.8), (20, 0.6999999880790710, 0.7)])}
+    m = matched_retention(arms, "seq")["1"]["freeze2"]
+    assert (m["level_rows"], m["step"], m["reference_step"]) == (70, 20, 20)
+    old = {k: _arm([(h["step"], h["exact_match"], h["task0"]) for h in a["budget"][1]["history"]], counts=False)
+           for k, a in arms.items()}
+    assert matched_retention(old, "seq") == matched_retention(arms, "seq")
 
 
 def test_matched_retention_reads_each_arm_at_the_common_level():

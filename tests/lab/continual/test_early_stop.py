@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import shutil
 
+import torch
+
 from fastfreeze.lab.continual import build
 from fastfreeze.lab.continual.config import EarlyStopConfig, StrategyConfig
 from fastfreeze.lab.continual.early_stop import EarlyStopCallback
@@ -56,7 +58,8 @@ def test_callback_stops_at_target_or_after_patience(monkeypatch):
     import fastfreeze.lab.continual.early_stop as mod
 
     scores = iter([0.2, 0.5, 0.5, 0.5, 0.9])
-    monkeypatch.setattr(mod, "evaluate", lambda model, evalset, bs: {"exact_match": next(scores)})
+    monkeypatch.setattr(mod, "evaluate",
+                        lambda model, evalset, bs: {"exact_match": (s := next(scores)), "correct": round(s * 10), "n": 10})
     cb = EarlyStopCallback([0] * 10, EarlyStopConfig(every=5, target=0.8, patience=2))
     control = _Control()
     for step in range(1, 26):
@@ -65,3 +68,20 @@ def test_callback_stops_at_target_or_after_patience(monkeypatch):
             break
     assert cb.stopped_at == 20  # 0.5 at 10, flat at 15 and 20: patience 2 reached before the 0.9
     assert [h["step"] for h in cb.history] == [5, 10, 15, 20]
+
+
+def test_callback_stops_at_exactly_the_target_rows(monkeypatch):
+    """14 of 20 right reaches a 0.7 target (counts), though its float32 mean is 0.69999999."""
+    import fastfreeze.lab.continual.early_stop as mod
+
+    counts = iter([10, 14, 20])
+    monkeypatch.setattr(mod, "evaluate", lambda model, evalset, bs: (
+        lambda c: {"exact_match": torch.tensor([1.0] * c + [0.0] * (20 - c)).mean().item(), "correct": c, "n": 20}
+    )(next(counts)))
+    cb = EarlyStopCallback([0] * 20, EarlyStopConfig(every=1, target=0.7, patience=9))
+    control = _Control()
+    for step in range(1, 4):
+        cb.on_step_end(None, _FakeState(step), control)
+        if control.should_training_stop:
+            break
+    assert cb.stopped_at == 2 and cb.history[-1]["exact_match"] < 0.7

@@ -1,11 +1,15 @@
-"""fastfreeze.lab.safety.world at toy size: end to end, the as-ran arm freezes what paper_sets says, bad arms."""
+"""fastfreeze.lab.safety.world at toy size: end to end, the as-ran arm freezes what paper_sets says, bad arms;
+the matched point at exactly 14 of 20 identity rows."""
 import json
 
 import pytest
+import torch
+
+import fastfreeze.lab.safety.world as world_mod
 
 from fastfreeze.lab.safety.cli import main as safety_main
 from fastfreeze.lab.continual.paper_sets import PAPER_SETS, frozen_block_indices
-from fastfreeze.lab.safety.world import run_world_seed
+from fastfreeze.lab.safety.world import MATCH_EM, _ShiftWatch, run_world_seed
 
 TINY = dict(
     model=dict(hidden_size=16, num_hidden_layers=12, num_attention_heads=2, max_position_embeddings=96),
@@ -53,3 +57,25 @@ def test_as_ran_arm_freezes_what_paper_sets_says(tiny_run):
 def test_cli_refuses_unknown_arm(capsys):
     assert safety_main(["world", "--arms", "seq,freeze-everything", "--output-dir", "/nonexistent/x"]) == 2
     assert "arm 'freeze-everything'" in capsys.readouterr().err
+
+
+class _Step:
+    def __init__(self, step):
+        self.global_step = step
+
+
+def test_the_matched_point_is_the_first_step_with_fourteen_of_twenty_right(monkeypatch):
+    """MATCH_EM 0.7 of the 20 identity rows is 14 rows. Compared as a float32 mean, 14 of 20 is 0.69999999
+    and the match fell to the first step with 15 (every committed "matched" row of 2026-12-03 was at 75-80%)."""
+    counts = iter([12, 13, 14, 15, 20])
+
+    def fake_evaluate(model, evalset):
+        c = next(counts)
+        return {"exact_match": torch.tensor([1.0] * c + [0.0] * (20 - c)).mean().item(), "correct": c, "n": 20}
+
+    monkeypatch.setattr(world_mod, "evaluate", fake_evaluate)
+    watch, model = _ShiftWatch(evalset=None, match_em=MATCH_EM), torch.nn.Linear(2, 2)
+    for step in range(1, 6):
+        watch.on_step_end(None, _Step(step), None, model=model)
+    assert MATCH_EM == 0.7 and watch.snapshots["matched"][0] == 3
+    assert watch.history[2] < 0.7  # the float mean at the matched step: the compare that missed it
