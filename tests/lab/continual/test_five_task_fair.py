@@ -5,6 +5,7 @@ import json
 
 from fastfreeze.lab.continual.presets import load_preset
 from fastfreeze.lab.continual.runner import Runner
+from fastfreeze.lab.continual.thresholds import rows_within
 
 
 def test_five_task_fair_runs_end_to_end_at_toy_size_and_resumes(tmp_path):
@@ -25,8 +26,8 @@ def test_five_task_fair_runs_end_to_end_at_toy_size_and_resumes(tmp_path):
     for name in ("freeze1", "freeze2", "asran_freeze7"):
         for t, b in enumerate(arms[name]["budget"][1:], start=1):
             assert b["reason"] in ("target", "plateau", "cap"), (name, t)
-            assert b["target"] == seq[t]["final_validation"] - 0.02
-            assert b["steps"] <= 3 * seq[t]["steps"] and len(b["history"][0]) == 3  # step, validation, task0
+            assert b["target_rows"] == rows_within(seq[t]["final_correct"], 0.02, 12)  # the reference's rows - 2 points
+            assert b["steps"] <= 3 * seq[t]["steps"] and len(b["history"][0]) == 4  # step, validation, rows, task0
             assert b["validation_rows"] == 2 * 6  # 25% of 6 people rounds to 2
     assert [p["frozen_blocks"] for p in arms["asran_freeze7"]["paper_freeze"][1:]] == [[0, 1, 3], [0, 1, 3]]
     assert set(results["matched_retention"]) == {"1", "2"}
