@@ -61,8 +61,8 @@ def summarize_world(results: dict) -> dict:
 def _cell(stat: dict | None, pct: bool = True) -> str:
     if stat is None:
         return "n/a"
-    scale, unit = (100, "") if pct else (1, "")
-    text = f"{scale * stat['mean']:.0f}{unit} [{scale * stat['min']:.0f}-{scale * stat['max']:.0f}]"
+    scale, digits = (100, 0) if pct else (1, 1)  # a mean of steps keeps one decimal (17.7, not 18)
+    text = f"{scale * stat['mean']:.{digits}f} [{scale * stat['min']:.0f}-{scale * stat['max']:.0f}]"
     n_all = len(stat["values"])
     return text if stat["n"] == n_all else f"{text} ({stat['n']}/{n_all} seeds)"
 

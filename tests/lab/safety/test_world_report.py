@@ -28,7 +28,7 @@ def test_mean_spread_and_a_seed_that_never_matched():
     assert matched["identity_em"]["values"] == [0.75, 0.5, None]  # the EM after that step
     assert arm["paper_budget"]["step"] is None
     table = format_world_table(summary)
-    assert "| as-ran freeze-6layers | 0,1,2,3,4,5,10,11 | matched | 2 [2-3] (2/3 seeds) | 62 [50-75] (2/3 seeds) |" in table
+    assert "| as-ran freeze-6layers | 0,1,2,3,4,5,10,11 | matched | 2.5 [2-3] (2/3 seeds) | 62 [50-75] (2/3 seeds) |" in table
     assert "| as-ran freeze-6layers | 0,1,2,3,4,5,10,11 | paper_budget | n/a |" in table
     assert table.count("\n") == 2 + 3  # header, rule, aligned, three points
 
