@@ -36,6 +36,9 @@ from .cache.store import CacheSummary
 from .runtime import apply_freeze
 from .trainer import FastFreezeTrainer, FreezeMixin
 from ._version import __version__
+from . import _moved
+
+_moved.install()  # old lab paths (fastfreeze.continual...) fail naming the new one
 
 
 def __getattr__(name):

@@ -106,8 +106,8 @@ def tmp_out(tmp_path):
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """The `quick` preset run end to end, once per test session: (config, results, output dir)."""
-    from fastfreeze.continual.presets import load_preset
-    from fastfreeze.continual.runner import run_continual
+    from fastfreeze.lab.continual.presets import load_preset
+    from fastfreeze.lab.continual.runner import run_continual
 
     out = tmp_path_factory.mktemp("quick")
     cfg = load_preset("quick", output_dir=str(out))
@@ -118,7 +118,7 @@ def quick_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
     """The safety demo at toy size, once per test session: (output dir, runs)."""
-    from fastfreeze.continual.safety_demo import run_safety_demo
+    from fastfreeze.lab.safety.demo import run_safety_demo
     from tests._helpers import TINY_ALIGN, TINY_DATA, TINY_MODEL
 
     out = tmp_path_factory.mktemp("safety")

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
-from fastfreeze._tiny_models import build_model, tiny_config
+from fastfreeze.testing.tiny_models import build_model, tiny_config
 from fastfreeze.families import FAMILIES as TABLE
 from fastfreeze.families import resolve
 from tests._helpers import FAMILIES, make_model

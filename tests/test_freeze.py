@@ -64,7 +64,7 @@ def test_untied_model_saves_and_loads_untied(tmp_path):
 
 
 # ------------------------------------------------------------------ discovery by execution order
-from fastfreeze._tiny_models import build_model, tiny_config  # noqa: E402
+from fastfreeze.testing.tiny_models import build_model, tiny_config  # noqa: E402
 
 
 def test_input_embedding_outside_the_blocks_parent_is_frozen():

@@ -7,7 +7,7 @@ import torch
 
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
 from fastfreeze import prefix as prefix_mod
-from fastfreeze._tiny_models import build_model, tiny_config
+from fastfreeze.testing.tiny_models import build_model, tiny_config
 from tests._helpers import make_model
 
 

@@ -94,7 +94,7 @@ def _number_cells(lines: list[str]) -> list[list[str]]:
 
 def test_readme_demo_table_is_the_committed_run():
     """The README's demo numbers are the newest committed demo run's (results.json), as the demo prints them."""
-    from fastfreeze.continual.report import format_table
+    from fastfreeze.lab.continual.report import format_table
 
     runs = sorted((ROOT / "benchmarks" / "results").glob("continual_demo_*/results.json"))
     printed = format_table(json.loads(runs[-1].read_text())).splitlines()

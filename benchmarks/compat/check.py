@@ -1,6 +1,6 @@
 """One model type through the compatibility check: its data, the user's recipe, the three training arms, the comparison.
 
-A tiny random model (`fastfreeze._tiny_models`) trains 6 steps three times from the same weights:
+A tiny random model (`fastfreeze.testing.tiny_models`) trains 6 steps three times from the same weights:
 FastFreezeTrainer(k=2), FastFreezeTrainer(k=2, cache="memory"), and a plain `transformers.Trainer`
 with `requires_grad=False` on exactly what fastfreeze froze (`run_ff`, `run_ref`). `compare` lists
 what differs: the user's recipe (the input embedding + blocks[:2], found without fastfreeze,
@@ -30,7 +30,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 import transformers  # noqa: E402
 from torch import nn  # noqa: E402
 
-from fastfreeze._tiny_models import text_config  # noqa: E402
+from fastfreeze.testing.tiny_models import text_config  # noqa: E402
 from fastfreeze.data import PaddingCollator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,7 +1,7 @@
 """Compatibility sweep: does FastFreezeTrainer train every registered causal-LM type exactly like the plain recipe?
 
 For each model type of the installed transformers (`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`), a tiny
-random model (see `fastfreeze._tiny_models`) trains 6 steps three times from the same weights:
+random model (see `fastfreeze.testing.tiny_models`) trains 6 steps three times from the same weights:
 FastFreezeTrainer(k=2), FastFreezeTrainer(k=2, cache="memory"), and a plain `transformers.Trainer`
 with `requires_grad=False` on exactly what fastfreeze froze (the runs and the comparison:
 `benchmarks/compat/check.py`). Separately, the user's recipe (the input embedding + blocks[:2], found without
@@ -39,7 +39,7 @@ from pathlib import Path
 from benchmarks.compat.check import (BATCH, K, LR, N_ROWS, ROOT, STEPS, TOL, WIDTH, Refused, compare, crash_result,
                                      first_line, frames, make_rows, recipe_frozen, relabel, run_ff, run_ref,
                                      sanity_check)
-from fastfreeze._tiny_models import build_model, not_applicable_reason, text_config, tiny_config
+from fastfreeze.testing.tiny_models import build_model, not_applicable_reason, text_config, tiny_config
 
 import torch  # noqa: E402 - after the environment set-up above
 import transformers  # noqa: E402

@@ -4,17 +4,18 @@ from __future__ import annotations
 import importlib
 import sys
 
-# Each subcommand is one small module of this package exposing `main(argv) -> int`, which parses
-# its options and then calls the library; this table is the only place that knows them, and
-# imports happen lazily so `fastfreeze --help` stays fast.
+# Each subcommand is one small module exposing `main(argv) -> int`, which parses its options and then
+# calls the code: the library's commands live in this package, the lab's beside their experiment
+# (`fastfreeze.lab.<experiment>.cli*`). This table is the only place that knows them, by name: imports
+# happen lazily, so `fastfreeze --help` stays fast and the library imports no lab module.
 SUBCOMMANDS = {
-    "demo": ("fastfreeze.cli.demo", "Run the tiny Biography experiment (SEQ vs Freeze vs recovery) on CPU."),
-    "continual": ("fastfreeze.cli.continual", "Run a continual-learning task sequence from a YAML config."),
-    "recover": ("fastfreeze.cli.recover", "Recovery test: is forgotten accuracy spurious (recoverable)?"),
-    "orthogonality": ("fastfreeze.cli.orthogonality", "Per-layer update orthogonality between two windows."),
-    "suggest-k": ("fastfreeze.cli.suggest_k", "Probe the next task with each depth frozen: the evidence per k (no single k: docs/suggest-k.md)."),
+    "demo": ("fastfreeze.lab.continual.cli_demo", "Run the tiny Biography experiment (SEQ vs Freeze vs recovery) on CPU."),
+    "continual": ("fastfreeze.lab.continual.cli", "Run a continual-learning task sequence from a YAML config."),
+    "recover": ("fastfreeze.lab.continual.cli_recover", "Recovery test: is forgotten accuracy spurious (recoverable)?"),
+    "orthogonality": ("fastfreeze.lab.continual.cli_orthogonality", "Per-layer update orthogonality between two windows."),
+    "suggest-k": ("fastfreeze.lab.suggest.cli", "Probe the next task with each depth frozen: the evidence per k (no single k: docs/suggest-k.md)."),
     "verify": ("fastfreeze.cli.verify", "Prove parity with plain PyTorch freezing on your model and data."),
-    "safety": ("fastfreeze.cli.safety", "Refusal-rate evaluation and the safety scenario."),
+    "safety": ("fastfreeze.lab.safety.cli", "Refusal-rate evaluation and the safety scenario."),
     "sft": ("fastfreeze.cli.sft", "TRL's `trl sft` with the bottom k layers frozen and cached (flags / YAML as TRL's)."),
     "estimate": ("fastfreeze.cli.estimate", "Predict params, step time, memory, cache size and whether the cache pays."),
 }

@@ -1,7 +1,7 @@
 """Aggregate five_task_fair seeds: python aggregate.py OUT.md RUN_DIR... (summary.md is its output)"""
 import json, sys
-from fastfreeze.continual.metrics import seed_summary
-from fastfreeze.continual.budget_report import seed_table
+from fastfreeze.lab.continual.metrics import seed_summary
+from fastfreeze.lab.continual.budget_report import seed_table
 out, dirs = sys.argv[1], sys.argv[2:]
 runs = [json.load(open(f"{d}/results.json")) for d in dirs]
 seeds = [r["config"]["seed"] for r in runs]

@@ -7,7 +7,7 @@ import torch
 
 from benchmarks.compat import check as compat_check
 from benchmarks.compat import sweep as compat
-from fastfreeze._tiny_models import build_model, tiny_config
+from fastfreeze.testing.tiny_models import build_model, tiny_config
 
 
 @pytest.fixture(scope="module")

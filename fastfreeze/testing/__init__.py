@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks only (not for training scripts): tiny random models of every supported family."""
