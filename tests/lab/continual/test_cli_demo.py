@@ -1,13 +1,17 @@
 """`fastfreeze demo`: the tiny Biography experiment prints its table (on the quick preset), bad input exits 2."""
 from __future__ import annotations
 
+import torch
+
 from fastfreeze.lab.continual.cli_demo import main
 from fastfreeze.lab.continual.report import summary_rows
 
 
 def test_demo_prints_the_table(quick_run, capsys):
     cfg, results, out = quick_run
+    torch.set_num_threads(2)  # the demo runs on one thread whatever it finds (the README's numbers)
     assert main(["--preset", "quick", "--output-dir", str(out), "--quiet"]) == 0
+    assert torch.get_num_threads() == 1
     text = capsys.readouterr().out
     assert "| after Task 0 |" in text and "after Task 1, SEQ" in text and "SEQ + recovery" in text
     assert str(out / "report.md") in text
