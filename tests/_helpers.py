@@ -8,6 +8,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
+import fastfreeze.prefix as ff_prefix
 import fastfreeze.trainer as ff_trainer
 from fastfreeze._hf_compat import set_attn_implementation
 from fastfreeze import FreezeConfig
@@ -223,3 +224,19 @@ def lora_model(seed: int = 0, suffix_only: bool = True, k: int = 2, **lora):
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"], **kw, **lora)
     torch.manual_seed(seed)  # LoRA A init is random: same seed, same adapter in both arms
     return get_peft_model(model, cfg)
+
+
+def fail_the_second_stand_in(monkeypatch) -> list:
+    """The prefix's second stand-in fails to build (injected), the first already swapped in: a failure
+    halfway through a swap. Returns the list that counts the builds tried."""
+    made: list = []
+
+    class FailingStandIn(ff_prefix._StandIn):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            if len(made) == 2:
+                raise RuntimeError("injected: the second stand-in fails")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ff_prefix, "_StandIn", FailingStandIn)
+    return made

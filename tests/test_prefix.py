@@ -11,7 +11,7 @@ from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
 from fastfreeze import _patch
 from fastfreeze.families import resolve
 from fastfreeze.prefix import OutputSpec, _as_output, _output_spec, _standin_output
-from tests._helpers import make_model
+from tests._helpers import fail_the_second_stand_in, make_model
 
 
 def test_boundary_flow_probe_rejects_hidden_transform():
@@ -136,24 +136,13 @@ def test_output_forms_are_recorded_as_named_specs_through_patch():
 def test_a_swap_that_fails_halfway_is_undone_and_remove_undoes_a_swap_left_in_place(monkeypatch):
     """inject swaps prefix modules for stand-ins one by one: the second failing (injected) leaves none in
     place. A swap whose block was never exited (a generator dropped mid-step) is undone by remove()."""
-    from fastfreeze import prefix as prefix_mod
-
     model = make_model("llama").eval()
     prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
     ids = torch.randint(1, 90, (2, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), prefix.capture() as cap:
         model(input_ids=ids)  # records each module's output form: every prefix module can be swapped
     originals = [model.model.embed_tokens, *model.model.layers[:2]]
-    made = []
-
-    class FailingStandIn(prefix_mod._StandIn):
-        def __init__(self, *args, **kwargs):
-            made.append(1)
-            if len(made) == 2:
-                raise RuntimeError("injected: the second stand-in fails")
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(prefix_mod, "_StandIn", FailingStandIn)
+    made = fail_the_second_stand_in(monkeypatch)
     with pytest.raises(RuntimeError, match="injected"), prefix.inject(cap.boundary):
         pass
     assert [model.model.embed_tokens, *model.model.layers[:2]] == originals and prefix.state.injected is None

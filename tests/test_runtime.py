@@ -7,10 +7,9 @@ import transformers
 from datasets import Dataset
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig, FreezeConfigError, UnsupportedModelError, apply_freeze
-from fastfreeze import prefix as prefix_mod
 from fastfreeze import runtime as runtime_mod
 from fastfreeze.runtime import complete_freeze, prepare_freeze
-from tests._helpers import FAMILY_CONFIGS, lora_model, make_model, make_rows, pad_collator
+from tests._helpers import FAMILY_CONFIGS, fail_the_second_stand_in, lora_model, make_model, make_rows, pad_collator
 from tests.parity.harness import RefTrainer, training_args
 
 
@@ -187,16 +186,7 @@ def test_a_refused_model_is_left_as_it_came(case, kernels, tmp_path):
 def test_a_failure_halfway_through_a_swap_leaves_the_model_as_it_came(monkeypatch, tmp_path):
     """The probe's cache check swaps prefix modules for stand-ins; the second stand-in fails to build
     (injected), with the first already in place. The check counts that as a refusal of the cache."""
-    made = []
-
-    class FailingStandIn(prefix_mod._StandIn):
-        def __init__(self, *args, **kwargs):
-            made.append(1)
-            if len(made) == 2:
-                raise RuntimeError("injected: the second stand-in fails")
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(prefix_mod, "_StandIn", FailingStandIn)
+    made = fail_the_second_stand_in(monkeypatch)
     model, untouched = _refused("swap", tmp_path)
     assert len(made) >= 2
     assert_as_it_came(model, untouched)
