@@ -32,9 +32,14 @@ MOVED = {
 }
 
 
+_LONGEST_FIRST = sorted(MOVED, key=len, reverse=True)
+
+
 def new_name(old: str) -> str | None:
     """The module `old` moved to, or None: `new_name("fastfreeze.continual.runner") == "fastfreeze.lab.continual.runner"`."""
-    for prefix in sorted(MOVED, key=len, reverse=True):
+    if not old.startswith("fastfreeze."):  # the finder sees every import of the process: leave others at once
+        return None
+    for prefix in _LONGEST_FIRST:
         if old == prefix or old.startswith(prefix + "."):
             return MOVED[prefix] + old[len(prefix):]
     return None
