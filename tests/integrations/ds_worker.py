@@ -5,11 +5,13 @@ Each scenario builds what a user's script builds: `TrainingArguments(deepspeed=c
 rank holds empty placeholders from the start), then the trainer. Arms: `ref` is plain Trainer with
 the seed-snippet freeze (`requires_grad=False`), the others FastFreezeTrainer without a cache, with a
 disk cache both ranks share, with a memory cache per rank, or resumed from z3_ff's DeepSpeed
-checkpoint at step 4. Writes each rank's facts as JSON and the final weights
+checkpoint at step 4; `sft_ref` / `sft_ff` are TRL's SFTTrainer with the seed snippet and
+FastFreezeSFTTrainer. Writes each rank's facts as JSON and the final weights
 (ZeRO-3: gathered one parameter at a time) from rank 0.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -24,33 +26,41 @@ from datasets import Dataset  # noqa: E402
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig, FreezeConfigError  # noqa: E402
+from fastfreeze.trainer import FreezeMixin  # noqa: E402
 from tests._helpers import make_rows, pad_collator, seed_snippet_freeze  # noqa: E402
 from tests.parity.harness import training_args  # noqa: E402
 
 K, ROWS, STEPS, PAD_TO = 2, 16, 8, 12  # 2 epochs of 4 global batches of 4 (2 ranks x 2 rows)
-SCENARIOS = ("z2_ref", "z2_ff", "z2_disk", "z3_ref", "z3_ff", "z3_disk", "z3_memory", "z3_resume")
+SFT_ROWS, SFT_STEPS = 8, 4  # TRL's SFTTrainer: 2 epochs of 2 global batches of 4 (few steps: CI time)
+# TRL is an optional extra too: its scenarios run where it is installed.
+SFT_SCENARIOS = ("z2_sft_ref", "z2_sft_ff", "z3_sft_ref", "z3_sft_ff") if importlib.util.find_spec("trl") else ()
+SCENARIOS = ("z1_ref", "z1_ff", "z2_ref", "z2_ff", "z2_disk", "z3_ref", "z3_ff", "z3_disk", "z3_memory",
+             "z3_resume") + SFT_SCENARIOS
 
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 
 
 def ds_config(stage: int) -> dict:
-    """The shipped config (examples/deepspeed_zero{2,3}.json), plus for ZeRO-3 two test-only settings:
+    """The shipped config (examples/deepspeed_zero{2,3}.json; ZeRO-1: the ZeRO-2 one at stage 1, which
+    partitions only the optimizer state), plus for ZeRO-3 two test-only settings:
     every parameter of the tiny model is below DeepSpeed's persistence threshold, so it would keep
     them all whole; 0 makes each one a real partition. No prefetch, so the gathers seen are exactly
     one module's at a time (what fastfreeze controls)."""
-    with open(os.path.join(EXAMPLES, f"deepspeed_zero{stage}.json")) as f:
+    with open(os.path.join(EXAMPLES, f"deepspeed_zero{max(stage, 2)}.json")) as f:
         config = json.load(f)
+    config["zero_optimization"]["stage"] = stage
     if stage == 3:
         config["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
     return config
 
 
 class RecordingCollator:
-    """The pad collator, keeping the rows (token ids) of every batch it makes, in order."""
+    """A collator (the pad collator, or SFTTrainer's own), keeping the rows (token ids) of every batch it
+    makes, in order."""
 
-    def __init__(self):
-        self.inner, self.batches = pad_collator(pad_to=PAD_TO), []
+    def __init__(self, inner=None):
+        self.inner, self.batches = inner or pad_collator(pad_to=PAD_TO), []
 
     def __call__(self, features):
         self.batches.append(sorted(tuple(f["input_ids"]) for f in features))
@@ -86,10 +96,17 @@ class PrefixWatch(TrainerCallback):
 def build(root: str, scenario: str, tiny: str, k: int = K, **extra):
     stage, arm = int(scenario[1]), scenario.split("_", 1)[1]
     # First the arguments (they declare ZeRO-3 to transformers), then the model: as real scripts do.
-    args = training_args(os.path.join(root, scenario), steps=STEPS, grad_accum=1, per_device_train_batch_size=2,
-                         ddp_backend="gloo", logging_steps=1, deepspeed=ds_config(stage), **extra)
+    common = dict(per_device_train_batch_size=2, ddp_backend="gloo", logging_steps=1, deepspeed=ds_config(stage))
+    if arm.startswith("sft_"):
+        from tests.integrations.test_trl import sft_args  # needs TRL: only its scenarios import it
+
+        args = sft_args(os.path.join(root, scenario), steps=SFT_STEPS, gradient_accumulation_steps=1, **common)
+    else:
+        args = training_args(os.path.join(root, scenario), steps=STEPS, grad_accum=1, **common, **extra)
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny, attn_implementation="eager")
     at_load = {"partitioned_at_load": all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())}
+    if arm.startswith("sft_"):
+        return build_sft(model, args, arm, k), at_load
     at_load["recorder"] = recorder = RecordingCollator()
     kw = dict(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)), data_collator=recorder)
     cache = {"disk": "disk", "memory": "memory"}.get(arm)
@@ -99,6 +116,26 @@ def build(root: str, scenario: str, tiny: str, k: int = K, **extra):
         seed_snippet_freeze(model, "llama", k)
         return Trainer(**kw), at_load
     return FastFreezeTrainer(**kw, freeze_config=cfg), at_load
+
+
+def build_sft(model, args, arm: str, k: int):
+    """TRL's SFTTrainer with its defaults (its collator, completion-only loss, activation checkpointing)
+    and the seed-snippet freeze, or FastFreezeSFTTrainer; the rows test_trl.py trains on."""
+    from trl import SFTTrainer
+
+    from fastfreeze.integrations.trl import FastFreezeSFTTrainer
+    from tests.integrations.test_trl import _tokenizer, sft_dataset
+
+    kw = dict(model=model, args=args, train_dataset=sft_dataset(SFT_ROWS), processing_class=_tokenizer())
+    if arm == "sft_ref":
+        seed_snippet_freeze(model, "llama", k)
+        trainer = SFTTrainer(**kw)
+    else:
+        trainer = FastFreezeSFTTrainer(**kw, freeze_config=FreezeConfig(num_frozen_layers=k))
+    # SFTTrainer builds its collator at construction; Trainer reads self.data_collator when train() builds
+    # the DataLoader (no cache here, so fastfreeze has not wrapped it).
+    trainer.data_collator = RecordingCollator(trainer.data_collator)
+    return trainer
 
 
 def optimizer_facts(trainer) -> dict:
@@ -130,7 +167,8 @@ def full_weights(model) -> dict:
 def run(root: str, scenario: str, tiny: str, rank: int) -> dict:
     extra = {"save_strategy": "steps", "save_steps": 4} if scenario == "z3_ff" else {}
     trainer, facts = build(root, scenario, tiny, **extra)
-    ff, recorder = isinstance(trainer, FastFreezeTrainer), facts.pop("recorder")
+    ff = isinstance(trainer, FreezeMixin)
+    recorder = facts.pop("recorder", None) or trainer.data_collator
     facts["completed_at_init"] = ff and trainer.freeze_runtime.completed
     prefix_modules = [trainer.model.model.embed_tokens] + [trainer.model.model.layers[i] for i in range(K)]
     watch = PrefixWatch(prefix_modules)
@@ -139,7 +177,8 @@ def run(root: str, scenario: str, tiny: str, rank: int) -> dict:
     if resume:
         facts["refused_other_k"] = refused_other_freeze(root, tiny, resume)
     trainer.train(resume_from_checkpoint=resume)
-    facts.update(losses=[h["loss"] for h in trainer.state.log_history if "loss" in h],
+    facts.update(losses=[h["loss"] for h in trainer.state.log_history if "loss" in h], trainer=type(trainer).__name__,
+                 gradient_checkpointing=trainer.args.gradient_checkpointing,
                  batches=recorder.batches,
                  world_size=trainer.args.world_size, prefix_leaf_calls=watch.steps, max_prefix_whole=watch.max_whole,
                  prefix_numel=sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in watch.params),

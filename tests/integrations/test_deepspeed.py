@@ -1,11 +1,13 @@
-"""DeepSpeed ZeRO-2 and ZeRO-3 through FastFreezeTrainer on 2 CPU ranks (gloo): the same run as plain Trainer + DeepSpeed.
+"""DeepSpeed ZeRO-1/2/3 through FastFreezeTrainer and FastFreezeSFTTrainer on 2 CPU ranks (gloo): the same run as plain Trainer / SFTTrainer + DeepSpeed.
 
 One torchrun launch (tests/integrations/ds_worker.py) runs every scenario in turn, each built as a
 user's script builds it: `TrainingArguments(deepspeed=...)`, then `from_pretrained` (ZeRO-3: inside
 zero.Init, so each rank starts from empty placeholders), then the trainer. Against plain Trainer with
 the seed-snippet freeze and the same DeepSpeed config: the same losses at every step, the same trained
 weights and the frozen weights unchanged, without a cache, with a disk cache both ranks share and with
-a memory cache per rank, and resumed from a DeepSpeed checkpoint. Each check first asserts that the
+a memory cache per rank, and resumed from a DeepSpeed checkpoint; ZeRO-1 without a cache; and
+FastFreezeSFTTrainer against TRL's SFTTrainer (its defaults: its collator, completion-only loss,
+activation checkpointing) under ZeRO-2 and ZeRO-3. Each check first asserts that the
 engine really ran the stage and that the data parallelism is real (each rank trains on its own half).
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datasets import Dataset
 from fastfreeze import FastFreezeTrainer, FreezeConfig
 from fastfreeze.runtime import ZERO3_AT_LOAD_NOTE, ZERO3_ENGINE_NOTE
 from tests._helpers import assert_losses_close, make_model, make_rows
-from tests.integrations.ds_worker import K, ROWS, SCENARIOS, STEPS
+from tests.integrations.ds_worker import K, ROWS, SCENARIOS, SFT_ROWS, SFT_SCENARIOS, SFT_STEPS, STEPS
 from tests.integrations.test_distributed import launch_or_fail
 from tests.parity.harness import training_args
 
@@ -31,6 +33,15 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                                 reason="deepspeed is an optional extra: pip install -e '.[deepspeed]'")
 WORKER = os.path.join(os.path.dirname(__file__), "ds_worker.py")
 STEPS_PER_EPOCH = STEPS // 2
+
+
+def _steps_rows(scenario: str) -> tuple[int, int]:
+    return (SFT_STEPS, SFT_ROWS) if "_sft_" in scenario else (STEPS, ROWS)
+
+
+def _ref(scenario: str) -> str:
+    """The plain counterpart with the same DeepSpeed config: SFTTrainer for the SFT arms, else Trainer."""
+    return scenario[:3] + ("sft_ref" if "_sft_" in scenario else "ref")
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +95,14 @@ def test_each_rank_trains_on_its_own_half_of_the_data(ds_run):
     for s in SCENARIOS:
         if s == "z3_resume":
             continue  # resumed mid-run: only epoch 2's batches
+        steps, n_rows = _steps_rows(s)
         r0, r1 = (r["batches"] for r in facts[s])
-        assert len(r0) == len(r1) == STEPS, s
+        assert len(r0) == len(r1) == steps, s
         for epoch in range(2):
-            part = slice(epoch * STEPS_PER_EPOCH, (epoch + 1) * STEPS_PER_EPOCH)
+            part = slice(epoch * steps // 2, (epoch + 1) * steps // 2)
             rows0 = {row for batch in r0[part] for row in map(tuple, batch)}
             rows1 = {row for batch in r1[part] for row in map(tuple, batch)}
-            assert not rows0 & rows1 and len(rows0 | rows1) == ROWS, (s, epoch)
+            assert not rows0 & rows1 and len(rows0 | rows1) == n_rows, (s, epoch)
 
 
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if not s.endswith("_ref")])
@@ -99,9 +111,9 @@ def test_same_losses_and_weights_as_plain_trainer_with_deepspeed(ds_run, referen
     under no_grad computes the same values, a cached boundary is those values), and DeepSpeed reduces
     the same gradients the same way; measured exactly equal on every scenario, so no tolerance."""
     _, facts, weights = ds_run
-    ref_name = f"z{scenario[1]}_ref"
+    ref_name = _ref(scenario)
     assert_losses_close(facts[scenario][0]["losses"], facts[ref_name][0]["losses"], rtol=0.0)
-    assert len(facts[scenario][0]["losses"]) == STEPS
+    assert len(facts[scenario][0]["losses"]) == _steps_rows(scenario)[0]
     got, ref, initial = weights[scenario], weights[ref_name], reference["initial"]
     assert set(got) == set(ref) == set(initial)
     for name in ref:
@@ -123,10 +135,12 @@ def test_frozen_parameters_get_no_optimizer_state_no_master_copy_no_gradient(ds_
 
 
 def test_zero3_prefix_is_gathered_one_module_at_a_time(ds_run, reference):
-    """At no point during training are more prefix weights whole than the largest single module's."""
+    """At no point during training are more prefix weights whole than the largest single module's.
+    Not plain SFTTrainer's: its activation checkpointing recomputes the frozen blocks in backward, and
+    DeepSpeed held the whole prefix at once there (measured; see the SFT test below)."""
     _, facts, _ = ds_run
     largest = max(t.numel() for n, t in reference["initial"].items() if n not in reference["trainable"])
-    for s in _scenarios(3):
+    for s in [s for s in _scenarios(3) if s != "z3_sft_ref"]:
         for r in facts[s]:
             assert 0 < r["max_prefix_whole"] <= largest < r["prefix_numel"], (s, r["max_prefix_whole"])
 
@@ -164,12 +178,13 @@ def test_zero3_report_says_where_the_split_was_proven(ds_run, reference):
     """ZeRO-3 partitioned at load: frozen at construction from names and ds_numel, trace and probe at
     train start under the engine; ZeRO-2 (whole weights on CPU): everything at construction."""
     _, facts, _ = ds_run
-    for s in ("z3_ff", "z3_disk"):
+    for s in [s for s in ("z3_ff", "z3_disk", "z3_sft_ff") if s in SCENARIOS]:
         for r in facts[s]:
             assert not r["completed_at_init"] and r["probe"], s
             assert r["counts"] == reference["counts"], s  # from ds_numel: the whole model's counts
             assert r["notes"][:2] == [ZERO3_AT_LOAD_NOTE, ZERO3_ENGINE_NOTE], r["notes"]
-    assert all(r["completed_at_init"] and r["probe"] for r in facts["z2_ff"])
+    assert all(r["completed_at_init"] and r["probe"] for s in SCENARIOS if s in ("z1_ff", "z2_ff", "z2_sft_ff")
+               for r in facts[s])
 
 
 def test_resume_from_a_deepspeed_checkpoint_checks_the_freeze(ds_run):
@@ -180,3 +195,19 @@ def test_resume_from_a_deepspeed_checkpoint_checks_the_freeze(ds_run):
     for r in facts["z3_resume"]:
         assert r["refused_other_k"].startswith("Cannot resume") and "'num_frozen_layers': 1" in r["refused_other_k"]
         assert r["prefix_leaf_calls"] and len(r["prefix_leaf_calls"]) == STEPS - 4
+
+
+@pytest.mark.skipif(not SFT_SCENARIOS, reason="trl is an optional extra: pip install -e '.[trl]'")
+def test_sft_arms_ran_trls_trainer_with_its_defaults(ds_run):
+    """The SFT arms really ran TRL's trainer (SFTConfig's activation checkpointing on), under ZeRO-2 and -3.
+    Plain SFTTrainer recomputes the frozen blocks in backward (more prefix module calls per step);
+    FastFreezeSFTTrainer runs each prefix module once per step, as FastFreezeTrainer does."""
+    _, facts, _ = ds_run
+    for s in SFT_SCENARIOS:
+        want = "SFTTrainer" if s.endswith("_ref") else "FastFreezeSFTTrainer"
+        assert all(r["trainer"] == want and r["gradient_checkpointing"] for r in facts[s]), s
+    assert {s[:2] for s in SFT_SCENARIOS} == {"z2", "z3"}
+    once = facts["z2_ff"][0]["prefix_leaf_calls"][0]
+    for stage in (2, 3):
+        ff, ref = facts[f"z{stage}_sft_ff"][0]["prefix_leaf_calls"], facts[f"z{stage}_sft_ref"][0]["prefix_leaf_calls"]
+        assert all(c == once for c in ff) and all(c > once for c in ref), (stage, ff, ref)
