@@ -117,7 +117,9 @@ def test_no_folder_on_this_runs_sys_path_shadows_an_installed_package():
     """Every sys.path entry inside the repository (pytest puts the root there) offers only names that no
     other installed distribution provides as its top-level module (`kernels` is transformers' since 5.25)."""
     entries = {Path(p or ".").resolve() for p in sys.path}
-    inside = {p for p in entries if p.is_dir() and (p == ROOT or ROOT in p.parents)}
+    env = Path(sys.prefix).resolve()  # a virtual environment made inside the checkout (.venv) is not the repository's
+    inside = {p for p in entries if p.is_dir() and (p == ROOT or ROOT in p.parents) and env not in (p, *p.parents)
+              and "site-packages" not in p.parts}
     assert ROOT in inside  # how tests import `tests.` and `benchmarks.`
     clashes = _clashes(inside, importlib.metadata.packages_distributions())
     assert not clashes, f"repository folders that shadow installed packages (rename them): {clashes}"
