@@ -20,6 +20,7 @@ import os
 import torch
 from transformers import TrainerCallback
 
+from ._dist import ranks_agree
 from .families import UnsupportedModelError, meta_weights_refusal
 from .runtime import parameter_device, zero3_state
 
@@ -84,10 +85,8 @@ def placed_for_training(trainer) -> bool:
     wrapped_later = bool(trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
     ready = where.type != "meta" and (
         same_device(where, trainer.args.device) or not (trainer.place_model_on_device or wrapped_later))
-    if trainer.is_fsdp_enabled and torch.distributed.is_available() and torch.distributed.is_initialized():
-        flag = torch.tensor([int(ready)], device=trainer.args.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        ready = bool(flag.item())
+    if trainer.is_fsdp_enabled:
+        ready = bool(ranks_agree(float(ready), trainer.args.device, "min"))
     return ready
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._dist import ranks_agree
 from ._hf_compat import text_config
 from .families import UnsupportedModelError, probe_inputs, run_model
 from .prefix import FrozenPrefix
@@ -197,12 +198,9 @@ def _forward_backward(model: nn.Module, inputs: dict, params: list[nn.Parameter]
 def _max_diff(got: list[torch.Tensor], ref: list[torch.Tensor], sharded: bool = False) -> float:
     diff = max((_rel(a, b) for a, b in zip(got[:1], ref[:1])), default=0.0)
     diff = max([diff] + [_stats_diff(a, b) for a, b in zip(got[1:], ref[1:])])
-    if sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
+    if sharded:
         # Each rank compared its own shards: the verdict (and every branch on it) is the worst rank's.
-        device = ref[0].device if ref else torch.device("cpu")
-        flag = torch.tensor([diff], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        diff = flag.item()
+        diff = ranks_agree(diff, ref[0].device if ref else torch.device("cpu"), "max")
     return diff
 
 

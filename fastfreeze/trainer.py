@@ -27,6 +27,7 @@ import torch
 from transformers import Trainer
 
 from . import _io
+from ._dist import ranks_agree, several_ranks
 from ._hf_compat import (
     TrainerHooks,
     compile_events,
@@ -90,8 +91,7 @@ def drop_empty_param_groups(optimizer):
 def zero3_gathers_per_call(prefix: FrozenPrefix) -> bool:
     """Whether calling the prefix makes DeepSpeed ZeRO-3 all-gathers that every rank must issue alike
     (ZeRO-3 weights and more than one rank)."""
-    return (any(zero3_partitioned(p) for p in prefix.parameters()) and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1)
+    return any(zero3_partitioned(p) for p in prefix.parameters()) and several_ranks()
 
 
 def warn_memory_cache_per_process(config: FreezeConfig, world_size: int) -> bool:
@@ -250,8 +250,7 @@ class FreezeMixin(TrainerHooks):
         run on this rank, whose all-gathers the other ranks would not pair (a deadlock)."""
         hit_tokens = boundary.shape[:-1].numel()
         if missing is not None:
-            if self.prefix_cache is None or (prefix.sharded() and torch.distributed.is_initialized()
-                                             and torch.distributed.get_world_size() > 1):
+            if self.prefix_cache is None or (prefix.sharded() and several_ranks()):
                 return None
             if prefix.offloaded:
                 prefix.restore()
@@ -298,10 +297,8 @@ class FreezeMixin(TrainerHooks):
         if self.prefix_cache is None:
             return False
         hit = boundary is not None
-        if prefix.sharded() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            flag = torch.tensor([int(hit)], device=self.args.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            hit = bool(flag.item())
+        if prefix.sharded():
+            hit = bool(ranks_agree(float(hit), self.args.device, "min"))
         return hit and self._ff_forwards > 0
 
     def _on_boundary_computed(self, inputs: dict, boundary: torch.Tensor) -> None:
