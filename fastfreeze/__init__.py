@@ -25,7 +25,8 @@ How a training step flows, and where each part lives:
   plain Trainer's autograd; nothing of it is re-implemented.
 - The *loss*: the model's own (HF's ForCausalLMLoss), or the fused one with Triton kernels.
 
-`runtime.apply_freeze` assembles them (freeze -> probe -> kernels -> prefix) on one model;
+`runtime.apply_freeze` assembles them on one model: freeze (at construction), then, where the model
+trains, kernels -> prefix -> probe (the probe checks the installed fast path against the model's own forward);
 `trainer.FreezeMixin` wires that into `transformers.Trainer` (and, in `integrations.trl`, TRL's SFTTrainer).
 """
 from .families import UnsupportedModelError
