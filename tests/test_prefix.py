@@ -10,7 +10,6 @@ import transformers
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
 from fastfreeze import _patch
 from fastfreeze.families import resolve
-from fastfreeze.prefix import OutputSpec, _as_output, _output_spec, _standin_output
 from tests._helpers import fail_the_second_stand_in, make_model
 
 
@@ -106,20 +105,8 @@ def test_standins_are_made_once_per_module():
 
 
 def test_output_forms_are_recorded_as_named_specs_through_patch():
-    """Each prefix module's output form is an `OutputSpec` kept as `_ff_spec` through `_patch` (so it
-    follows deepcopy and remove() takes it away); tuple / list outputs keep their type and length, their
-    extra items become None, and a filled stand-in is a stride-0 view with the recorded tail and dtype."""
-    x, ids = torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.long)
-    passed = _output_spec(x, (x * 2, "attention weights"))
-    assert passed == OutputSpec("pass", container=tuple, length=2) and _as_output(x, passed) == (x, None)
-    filled = _output_spec(ids, [torch.zeros(2, 3, 5, dtype=torch.bfloat16)])
-    assert (filled.kind, filled.container, filled.length, filled.tail, filled.dtype) == (
-        "fill", list, 1, (5,), torch.bfloat16)
-    out = _standin_output(filled, ids, float("nan"))
-    assert isinstance(out, list) and out[0].shape == (2, 3, 5) and out[0].stride() == (0, 0, 0)
-    assert out[0].dtype == torch.bfloat16 and out[0].isnan().all()
-    assert _output_spec(x, torch.randn(5)) is None and _as_output(x, None) is x  # not derived from the input
-
+    """Each prefix module's output form is an `OutputSpec` (fastfreeze.standin, tested there) kept as
+    `_ff_spec` through `_patch` (so it follows deepcopy and remove() takes it away)."""
     model = make_model("llama").eval()
     prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
     with torch.no_grad():
