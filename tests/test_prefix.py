@@ -103,7 +103,8 @@ def test_partial_injection_stands_in_for_the_named_modules_only():
         for h in handles:
             h.remove()
     assert torch.equal(got, ref) and seen["x"].isnan().all()  # layers.0 ran, on the embedding's NaN stand-in
-    assert model.model.layers[0] in calls and not {model.model.embed_tokens, model.model.layers[1]} & set(calls)
+    assert model.model.layers[0].mlp in calls  # layers.0 computed, rather than returning a placeholder
+    assert not {model.model.embed_tokens, model.model.layers[1]} & set(calls)
     assert prefix.state.fill == 0.0 and prefix.state.only is None and prefix.state.injected is None  # the mode ended
 
 
