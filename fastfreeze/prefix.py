@@ -2,20 +2,16 @@
 
 The prefix is the embedding side plus blocks[:k]; the *boundary* is the hidden state it hands to
 block k (or to the final norm when every block is frozen). We keep the model's own forward and
-change only, per instance, the forwards of the prefix modules:
+change only, per instance, the forwards of the prefix modules, which stay in eval mode even when
+Trainer calls `model.train()` (dropout never fires there). Each runs in the mode that one of
+`FrozenPrefix`'s methods opens for a `with` block; only these methods set the prefix's run state:
 
-- every prefix module runs under `torch.no_grad()` and stays in eval mode even when Trainer calls
-  `model.train()`, so no graph is built through it and dropout never fires there;
-- the last prefix module (the *boundary source*) can *return an injected boundary* instead of
-  computing one, while the modules before it skip their work (`inject`): the cache's fast path;
-- the boundary source's output can be *captured* for storing in a cache (`capture`).
-
-On a whole-batch cache hit the prefix modules are not even called: `inject` swaps each for a
-parameter-free stand-in in its parent, so nothing of the prefix runs, hooks included (FSDP's
-all-gathers), and no placeholder of size [B, T, H] is made.
-
-Long because the three routes of a prefix module (computed, placeholder, stand-in) share one state
-and one output form (`OutputSpec`, kept as `_ff_spec`), and are easiest to check side by side.
+- computed (the default; `capture` records the boundary): under `torch.no_grad()`, no graph is built;
+- `inject(boundary)`: the last prefix module (the *boundary source*) returns the injected boundary
+  and the others stand in with placeholders (`fastfreeze.standin`): the cache's fast path. On a
+  whole-batch hit each is swapped, in its parent, for a parameter-free stand-in, so nothing of the
+  prefix runs, hooks included (FSDP's all-gathers); `only=` stands in for some modules only;
+- `reference()`: the model's own forward, autograd as the caller has it (`fastfreeze.probe`'s baseline).
 
 Substituting at the boundary source's output, not at block k's input, matters: block k may be
 activation-checkpointed, and a checkpoint replays block k with its original inputs, so a
@@ -29,7 +25,6 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +36,10 @@ except ImportError:  # pragma: no cover
 from torch import nn
 
 from . import _patch
+from ._timing import RunTimes
 from ._hf_compat import input_require_grads_enabled, zero3_partitioned
 from .families import ModelParts, UnsupportedModelError, probe_inputs, run_model
+from .standin import StandIns, as_output, first_arg, hidden, items, output_spec, placeholder_output
 from .trace import eval_mode, run_until
 
 OWNER = "prefix"  # the owner of this module's per-instance patches (fastfreeze._patch)
@@ -58,36 +55,25 @@ class BoundaryReached(Exception):
     """Raised inside the model's forward by `capture(stop=True)` once the boundary is known."""
 
 
-class _State:
-    """Shared, per-model mutable state of the prefix (deep-copied along with the model)."""
+class _State(RunTimes):
+    """Shared, per-model mutable state of the prefix (deep-copied along with the model). Set only by
+    `FrozenPrefix`'s methods and the prefix forwards; tests read its counters. Its run times (of the
+    computed prefix, for the "prefix time saved" estimate) are `RunTimes`'."""
 
     def __init__(self) -> None:
+        super().__init__()
+        # The run mode (see the module docstring): `reference()` sets bypass; `inject()` sets injected,
+        # only (None: every module stands in) and fill (the placeholders' value); `capture()` capture.
+        self.bypass = False
         self.injected: torch.Tensor | None = None
+        self.only: set | None = None
+        self.fill = 0.0
         self.capture: _Capture | None = None
         self.boundary_requires_grad = False  # set under reentrant checkpointing of the suffix
         self.prefix_calls = 0  # how many times the prefix really ran (tests and logs)
         self.prefix_tokens = 0  # how many (padded) tokens it ran on: a partial cache hit runs only the missing ones
         self.standin_calls = 0  # how many prefix modules were swapped out for a stand-in (tests)
         self.offloaded = False
-        # Prefix run times, for the "prefix time saved" estimate: (start, end, tokens) per run, where
-        # start/end are perf_counter floats on CPU or CUDA events (read lazily, no sync in the step).
-        self.t0 = None
-        self.timings: list = []
-        self.seconds = 0.0
-        self.tokens = 0
-        # Probe controls (fastfreeze.probe): run the model's own forward, fill placeholders with NaN,
-        # or skip only some modules under injection.
-        self.bypass = False
-        self.fill = 0.0
-        self.skip_only: set | None = None
-
-
-def _clock(t):
-    if isinstance(t, torch.Tensor) and t.is_cuda:
-        ev = torch.cuda.Event(enable_timing=True)
-        ev.record()
-        return ev
-    return time.perf_counter()
 
 
 def _always_eval(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -102,142 +88,56 @@ def _call_original(module: nn.Module, args, kwargs):
     return type(module).forward(module, *args, **kwargs)
 
 
-def _first_arg(args, kwargs):
-    return args[0] if args else next(iter(kwargs.values()), None)
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """A prefix module's output form, recorded (as the instance attribute `_ff_spec`, through `_patch`) on
-    its first computed run: how to stand in for that output when an injected boundary makes its work
-    useless. `kind` "pass": the output is the input itself; "fill": a tensor of the input's leading
-    shape + `tail`, of `dtype`. `container`: None for a bare tensor, else the tuple or list type of a
-    `length`-item output whose first item is the hidden state and whose extra items become None (the
-    install probe proves the suffix does not read them, or refuses the cache)."""
-
-    kind: str
-    container: type | None = None
-    length: int = 0
-    tail: tuple = ()
-    dtype: torch.dtype | None = None
-
-
-def _output_spec(first, out) -> OutputSpec | None:
-    """The `OutputSpec` of a module that took `first` and returned `out`; None when the output's shape
-    is not derived from the input (the module then simply runs)."""
-    n = _items(out)
-    tensor = out[0] if n else out
-    if not (isinstance(first, torch.Tensor) and isinstance(tensor, torch.Tensor)):
-        return None
-    form = dict(container=type(out) if n else None, length=n)
-    if tensor.shape == first.shape and tensor.dtype == first.dtype:
-        return OutputSpec("pass", **form)
-    if tuple(tensor.shape[:first.dim()]) != tuple(first.shape):
-        return None
-    return OutputSpec("fill", tail=tuple(tensor.shape[first.dim():]), dtype=tensor.dtype, **form)
-
-
-def _items(out) -> int:
-    """How many items a tuple / list output holds (0 for a bare tensor or an empty container)."""
-    return len(out) if isinstance(out, (tuple, list)) else 0
-
-
-def _hidden(out):
-    """The hidden state of a module output (a bare tensor, or the first item of a tuple / list)."""
-    return out[0] if _items(out) else out
-
-
-def _as_output(tensor: torch.Tensor, spec: OutputSpec | None):
-    """`tensor` in the recorded output form (bare when there is no record)."""
-    if spec is None or spec.container is None:
-        return tensor
-    return spec.container([tensor, *([None] * (spec.length - 1))])
-
-
-def _skipped_output(module: nn.Module, args, kwargs, fill: float):
-    """The cheap stand-in for a prefix module's output under injection (see `OutputSpec`); None
-    when the module has to run after all."""
-    spec: OutputSpec | None = module.__dict__.get("_ff_spec")
-    first = _first_arg(args, kwargs)
-    if spec is None or not isinstance(first, torch.Tensor):
-        return None
-    if spec.kind == "pass":
-        return _as_output(first, spec)
-    value = fill if spec.dtype.is_floating_point else 0
-    return _as_output(torch.full((*first.shape, *spec.tail), value, dtype=spec.dtype, device=first.device), spec)
-
-
-def _injected_output(module: nn.Module, state: "_State"):
-    return _as_output(state.injected, module.__dict__.get("_ff_spec"))
-
-
-def _standin_output(spec: OutputSpec, first, fill: float):
-    """A prefix module's stand-in output as a stride-0 view of one scalar: the suffix never reads
-    it (the install probe fills it with NaN to prove that), so nothing of size [B, T, H] is made."""
-    if spec.kind == "pass":
-        return _as_output(first, spec)
-    value = fill if spec.dtype.is_floating_point else 0
-    scalar = torch.full((), value, dtype=spec.dtype, device=first.device)
-    return _as_output(scalar.expand(*first.shape, *spec.tail), spec)
-
-
-class _StandIn(nn.Module):
-    """Takes a prefix module's place in its parent during a whole-batch cache hit (see
-    `FrozenPrefix.inject`): no parameters, no hooks, the recorded output form. The boundary
-    source's stand-in returns the injected boundary."""
-
-    def __init__(self, original: nn.Module, spec: OutputSpec | None, state: "_State", source: bool):
-        super().__init__()
-        self.spec, self.state, self.source = spec, state, source
-        self.__dict__["original"] = original  # a plain attribute: its parameters must not show here
-
-    @torch.compiler.disable
-    def forward(self, *args, **kwargs):
-        if self.source:
-            return _as_output(self.state.injected, self.spec)
-        first = _first_arg(args, kwargs)
-        if not isinstance(first, torch.Tensor):  # an output form the recorded spec cannot derive
-            return self.original(*args, **kwargs)
-        return _standin_output(self.spec, first, self.state.fill)
-
-
 @torch.compiler.disable
 def _prefix_forward(self: nn.Module, *args, **kwargs):
     # Kept out of torch.compile on purpose: the prefix runs eagerly under no_grad (per-instance flags
     # would make Dynamo recompile once per module), and only the trainable suffix is compiled.
     state: _State = self._ff_state
-    if state.bypass:  # the probe's reference: the model's own forward, autograd as the caller has it
+    if state.bypass:  # `FrozenPrefix.reference`: the model's own forward, autograd as the caller has it
         return _call_original(self, args, kwargs)
-    if state.injected is not None and self._ff_is_boundary_source:
-        return _injected_output(self, state)
-    if state.injected is not None and (state.skip_only is None or self in state.skip_only):
-        out = _skipped_output(self, args, kwargs, state.fill)
+    if state.injected is not None:
+        return _injected_forward(self, state, args, kwargs)
+    return _computed_forward(self, state, args, kwargs)
+
+
+def _injected_forward(module: nn.Module, state: _State, args, kwargs):
+    """Under `FrozenPrefix.inject`: the boundary source returns the injected boundary, a module that
+    stands in a placeholder; one that cannot (or, under `only`, need not) runs on what it is given."""
+    spec = module.__dict__.get("_ff_spec")
+    if module._ff_is_boundary_source:
+        return as_output(state.injected, spec)
+    if state.only is None or module in state.only:
+        out = placeholder_output(spec, first_arg(args, kwargs), state.fill)
         if out is not None:
             return out
-    first = _first_arg(args, kwargs)
-    if self._ff_is_first and state.injected is None:
-        state.t0 = _clock(first)
     with torch.no_grad():
-        out = _call_original(self, args, kwargs)
-    if state.injected is not None:
-        return out  # a module that could not be skipped ran on placeholder inputs; nothing to record
-    if not _patch.overridden(self, "_ff_spec"):
-        _patch.patch(self, "_ff_spec", _output_spec(first, out), OWNER)
-    if self._ff_is_boundary_source:
-        hidden = _hidden(out)
-        state.prefix_calls += 1
-        state.prefix_tokens += hidden.shape[:-1].numel()
-        if state.t0 is not None:
-            state.timings.append((state.t0, _clock(hidden), hidden.shape[:-1].numel()))
-            state.t0 = None
-        if state.capture is not None:
-            state.capture.boundary = hidden
-            if state.capture.stop:
-                raise BoundaryReached
-        if state.boundary_requires_grad and torch.is_grad_enabled():
-            # Reentrant checkpointing drops parameter grads of a segment whose inputs need no grad.
-            hidden = hidden.detach().requires_grad_(True)
-            out = type(out)([hidden, *out[1:]]) if _items(out) else hidden
+        return _call_original(module, args, kwargs)  # on placeholder inputs, maybe: nothing to record
+
+
+def _computed_forward(module: nn.Module, state: _State, args, kwargs):
+    """The no-grad prefix: each module records its output form once (`fastfreeze.standin`); the
+    boundary source's run is counted, timed and captured."""
+    first = first_arg(args, kwargs)
+    if module._ff_is_first:
+        state.start(first)
+    with torch.no_grad():
+        out = _call_original(module, args, kwargs)
+    if not _patch.overridden(module, "_ff_spec"):
+        _patch.patch(module, "_ff_spec", output_spec(first, out), OWNER)
+    if not module._ff_is_boundary_source:
+        return out
+    boundary = hidden(out)
+    state.prefix_calls += 1
+    state.prefix_tokens += boundary.shape[:-1].numel()
+    state.stop(boundary, boundary.shape[:-1].numel())
+    if state.capture is not None:
+        state.capture.boundary = boundary
+        if state.capture.stop:
+            raise BoundaryReached
+    if state.boundary_requires_grad and torch.is_grad_enabled():
+        # Reentrant checkpointing drops parameter grads of a segment whose inputs need no grad.
+        boundary = boundary.detach().requires_grad_(True)
+        out = type(out)([boundary, *out[1:]]) if items(out) else boundary
     return out
 
 
@@ -274,9 +174,7 @@ class FrozenPrefix:
             )
         self.state = _State()
         self.installed = False
-        # One stand-in per module, made once: torch.compile guards on the modules it calls, so a
-        # fresh stand-in every warm step would recompile every step (and hit the recompile limit).
-        self._standins: dict[int, _StandIn] = {}
+        self._standins = StandIns(model, self.names, modules, self.state)
 
     # ---------------------------------------------------------------- install / remove
     def install(self) -> "FrozenPrefix":
@@ -308,7 +206,7 @@ class FrozenPrefix:
         """Undo `install` (and any stand-in still in place): the model's own forwards and train(), every
         module's mode and HF's input-require-grads hooks as they were. `requires_grad` is the freeze's,
         undone by `FreezeRuntime.teardown`."""
-        self._restore_standins()
+        self._standins.restore_left_in_place()
         had_hooks = _patch.ours(self.model, "_ff_input_require_grads", OWNER)
         subs = {id(sub): sub for m in self.modules for sub in m.modules()}
         for sub in subs.values():
@@ -320,16 +218,6 @@ class FrozenPrefix:
             self.model.enable_input_require_grads()  # the model's own again (ours is unpatched)
         self.installed = False
 
-    def _restore_standins(self) -> None:
-        """Put back every prefix module that a stand-in still replaces in its parent (an `inject` block
-        left without its exit: a generator dropped mid-step)."""
-        for path, m in zip(self.names, self.modules):
-            parent_path, _, name = path.rpartition(".")
-            parent = self.model.get_submodule(parent_path) if parent_path else self.model
-            current = getattr(parent, name, None)
-            if current is not m and getattr(current, "__dict__", {}).get("original") is m:  # our stand-in
-                setattr(parent, name, m)
-
     def _check_boundary_flow(self) -> None:
         """Probe forward: the boundary source's output must be exactly the boundary sink's input.
         If the model transforms the hidden state in between (in its own forward), a cached
@@ -339,7 +227,7 @@ class FrozenPrefix:
 
         with eval_mode(self.model), torch.no_grad():
             source = run_until(forward_watching_sink, self.boundary_source, output=True, stop=False)
-        out, sink = _hidden(source.output), source.result.hidden
+        out, sink = hidden(source.output), source.result.hidden
         if out is None or not (out is sink or _same_view(out, sink)):
             raise UnsupportedModelError(
                 f"{type(self.model).__name__}: the output of {self.names[-1]} is not passed unchanged to "
@@ -350,62 +238,63 @@ class FrozenPrefix:
 
     # ---------------------------------------------------------------- run-time modes
     @contextlib.contextmanager
-    def inject(self, boundary: torch.Tensor | None, swap: bool = True):
+    def _mode(self, **values):
+        """Set run-state fields for the block (the modes below), then put back what was there."""
+        old = {k: getattr(self.state, k) for k in values}
+        for k, v in values.items():
+            setattr(self.state, k, v)
+        try:
+            yield
+        finally:
+            for k, v in old.items():
+                setattr(self.state, k, v)
+
+    def reference(self):
+        """Within this block every prefix module runs the model's own forward, autograd as the caller
+        has it (nothing captured, counted or timed): the plain freeze the probe compares against.
+
+        Usage: with prefix.reference(): logits = model(**batch).logits"""
+        return self._mode(bypass=True)
+
+    @contextlib.contextmanager
+    def inject(self, boundary: torch.Tensor | None, swap: bool = True, *, only=None, fill: float = 0.0):
         """Within this block the model's forward uses `boundary` ([B, T, H]) as the prefix output.
 
         With `swap=True` every prefix module whose output form is known (it ran once) is swapped, in
         its parent, for a parameter-free stand-in, so it is not called at all: no FSDP all-gather of
         its shard, no hooks, and stand-in outputs are stride-0 views (no [B, T, H] allocation).
         `swap=False` calls the modules, which return placeholders: what a rank must do under FSDP
-        when another rank runs the prefix in the same step (its all-gathers must be matched)."""
+        when another rank runs the prefix in the same step (its all-gathers must be matched).
+        Partial injection (the probe's): only the prefix modules in `only` stand in (the others run on
+        what they are given); placeholders hold `fill` (the probe's NaN shows a suffix reading them).
+
+        Usage: with prefix.inject(cached_boundary): loss = model(**batch).loss"""
         if boundary is None:
             yield
             return
-        previous = self.state.injected
-        self.state.injected = boundary
         swapped: list = []
-        try:  # the swap inside: one that fails halfway is undone as far as it got
-            if swap:
-                self._swap_in_standins(swapped)
-            yield
-        finally:
-            for parent, name, original in reversed(swapped):
-                setattr(parent, name, original)
-            self.state.injected = previous
-
-    def _swap_in_standins(self, swapped: list) -> None:
-        """Replace each skippable prefix module in its parent (the probe's `skip_only` restricts
-        which), appending (parent, name, original) to `swapped` as each one is made, in swap order."""
-        only = self.state.skip_only
-        for path, m in zip(self.names, self.modules):
-            spec = m.__dict__.get("_ff_spec")
-            source = m is self.boundary_source
-            if not source and (spec is None or (only is not None and m not in only)):
-                continue
-            parent_path, _, name = path.rpartition(".")
-            parent = self.model.get_submodule(parent_path) if parent_path else self.model
-            if getattr(parent, name, None) is not m:
-                continue  # not reachable by this name (already swapped, or wrapped): it just runs
-            standin = self._standins.get(id(m))
-            if standin is None or standin.spec is not spec:
-                standin = self._standins[id(m)] = _StandIn(m, spec, self.state, source)
-            setattr(parent, name, standin)
-            swapped.append((parent, name, m))
-            self.state.standin_calls += 1
+        with self._mode(injected=boundary, only=only, fill=fill):
+            try:  # the swap inside: one that fails halfway is undone as far as it got
+                if swap:
+                    self._standins.swap_in(swapped, only)
+                yield
+            finally:
+                for parent, name, original in reversed(swapped):
+                    setattr(parent, name, original)
 
     @contextlib.contextmanager
     def capture(self, stop: bool = False):
         """Within this block, the boundary computed by the prefix is recorded in the yielded object.
-        With `stop=True` the forward ends right after the prefix (the rest of the model never runs)."""
-        previous = self.state.capture
-        cap = self.state.capture = _Capture(stop=stop)
-        try:
-            yield cap
-        except BoundaryReached:
-            if not stop:
-                raise
-        finally:
-            self.state.capture = previous
+        With `stop=True` the forward ends right after the prefix (the rest of the model never runs).
+
+        Usage: with prefix.capture() as cap: model(**batch)   # cap.boundary: [B, T, H], no grad"""
+        cap = _Capture(stop=stop)
+        with self._mode(capture=cap):
+            try:
+                yield cap
+            except BoundaryReached:
+                if not stop:
+                    raise
 
     def compute_boundary(self, **model_inputs) -> torch.Tensor:
         """Run only the prefix on a batch and return its boundary hidden state [B, T, H] (no grad)."""
@@ -448,33 +337,32 @@ class FrozenPrefix:
     @contextlib.contextmanager
     def uncounted(self):
         """Runs inside this block (install-time checks) leave the call/token counters and timings as they were."""
-        calls, tokens, mark = self.state.prefix_calls, self.state.prefix_tokens, self.timing_mark()
+        st = self.state
+        calls, tokens, t0, mark = st.prefix_calls, st.prefix_tokens, st.t0, self.timing_mark()
         try:
             yield
         finally:
-            self.state.prefix_calls, self.state.prefix_tokens = calls, tokens
+            st.prefix_calls, st.prefix_tokens, st.t0 = calls, tokens, t0
             self.discard_timings(mark)
 
     def timing_mark(self) -> int:
         """A position in the prefix run-time record (see `discard_timings`)."""
-        return len(self.state.timings)
+        return self.state.mark()
 
     def discard_timings(self, mark: int) -> None:
         """Forget the prefix runs timed since `mark` (e.g. a forward that included compilation)."""
-        del self.state.timings[mark:]
+        self.state.discard(mark)
+
+    def settle_timings(self) -> None:
+        """Fold the prefix runs timed so far into the running totals (waiting for their CUDA events) and
+        empty the record, so it stays small: call at log time, never between a `timing_mark` and its
+        `discard_timings` (settled runs can no longer be discarded)."""
+        self.state.settle()
 
     def seconds_per_token(self) -> float | None:
-        """Measured wall time of the prefix per (padded) token, over every run so far; None before any."""
-        st = self.state
-        for start, end, n in st.timings:
-            if isinstance(start, float):
-                st.seconds += end - start
-            else:
-                end.synchronize()
-                st.seconds += start.elapsed_time(end) / 1000.0
-            st.tokens += n
-        st.timings.clear()
-        return st.seconds / st.tokens if st.tokens else None
+        """Measured wall time of the prefix per (padded) token, over every timed run so far; None
+        before any. Only reads (settled or not, every timed run counts; see `settle_timings`)."""
+        return self.state.seconds_per_token()
 
     def sharded(self) -> bool:
         """True when the prefix weights are DTensor shards (FSDP2) or DeepSpeed ZeRO-3 partitions:

@@ -38,7 +38,6 @@ Usage (apply_freeze does this unless FreezeConfig(probe=False)):
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -49,15 +48,8 @@ from ._dist import ranks_agree
 from ._hf_compat import text_config
 from .families import UnsupportedModelError, probe_inputs, run_model
 from .prefix import FrozenPrefix
+from .tolerance import rel_diff, tolerance
 from .trace import eval_mode, run_until
-
-
-def tolerance(dtype: torch.dtype) -> float:
-    """Largest max-relative difference accepted as rounding. The fast path runs the same kernels in
-    the same order, so on CPU it is bitwise equal; on GPUs, atomics in backward kernels move the last
-    bits (a few ulp of the dtype). The faults this guards against (a wrong tensor, zeros, a missing
-    gradient) are O(1) relative errors, far above either bound."""
-    return 1e-5 if dtype in (torch.float32, torch.float64) else 2e-2
 
 
 @dataclass
@@ -79,13 +71,6 @@ class ProbeReport:
                 f"{self.seconds:.2f} s (skip with FreezeConfig(probe=False)){noise}")
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    if not torch.isfinite(a).all() and torch.isfinite(b).all():
-        return float("inf")
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() if b.numel() else 0.0
-
-
 def _logits(out) -> torch.Tensor:
     logits = getattr(out, "logits", None)
     if logits is None and isinstance(out, (tuple, list)):
@@ -95,6 +80,9 @@ def _logits(out) -> torch.Tensor:
     return logits
 
 
+# What the probe's stand-ins hold (every prefix output but the boundary): NaN, so a suffix that reads
+# one shows in the logits or gradients whatever it does with it (a zero read may change nothing).
+_STANDIN_FILL = float("nan")
 _CHUNK = 1 << 22  # elements per slice when reducing a gradient: bounds the reduction's scratch memory
 _PERIOD = 1021  # the projection pattern's length (prime: no alignment with power-of-two tensor shapes)
 
@@ -196,24 +184,12 @@ def _forward_backward(model: nn.Module, inputs: dict, params: list[nn.Parameter]
 
 
 def _max_diff(got: list[torch.Tensor], ref: list[torch.Tensor], sharded: bool = False) -> float:
-    diff = max((_rel(a, b) for a, b in zip(got[:1], ref[:1])), default=0.0)
+    diff = max((rel_diff(a, b) for a, b in zip(got[:1], ref[:1])), default=0.0)
     diff = max([diff] + [_stats_diff(a, b) for a, b in zip(got[1:], ref[1:])])
     if sharded:
         # Each rank compared its own shards: the verdict (and every branch on it) is the worst rank's.
         diff = ranks_agree(diff, ref[0].device if ref else torch.device("cpu"), "max")
     return diff
-
-
-@contextlib.contextmanager
-def _state(prefix: FrozenPrefix, **values):
-    old = {k: getattr(prefix.state, k) for k in values}
-    for k, v in values.items():
-        setattr(prefix.state, k, v)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            setattr(prefix.state, k, v)
 
 
 def _rng_states(cuda: bool) -> list[torch.Tensor]:
@@ -230,7 +206,7 @@ def _draws_in_training(model: nn.Module, prefix: FrozenPrefix, inputs: dict) -> 
         for sub in modules:
             sub.training = True  # past the prefix's always-eval train(): the recipe trains in train mode
         before = _rng_states(cuda)
-        with torch.no_grad(), _state(prefix, bypass=True):
+        with torch.no_grad(), prefix.reference():
             # A sharded model runs to the end: a forward cut short would leave FSDP units gathered mid-run.
             run_until(lambda: run_model(model, inputs), prefix.boundary_sink, stop=not prefix.sharded(),
                       on_reach=lambda _r: seen.setdefault("after", _rng_states(cuda)))
@@ -251,8 +227,7 @@ def probe_fast_path(model: nn.Module, prefix: FrozenPrefix, allow_eval_prefix: b
     b = probe_inputs(model, batch=2, seq=8, pad=3, seed=2)
     devices = [torch.cuda.current_device()] if a["input_ids"].is_cuda else []
     # The probe's own prefix runs must not show in the run's counters and timings.
-    counters = dict(prefix_calls=prefix.state.prefix_calls, prefix_tokens=prefix.state.prefix_tokens, timings=[], t0=None)
-    with torch.random.fork_rng(devices=devices), _state(prefix, **counters), eval_mode(model):
+    with torch.random.fork_rng(devices=devices), prefix.uncounted(), eval_mode(model):
         stochastic = _draws_in_training(model, prefix, a)
         if stochastic and not allow_eval_prefix:
             raise UnsupportedModelError(
@@ -262,7 +237,7 @@ def probe_fast_path(model: nn.Module, prefix: FrozenPrefix, allow_eval_prefix: b
                 "config (e.g. hidden_dropout / embd_pdrop / router_jitter_noise = 0) for an exact run, or pass "
                 "FreezeConfig(allow_eval_prefix=True) to accept a deterministic (eval-mode) prefix knowingly."
             )
-        with _state(prefix, bypass=True):
+        with prefix.reference():
             ref = _forward_backward(model, a, params)
         with prefix.capture() as cap:
             got = _forward_backward(model, a, params)
@@ -289,11 +264,11 @@ def _cache_refusal(model, prefix: FrozenPrefix, boundary, a: dict, b: dict, para
     boundary = boundary.detach().clone()
     others = [m for m in prefix.modules if m is not prefix.boundary_source]
 
-    def injected_diff(skip_only) -> float:
+    def injected_diff(only) -> float:
         with torch.no_grad():
             run_model(model, b)  # leave batch B's side effects behind, if the model keeps any
         try:
-            with _state(prefix, fill=float("nan"), skip_only=skip_only), prefix.inject(boundary):
+            with prefix.inject(boundary, only=only, fill=_STANDIN_FILL):
                 return _max_diff(_forward_backward(model, a, params), ref, _sharded(params))
         except Exception:  # a stand-in the suffix cannot digest: a refusal, not a crash
             return float("inf")

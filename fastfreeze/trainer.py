@@ -373,6 +373,7 @@ class FreezeMixin(TrainerHooks):
                "fastfreeze/trainable_params": report.trainable_params}
         if self.prefix is not None:
             out["fastfreeze/prefix_calls"] = self.prefix.prefix_calls
+            self.prefix.settle_timings()  # log time, outside any step: keeps the run-time record small
         if self.prefix_cache is not None:
             per_token = self.prefix.seconds_per_token() if self.prefix is not None else None
             # An estimate: cache-hit tokens x the prefix's measured seconds per token.

@@ -8,7 +8,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-import fastfreeze.prefix as ff_prefix
+import fastfreeze.standin as ff_standin
 import fastfreeze.trainer as ff_trainer
 from fastfreeze._hf_compat import set_attn_implementation
 from fastfreeze import FreezeConfig
@@ -231,12 +231,12 @@ def fail_the_second_stand_in(monkeypatch) -> list:
     halfway through a swap. Returns the list that counts the builds tried."""
     made: list = []
 
-    class FailingStandIn(ff_prefix._StandIn):
+    class FailingStandIn(ff_standin.StandIn):
         def __init__(self, *args, **kwargs):
             made.append(1)
             if len(made) == 2:
                 raise RuntimeError("injected: the second stand-in fails")
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(ff_prefix, "_StandIn", FailingStandIn)
+    monkeypatch.setattr(ff_standin, "StandIn", FailingStandIn)
     return made

@@ -10,7 +10,6 @@ import transformers
 from fastfreeze import FreezeConfig, UnsupportedModelError, apply_freeze
 from fastfreeze import _patch
 from fastfreeze.families import resolve
-from fastfreeze.prefix import OutputSpec, _as_output, _output_spec, _standin_output
 from tests._helpers import fail_the_second_stand_in, make_model
 
 
@@ -86,6 +85,45 @@ def test_injected_forward_calls_no_prefix_module_and_allocates_no_placeholder():
     assert [m for m in model.modules()] == before  # every module back in its parent
 
 
+def test_partial_injection_stands_in_for_the_named_modules_only():
+    """inject(only=..., fill=...) (the probe's culprit search): the named module stands in with the fill,
+    the others before the boundary source run on what they are given, the source returns the boundary."""
+    model = make_model("llama").eval()
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    ids = torch.randint(1, 90, (2, 7), generator=torch.Generator().manual_seed(0))
+    seen = {}
+    model.model.layers[0].register_forward_pre_hook(lambda m, a, kw: seen.__setitem__("x", a[0] if a else kw["hidden_states"]),
+                                                    with_kwargs=True)
+    with torch.no_grad():
+        with prefix.capture() as cap:
+            ref = model(input_ids=ids).logits
+        calls, handles = _count_calls(prefix.modules)
+        with prefix.inject(cap.boundary, only={model.model.embed_tokens}, fill=float("nan")):
+            got = model(input_ids=ids).logits
+        for h in handles:
+            h.remove()
+    assert torch.equal(got, ref) and seen["x"].isnan().all()  # layers.0 ran, on the embedding's NaN stand-in
+    assert model.model.layers[0].mlp in calls  # layers.0 computed, rather than returning a placeholder
+    assert not {model.model.embed_tokens, model.model.layers[1]} & set(calls)
+    assert prefix.state.fill == 0.0 and prefix.state.only is None and prefix.state.injected is None  # the mode ended
+
+
+def test_reference_runs_the_models_own_forward_and_records_nothing():
+    """reference(): the prefix modules run the model's own forward: the same logits, and nothing
+    captured, counted, timed or recorded (the probe's baseline must not leave traces)."""
+    model = make_model("llama").eval()
+    prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
+    ids = torch.randint(1, 90, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with prefix.reference(), prefix.capture() as cap:
+            ref = model(input_ids=ids).logits
+        assert cap.boundary is None and prefix.prefix_calls == 0 and prefix.state.timings == []
+        assert not any("_ff_spec" in m.__dict__ for m in prefix.modules)
+        with prefix.capture() as cap:
+            got = model(input_ids=ids).logits
+    assert torch.equal(got, ref) and cap.boundary is not None and prefix.prefix_calls == 1
+
+
 def test_standins_are_made_once_per_module():
     """Every warm step swaps in the *same* stand-in objects: torch.compile guards on the modules a
     compiled forward calls, so new ones each step would recompile each step."""
@@ -106,20 +144,8 @@ def test_standins_are_made_once_per_module():
 
 
 def test_output_forms_are_recorded_as_named_specs_through_patch():
-    """Each prefix module's output form is an `OutputSpec` kept as `_ff_spec` through `_patch` (so it
-    follows deepcopy and remove() takes it away); tuple / list outputs keep their type and length, their
-    extra items become None, and a filled stand-in is a stride-0 view with the recorded tail and dtype."""
-    x, ids = torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.long)
-    passed = _output_spec(x, (x * 2, "attention weights"))
-    assert passed == OutputSpec("pass", container=tuple, length=2) and _as_output(x, passed) == (x, None)
-    filled = _output_spec(ids, [torch.zeros(2, 3, 5, dtype=torch.bfloat16)])
-    assert (filled.kind, filled.container, filled.length, filled.tail, filled.dtype) == (
-        "fill", list, 1, (5,), torch.bfloat16)
-    out = _standin_output(filled, ids, float("nan"))
-    assert isinstance(out, list) and out[0].shape == (2, 3, 5) and out[0].stride() == (0, 0, 0)
-    assert out[0].dtype == torch.bfloat16 and out[0].isnan().all()
-    assert _output_spec(x, torch.randn(5)) is None and _as_output(x, None) is x  # not derived from the input
-
+    """Each prefix module's output form is an `OutputSpec` (fastfreeze.standin, tested there) kept as
+    `_ff_spec` through `_patch` (so it follows deepcopy and remove() takes it away)."""
     model = make_model("llama").eval()
     prefix = apply_freeze(model, FreezeConfig(num_frozen_layers=2, probe=False)).prefix
     with torch.no_grad():

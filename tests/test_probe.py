@@ -68,17 +68,9 @@ def test_stand_in_detection_is_not_only_nan(monkeypatch):
     """With zeros as stand-ins (the training fill) the difference must still show on Zamba2."""
     from fastfreeze import probe
 
-    monkeypatch.setattr(probe, "_state", _zero_fill(probe._state))
+    monkeypatch.setattr(probe, "_STANDIN_FILL", 0.0)
     rt = apply_freeze(_tiny("zamba2"), FreezeConfig(num_frozen_layers=2))
     assert rt.cache_refusal is not None
-
-
-def _zero_fill(state_ctx):
-    def patched(prefix, **values):
-        if "fill" in values:
-            values["fill"] = 0.0
-        return state_ctx(prefix, **values)
-    return patched
 
 
 @pytest.mark.parametrize("model_type, shape_word", [("deepseek_v4", "multi-stream"), ("gemma3n_text", "multi-stream"),

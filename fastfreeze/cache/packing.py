@@ -15,21 +15,12 @@ import torch
 
 from .._hf_compat import attn_implementation, text_config
 from ..prefix import FrozenPrefix
+from ..tolerance import rel_diff, tolerance
 from ..trace import eval_mode
 
 __all__ = ["packed_documents_refusal"]
 
-# Attending across documents changes a boundary by O(1); rounding differences between a long packed
-# row and a short one stay within a few ulp of the dtype (same bound as fastfreeze.probe).
-_FP32_TOL, _LOW_TOL = 1e-5, 2e-2
 _DOC_LENGTHS = (5, 7, 3)
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    if not torch.isfinite(a).all():
-        return float("inf")
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 def packed_documents_refusal(prefix: FrozenPrefix) -> str | None:
@@ -61,8 +52,9 @@ def packed_documents_refusal(prefix: FrozenPrefix) -> str | None:
                      for d in docs]
         except Exception as err:  # a forward that needs more than ids and positions: no per-document entries
             return f"the packed-document check could not run the prefix ({type(err).__name__}: {err}); packed rows are keyed whole"
-    tol = _FP32_TOL if packed.dtype in (torch.float32, torch.float64) else _LOW_TOL
-    worst = max(_rel(p, a) for p, a in zip(packed.split(list(_DOC_LENGTHS)), alone))
+    # Attending across documents changes a boundary by O(1); a long packed row against a short one, rounding.
+    tol = tolerance(packed.dtype)
+    worst = max(rel_diff(p, a) for p, a in zip(packed.split(list(_DOC_LENGTHS)), alone))
     if worst > tol:
         return (f"attention implementation {attn_implementation(model.config)!r} lets the documents of a packed row "
                 f"(position_ids restarting, no attention_mask) see each other (boundary of a document packed vs "
