@@ -6,7 +6,7 @@ stored) -> boundary hidden state -> suffix -> loss.
 Usage (FastFreezeTrainer does this for you when `FreezeConfig(cache=...)` is set):
     rt = PrefixCacheRuntime.open(model, prefix, config)
     collator = rt.wrap_collator(collator)
-    rt.build(dataset, collator, batch_size=64)       # optional precompute pass
+    rt.build(dataset, collator, batch_size=64, device=torch.device("cuda"))  # optional precompute pass
 """
 from __future__ import annotations
 
@@ -114,6 +114,7 @@ class PrefixCacheRuntime:
         return cls(prefix, cache, int(text_config(model.config).hidden_size), dtype, packed_refusal=refusal)
 
     def wrap_collator(self, collator) -> CachedBoundaryCollator:
+        """`collator` looking every batch up in this cache (one already wrapped is reused, keyed like this runtime)."""
         if not isinstance(collator, CachedBoundaryCollator):
             collator = CachedBoundaryCollator(collator, self.cache, self.hidden_size, self.dtype)
         collator.split_documents = self.split_documents

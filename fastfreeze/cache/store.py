@@ -86,11 +86,11 @@ class PrefixCache(abc.ABC):
     """The cache backend contract: the one base class every store implements (memory, disk, yours).
 
     A backend stores ``key -> [n_tokens, hidden]`` CPU rows (``key``: a segment's content hash,
-    ``fastfreeze.cache.keys.example_key``). It implements the five abstract members below and nothing
-    else; the base class does the rest (validation, the cache dtype, one host copy per batch, the
+    ``fastfreeze.cache.keys.example_key``). It names itself (``kind``) and implements the five abstract
+    members below, nothing else; the base class does the rest (validation, the cache dtype, one host copy per batch, the
     hit/miss/refused counters, ``in``, :meth:`summary`). The rest of fastfreeze uses only the public
     members listed under "what fastfreeze calls". Instantiating a backend that misses an abstract
-    member raises ``TypeError`` naming it, at construction, not mid-training.
+    member (or ``kind``) raises ``TypeError`` naming it, at construction, not mid-training.
 
     What a backend implements:
         kind: class attribute, a short name for summaries and logs (``"memory"``, ``"disk"``).
@@ -107,6 +107,7 @@ class PrefixCache(abc.ABC):
         refresh(): load what other processes published since the last look. Default: nothing.
         path: where the store lives, or None (shown in summaries). writable: False once writes are
             disabled (a disk-full store keeps serving reads); the over-the-cap warning is then skipped.
+        open(fingerprint, cache_dir, max_bytes, dtype, **options): how ``open_cache`` builds it from a config.
 
     Processes. The collator (and so every lookup) runs in DataLoader workers: a forked worker
     shares the object copy-on-write, a spawned one gets a pickled copy, so a backend must pickle, and
