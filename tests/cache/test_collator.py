@@ -199,6 +199,21 @@ def _covered(seg, rows):
     return cov
 
 
+def test_assemble_refuses_rows_that_do_not_fit_their_segments():
+    """What the removed scatter_rows test checked, on its successor: a row of another length or width is
+    an error naming the likely cause, never a silently misplaced boundary."""
+    from fastfreeze.cache.collator import assemble
+    from fastfreeze.cache.segments import segment_batch
+
+    seg = segment_batch(torch.arange(1, 9).view(2, 4), torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]]))
+    rows = [torch.randn(2, H), torch.randn(3, H)]
+    assert torch.equal(assemble(rows, seg, H, torch.float32)[1, 1:], rows[1])
+    with pytest.raises(ValueError, match="fingerprint"):
+        assemble([rows[1], rows[0]], seg, H, torch.float32)  # swapped: 3 rows for 2 tokens
+    with pytest.raises(ValueError, match="hidden=6"):
+        assemble([rows[0], torch.randn(3, H + 1)], seg, H, torch.float32)
+
+
 def test_assemble_copies_each_row_once():
     """Row bytes are written once: no torch.cat of the rows, and only padding gets zeros."""
     from torch.utils._python_dispatch import TorchDispatchMode

@@ -46,7 +46,8 @@ def test_padded_rows_are_keyed_by_their_real_tokens():
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     seg = segment_batch(ids, mask, None, split_documents=True)
     real = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6, 7])]
-    assert seg.keys == [example_key(r, torch.arange(len(r))) for r in real] and [i.tolist() for i in seg.index] == [[0, 1, 2], [4, 5, 6, 7]]
+    assert seg.keys == [example_key(r, torch.arange(len(r))) for r in real]
+    assert [i.tolist() for i in seg.index] == [[0, 1, 2], [4, 5, 6, 7]]
 
 
 def test_right_padding_key_equals_unpadded():
