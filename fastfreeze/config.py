@@ -42,8 +42,8 @@ class FreezeConfig:
         cache_max_bytes: upper bound on the cache's data bytes (on disk, or in memory). Past it the cache
             stops adding entries (nothing is evicted), warns once, and keeps serving what it holds; the
             rest runs through the prefix every time. `fastfreeze estimate` gives the size a dataset needs.
-        offload_prefix: with a cache, move prefix weights off the accelerator once every training
-            example is cached (they come back for an uncached example).
+        offload_prefix: with a cache, `build_prefix_cache()` moves prefix weights off the accelerator when it
+            leaves every training example cached (a lazily filled cache never does; they come back for a miss).
         fused_loss: with Triton kernels, compute the LM-head loss chunked (logits never materialized;
             training forwards with labels then return `logits=None`). Turn off for trainers that read
             `outputs.logits` while training.

@@ -23,65 +23,10 @@ import torch
 from .segments import MissingSegments, Segments, segment_batch
 from .store import PrefixCache
 
-__all__ = ["BOUNDARY_KEY", "MISSING_KEY", "CachedBoundaryCollator", "assemble", "gather_rows", "scatter_rows"]
+__all__ = ["BOUNDARY_KEY", "MISSING_KEY", "CachedBoundaryCollator", "assemble"]
 
 BOUNDARY_KEY = "prefix_boundary"
 MISSING_KEY = "prefix_boundary_missing"
-
-
-def _mask_or_ones(attention_mask: torch.Tensor | None, shape) -> torch.Tensor:
-    if attention_mask is None:
-        return torch.ones(shape, dtype=torch.bool)
-    return attention_mask != 0
-
-
-def scatter_rows(
-    rows: Sequence[torch.Tensor],
-    attention_mask: torch.Tensor,
-    hidden: int,
-    dtype: torch.dtype,
-    pin_memory: bool = False,
-) -> torch.Tensor:
-    """Lay per-example ``[n_b, H]`` rows out as a ``[B, T, H]`` batch: row b fills the positions
-    where ``attention_mask[b] != 0`` (in order), zeros elsewhere. Inverse of :func:`gather_rows`.
-
-    Usage: ``boundary = scatter_rows(cache.get_many(keys), batch["attention_mask"], 512, torch.float32)``
-    """
-    if attention_mask.dim() != 2:
-        raise ValueError(f"attention_mask must be [B, T], got {tuple(attention_mask.shape)}")
-    mask = attention_mask.detach().cpu() != 0
-    b, t = mask.shape
-    if len(rows) != b:
-        raise ValueError(f"scatter_rows got {len(rows)} rows for a batch of {b}")
-    counts = mask.sum(dim=1).tolist()
-    for i, (row, n) in enumerate(zip(rows, counts)):
-        if row.dim() != 2 or row.shape[0] != n or row.shape[1] != hidden:
-            raise ValueError(
-                f"cached row {i} has shape {tuple(row.shape)} but the batch has {n} real tokens and "
-                f"hidden={hidden}; the cache does not match this model/tokenization (new fingerprint?)"
-            )
-    out = torch.zeros(b, t, hidden, dtype=dtype, pin_memory=pin_memory)
-    if sum(counts):
-        # Boolean-mask assignment walks (b, t) in row-major order: exactly the concatenated rows.
-        out[mask] = torch.cat([r.to(dtype) for r in rows])
-    return out
-
-
-def gather_rows(boundary: torch.Tensor, attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
-    """Split a ``[B, T, H]`` boundary into per-example ``[n_b, H]`` rows of the real tokens (on the
-    boundary's device; ``PrefixCache.put_many`` does one host copy for all of them).
-
-    Usage: ``cache.put_many(keys, gather_rows(boundary, batch["attention_mask"]))``
-    """
-    if boundary.dim() != 3:
-        raise ValueError(f"boundary must be [B, T, H], got {tuple(boundary.shape)}")
-    if attention_mask is not None and tuple(attention_mask.shape) != tuple(boundary.shape[:2]):
-        raise ValueError(
-            f"attention_mask {tuple(attention_mask.shape)} does not match boundary {tuple(boundary.shape)}"
-        )
-    mask = _mask_or_ones(attention_mask, boundary.shape[:2]).to(boundary.device)
-    counts = mask.sum(dim=1).tolist()
-    return list(boundary[mask].split(counts))
 
 
 def _contiguous_start(index: torch.Tensor) -> int | None:

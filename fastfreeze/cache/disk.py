@@ -70,7 +70,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 class DiskCache(PrefixCache):
-    """Prefix cache on disk, shared by every process that opens the same ``cache_dir`` and fingerprint.
+    """Prefix cache on disk (a :class:`~fastfreeze.cache.store.PrefixCache` backend), shared by every
+    process that opens the same ``cache_dir`` and fingerprint.
 
     Puts are buffered in memory and written as one shard when ``shard_bytes`` accumulate or on
     :meth:`flush` (call it at the end of a pass; pending rows are served from memory meanwhile and
@@ -128,6 +129,14 @@ class DiskCache(PrefixCache):
         else:
             self._probe_writable()
         self._refresh(force=True)
+
+    @classmethod
+    def open(cls, fingerprint: str, cache_dir=None, max_bytes: int | None = None, dtype=None, **options) -> "DiskCache":
+        """`open_cache`'s way in: ``cache_dir`` is required; `options` are the constructor's keywords.
+        Usage: ``cache = DiskCache.open(fp, cache_dir="/scratch/ff", strict=True)``"""
+        if cache_dir is None:
+            raise ValueError("a disk cache needs cache_dir (e.g. FreezeConfig(cache_dir='...'))")
+        return cls(cache_dir, fingerprint, max_bytes=max_bytes, dtype=dtype, **options)
 
     # -- opening ---------------------------------------------------------------------------------
     def _probe_writable(self) -> None:
@@ -285,15 +294,6 @@ class DiskCache(PrefixCache):
     def refresh(self) -> None:
         """Load every shard published so far (the trainer calls it after an epoch-end barrier)."""
         self._refresh(force=True)
-
-    def verify(self) -> int:
-        """Open and checksum every known shard now (e.g. before forking DataLoader workers, so they
-        inherit the verification); returns how many shards were found corrupt."""
-        self._refresh(force=True)
-        before = len(self._bad)
-        for shard in list(self._shards.values()):
-            self._open(shard)
-        return len(self._bad) - before
 
     # -- store interface -------------------------------------------------------------------------
     def _lookup(self, key: str) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ the position ids and the frozen prefix, so it is keyed by the content of the fir
 Usage::
 
     fp = prefix_fingerprint(frozen_named_tensors, config=model.config.to_dict(), dtype="bfloat16")
-    keys = batch_keys(batch["input_ids"], batch["attention_mask"])
+    key = example_key(ids[mask], positions[mask])  # one example's real tokens
 
 The stores live in :mod:`fastfreeze.cache.store` (memory) and :mod:`fastfreeze.cache.disk`; the data
 path in :mod:`fastfreeze.cache.collator`; opening and wiring into training in :mod:`fastfreeze.cache.runtime`.
@@ -32,7 +32,7 @@ try:  # a torch built without distributed has no DTensor (and nothing sharded)
 except ImportError:  # pragma: no cover
     DTensor = None
 
-__all__ = ["batch_keys", "example_key", "library_versions", "prefix_fingerprint"]
+__all__ = ["example_key", "library_versions", "prefix_fingerprint"]
 
 _KEY_VERSION = b"fastfreeze-key-v1"
 _FP_VERSION = b"fastfreeze-prefix-fp-v1"
@@ -70,8 +70,8 @@ def cpu_ids_and_positions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validated int64 CPU copies of ``input_ids`` [B, T] and their positions [B, T] (``arange(T)`` when None).
 
-    Shared by the key functions (`batch_keys`, `segments.segment_batch`) so both read positions the one way
-    HF decoders do. Usage: ``ids, pos = cpu_ids_and_positions(input_ids, None, "batch_keys")``
+    How `segments.segment_batch` reads positions: the one way HF decoders do.
+    Usage: ``ids, pos = cpu_ids_and_positions(input_ids, None, "segment_batch")``
     """
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
@@ -85,31 +85,6 @@ def cpu_ids_and_positions(
     if position_ids.shape[-1] != t or position_ids.shape[0] not in (1, b):
         raise ValueError(f"position_ids shape {tuple(position_ids.shape)} does not match input_ids {(b, t)}")
     return ids, position_ids.detach().to(device="cpu", dtype=torch.int64).expand(b, t)
-
-
-def batch_keys(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    position_ids: torch.Tensor | None = None,
-) -> list[str]:
-    """Keys of every row of a ``[B, T]`` batch; real tokens are ``attention_mask == 1``.
-
-    Positions are ``position_ids[b]`` when given, else ``arange(T)`` -- what HF decoder models use
-    when ``position_ids`` is None, so left padding shifts positions and (correctly) changes the key.
-
-    Usage: ``keys = batch_keys(batch["input_ids"], batch.get("attention_mask"))``
-    """
-    ids, pos = cpu_ids_and_positions(input_ids, position_ids, "batch_keys")
-    b, t = ids.shape
-    if attention_mask is None:
-        return [example_key(ids[i], pos[i]) for i in range(b)]
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(
-            f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids {(b, t)}; "
-            "a 4-D or packed mask is not supported here: pass a [B, T] 0/1 mask and position_ids"
-        )
-    mask = attention_mask.detach().cpu() != 0
-    return [example_key(ids[i][mask[i]], pos[i][mask[i]]) for i in range(b)]
 
 
 def _json_default(obj):

@@ -6,7 +6,7 @@ stored) -> boundary hidden state -> suffix -> loss.
 Usage (FastFreezeTrainer does this for you when `FreezeConfig(cache=...)` is set):
     rt = PrefixCacheRuntime.open(model, prefix, config)
     collator = rt.wrap_collator(collator)
-    rt.build(dataset, collator, batch_size=64)       # optional precompute pass
+    rt.build(dataset, collator, batch_size=64, device=torch.device("cuda"))  # optional precompute pass
 """
 from __future__ import annotations
 
@@ -36,21 +36,22 @@ logger = logging.getLogger(__name__)
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
+# The backends FreezeConfig(cache=<kind>) can name, by their `kind`. A new backend is a PrefixCache
+# subclass plus one entry here (and its kind in config.CACHE_CHOICES): docs/extending.md.
+BACKENDS: dict[str, type[PrefixCache]] = {cls.kind: cls for cls in (MemoryCache, DiskCache)}
+
+
 def open_cache(kind: str, fingerprint: str, cache_dir=None, max_bytes=None, dtype=None, **kwargs) -> PrefixCache:
-    """Open a ``"memory"`` or ``"disk"`` cache; extra kwargs go to :class:`~fastfreeze.cache.disk.DiskCache`.
+    """Open the backend of `kind` (``"memory"``, ``"disk"``: :data:`BACKENDS`) through its ``open``;
+    extra kwargs are the backend's options (e.g. :class:`~fastfreeze.cache.disk.DiskCache`'s).
 
     Usage: ``cache = open_cache("disk", fp, cache_dir="/scratch/ff-cache", dtype=torch.bfloat16)``
     """
-    if kind == "memory":
-        if kwargs:
-            raise ValueError(f"options {sorted(kwargs)} apply only to kind='disk'")
-        return MemoryCache(fingerprint, max_bytes=max_bytes, dtype=dtype)
-    if kind == "disk":
-        if cache_dir is None:
-            raise ValueError("a disk cache needs cache_dir (e.g. FreezeConfig(cache_dir='...'))")
-        return DiskCache(cache_dir, fingerprint, max_bytes=max_bytes, dtype=dtype, **kwargs)
-    raise ValueError(f"cache kind must be 'memory' or 'disk', got {kind!r}")
-
+    backend = BACKENDS.get(kind)
+    if backend is None:
+        known = " or ".join(repr(k) for k in BACKENDS)
+        raise ValueError(f"cache kind must be {known}, got {kind!r}")
+    return backend.open(fingerprint, cache_dir=cache_dir, max_bytes=max_bytes, dtype=dtype, **kwargs)
 
 
 def compute_fingerprint(model: nn.Module, prefix: FrozenPrefix, config: FreezeConfig, kernel_set: str) -> str:
@@ -113,6 +114,7 @@ class PrefixCacheRuntime:
         return cls(prefix, cache, int(text_config(model.config).hidden_size), dtype, packed_refusal=refusal)
 
     def wrap_collator(self, collator) -> CachedBoundaryCollator:
+        """`collator` looking every batch up in this cache (one already wrapped is reused, keyed like this runtime)."""
         if not isinstance(collator, CachedBoundaryCollator):
             collator = CachedBoundaryCollator(collator, self.cache, self.hidden_size, self.dtype)
         collator.split_documents = self.split_documents
@@ -137,7 +139,7 @@ class PrefixCacheRuntime:
         before = self.cache.refused
         n = self.cache.put_many(keys, rows)
         self.stored += n
-        capped = self.cache.max_bytes is not None and getattr(self.cache, "writable", True)
+        capped = self.cache.max_bytes is not None and self.cache.writable
         if capped and self.cache.refused > before and not self._cap_warned:
             self._cap_warned = True
             warnings.warn(
@@ -230,7 +232,7 @@ class FlushCache(TrainerCallback):
             self.logged_size = True
             if state.is_world_process_zero:
                 summary = self.runtime.cache.summary()
-                where = "on disk" if summary.kind == "disk" else "in memory"
+                where = {"disk": "on disk", "memory": "in memory"}.get(summary.kind, f"in the {summary.kind} store")
                 cap = self.runtime.cache.max_bytes
                 logger.info("fastfreeze: after the first epoch the prefix cache holds %s bytes %s (cap %s): %s",
                             f"{summary.bytes:,}", where, "none" if cap is None else f"{cap:,}", summary)
@@ -242,4 +244,4 @@ class FlushCache(TrainerCallback):
         self.runtime.cache.flush()
 
 
-__all__ = ["BOUNDARY_KEY", "FlushCache", "PrefixCacheRuntime", "compute_fingerprint", "open_cache"]
+__all__ = ["BACKENDS", "BOUNDARY_KEY", "FlushCache", "PrefixCacheRuntime", "compute_fingerprint", "open_cache"]

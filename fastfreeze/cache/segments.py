@@ -76,10 +76,11 @@ def segment_batch(
     position_ids: torch.Tensor | None = None,
     split_documents: bool = False,
 ) -> Segments:
-    """The cache segments of a ``[B, T]`` batch. With ``attention_mask`` each row's real tokens are
-    one segment (as :func:`~fastfreeze.cache.keys.batch_keys`); without it and with
-    ``split_documents=True`` a row with ``position_ids`` is split at its document starts; otherwise
-    each row is one segment.
+    """The cache segments of a ``[B, T]`` batch. With ``attention_mask`` each row's real tokens
+    (``attention_mask != 0``) are one segment; without it and with ``split_documents=True`` a row with
+    ``position_ids`` is split at its document starts; otherwise each row is one segment. Positions are
+    ``position_ids`` when given, else ``arange(T)`` (what HF decoders use when ``position_ids`` is None,
+    so left padding shifts them and, rightly, changes the key).
 
     Usage: ``seg = segment_batch(ids, None, pos, split_documents=True)``
     """

@@ -1,15 +1,17 @@
-"""The boundary cache's store interface and its in-memory store: ``key -> [n_tokens, hidden]`` CPU rows, counted.
+"""The boundary cache backend contract (:class:`PrefixCache`) and its in-memory backend: ``key -> [n_tokens, hidden]`` CPU rows, counted.
 
 Usage::
 
     cache = MemoryCache(fp, max_bytes=8 << 30, dtype=torch.bfloat16)   # or DiskCache, see fastfreeze.cache.disk
-    rows = cache.get_many(keys)            # [n_b, H] CPU tensors or None
-    cache.put_many(keys, gather_rows(boundary, batch["attention_mask"]))
+    seg = segment_batch(batch["input_ids"], batch["attention_mask"])  # fastfreeze.cache.segments
+    boundary = assemble(cache.get_many(seg.keys), seg, hidden, dtype)  # fastfreeze.cache.collator
+    cache.put_many(seg.keys, [flat_boundary[i] for i in seg.index])    # [n_tokens, H] rows, one per segment
     cache.flush(); print(cache.summary())
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -80,18 +82,58 @@ def _counter_slot() -> int:
     return 0 if info is None else 1 + info.id % (_COUNTER_SLOTS - 1)
 
 
-class PrefixCache:
-    """Base store: ``key -> [n, H]`` CPU tensor. Use :class:`MemoryCache`, :class:`~fastfreeze.cache.disk.DiskCache`, :func:`~fastfreeze.cache.runtime.open_cache`.
+class PrefixCache(abc.ABC):
+    """The cache backend contract: the one base class every store implements (memory, disk, yours).
 
-    Rows returned by :meth:`get` may be the stored tensor itself: treat them as read-only. One object
-    is not thread-safe (use one per thread); processes are fine (workers, DDP ranks).
+    A backend stores ``key -> [n_tokens, hidden]`` CPU rows (``key``: a segment's content hash,
+    ``fastfreeze.cache.keys.example_key``). It names itself (``kind``) and implements the five abstract
+    members below, nothing else; the base class does the rest (validation, the cache dtype, one host copy per batch, the
+    hit/miss/refused counters, ``in``, :meth:`summary`). The rest of fastfreeze uses only the public
+    members listed under "what fastfreeze calls". Instantiating a backend that misses an abstract
+    member (or ``kind``) raises ``TypeError`` naming it, at construction, not mid-training.
+
+    What a backend implements:
+        kind: class attribute, a short name for summaries and logs (``"memory"``, ``"disk"``).
+        _lookup(key): the stored row (a view is fine: callers treat it as read-only) or None.
+        _has(key): whether `key` is stored (without counting a hit or a miss).
+        _store(key, row): keep `row`, a CPU, contiguous, cache-dtype tensor the backend now owns, for a
+            key not present yet; return False to refuse it (over ``max_bytes``, writes disabled): the base
+            class counts the refusal.
+        __len__(): entries stored; nbytes: their data bytes (what ``max_bytes`` bounds).
+
+    What a backend may override (defaults fit a store private to one process):
+        flush(): publish rows this process stored to the other processes that share the store (DDP
+            ranks, DataLoader workers started later, later runs). Default: nothing to publish.
+        refresh(): load what other processes published since the last look. Default: nothing.
+        path: where the store lives, or None (shown in summaries). writable: False once writes are
+            disabled (a disk-full store keeps serving reads); the over-the-cap warning is then skipped.
+        open(fingerprint, cache_dir, max_bytes, dtype, **options): how ``open_cache`` builds it from a config.
+
+    Processes. The collator (and so every lookup) runs in DataLoader workers: a forked worker
+    shares the object copy-on-write, a spawned one gets a pickled copy, so a backend must pickle, and
+    drop process-local handles (mmaps, files, connections) in ``__getstate__`` to reopen them lazily.
+    Counters need nothing: they live in a shared-memory table of the base class that pickles with
+    the object, so counts made in workers reach the parent's :meth:`summary`. Under several ranks
+    the trainer calls, at every epoch end, ``flush()`` on every rank, a barrier, then ``refresh()``
+    (``fastfreeze.cache.runtime.FlushCache``): a row any rank stored is a hit everywhere next epoch.
+    One object is not thread-safe (use one per thread).
+
+    What fastfreeze calls: ``get_many``, ``put_many`` (and ``get``/``put``), ``key in cache``, ``flush``,
+    ``refresh``, ``summary``, ``refused``, ``max_bytes``, ``writable`` (``fastfreeze.cache.runtime``,
+    ``.collator``, the trainer's ``cache_summary()``). Open one by kind with
+    :func:`~fastfreeze.cache.runtime.open_cache`; ``docs/extending.md`` shows adding a backend.
 
     Usage: ``rows = cache.get_many(keys); cache.put_many(keys, values)``
     """
 
-    kind = "base"
+    kind: str  # each backend names itself (checked at construction)
+    path: str | None = None  # where the store lives; None: in this process
+    writable: bool = True  # False once the backend has disabled its writes
 
     def __init__(self, fingerprint: str, max_bytes: int | None = None, dtype=None):
+        if not isinstance(getattr(type(self), "kind", None), str) or not type(self).kind:
+            raise TypeError(f"{type(self).__name__} must set the class attribute `kind` (a short name, e.g. "
+                            "'memory'): summaries and logs name the backend by it")
         if not isinstance(fingerprint, str) or not fingerprint:
             raise ValueError("cache fingerprint must be a non-empty string (see prefix_fingerprint)")
         if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes <= 0):
@@ -107,25 +149,40 @@ class PrefixCache:
         except (RuntimeError, OSError):  # no shm (odd sandbox): counts stay per process
             pass
 
-    # -- subclass interface -------------------------------------------------------------------
+    @classmethod
+    def open(cls, fingerprint: str, cache_dir=None, max_bytes: int | None = None, dtype=None, **options) -> "PrefixCache":
+        """How :func:`~fastfreeze.cache.runtime.open_cache` builds this backend from a config; the default
+        fits a constructor ``(fingerprint, max_bytes, dtype)`` with no directory and no options.
+
+        Usage: ``cache = MemoryCache.open(fp, max_bytes=8 << 30)``
+        """
+        if options:
+            raise ValueError(f"options {sorted(options)} do not apply to cache kind {cls.kind!r}")
+        return cls(fingerprint, max_bytes=max_bytes, dtype=dtype)
+
+    # -- what a backend implements ---------------------------------------------------------------
+    @abc.abstractmethod
     def _lookup(self, key: str) -> torch.Tensor | None:
-        raise NotImplementedError
+        """The stored ``[n, H]`` row of `key` (a read-only view is fine) or None."""
 
+    @abc.abstractmethod
     def _store(self, key: str, value: torch.Tensor) -> bool:
-        """Store a CPU, cache-dtype, contiguous row not yet present; False when refused."""
-        raise NotImplementedError
+        """Keep a CPU, cache-dtype, contiguous row not yet present (the backend owns it); False when refused."""
 
+    @abc.abstractmethod
     def _has(self, key: str) -> bool:
-        raise NotImplementedError
+        """Whether `key` is stored."""
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """Entries stored."""
 
     @property
+    @abc.abstractmethod
     def nbytes(self) -> int:
-        raise NotImplementedError
+        """Data bytes stored (what ``max_bytes`` bounds)."""
 
-    # -- public API ----------------------------------------------------------------------------
+    # -- what fastfreeze calls -------------------------------------------------------------------
     def get(self, key: str) -> torch.Tensor | None:
         """The stored ``[n, H]`` CPU tensor (cache dtype; treat as read-only) or None; counts hit/miss."""
         row = self._lookup(key)
@@ -182,11 +239,11 @@ class PrefixCache:
 
     def _check_row(self, key, value) -> None:
         if not isinstance(key, str):
-            raise TypeError(f"cache keys are str (from example_key/batch_keys), got {type(key).__name__}")
+            raise TypeError(f"cache keys are str (Segments.keys, from example_key), got {type(key).__name__}")
         if not isinstance(value, torch.Tensor) or value.dim() != 2 or not value.is_floating_point():
             raise ValueError(
-                "cache values are [n_tokens, hidden] floating tensors (use gather_rows to split a "
-                f"[B, T, H] boundary), got {getattr(value, 'shape', type(value))}"
+                "cache values are [n_tokens, hidden] floating tensors (a segment's rows of a [B, T, H] boundary, "
+                f"at Segments.index), got {getattr(value, 'shape', type(value))}"
             )
         if self.hidden is None:
             self.hidden = int(value.shape[1])
@@ -200,10 +257,10 @@ class PrefixCache:
         return self._has(key)
 
     def flush(self) -> None:
-        """Persist pending entries (no-op for memory)."""
+        """Publish the rows this process stored to the processes sharing the store (default: none to publish)."""
 
     def refresh(self) -> None:
-        """See entries other processes published since the last look (no-op for memory: per process)."""
+        """Load the rows other processes published since the last look (default: the store is per process)."""
 
     def close(self) -> None:
         """Flush; the object stays usable."""
@@ -227,9 +284,6 @@ class PrefixCache:
     def refused(self) -> int:
         return int(self._counts[:, 2].sum())
 
-    def reset_counters(self) -> None:
-        self._counts.zero_()
-
     def summary(self) -> CacheSummary:
         """Entries, bytes, hits, misses, refused (counts include DataLoader workers')."""
         return CacheSummary(
@@ -240,8 +294,8 @@ class PrefixCache:
             misses=self.misses,
             refused=self.refused,
             fingerprint=self.fingerprint,
-            path=getattr(self, "path", None),
-            writable=getattr(self, "writable", True),
+            path=self.path,
+            writable=self.writable,
         )
 
 

@@ -1,12 +1,12 @@
-"""Tests of the prefix cache data path: scatter/gather, CachedBoundaryCollator, pickling, workers."""
+"""Tests of the prefix cache data path: CachedBoundaryCollator, assemble, pickling, workers."""
 
 import pickle
 
 import pytest
 import torch
 
-from fastfreeze.cache import MemoryCache, batch_keys
-from fastfreeze.cache import BOUNDARY_KEY, CachedBoundaryCollator, gather_rows, scatter_rows
+from fastfreeze.cache import MemoryCache, example_key
+from fastfreeze.cache import BOUNDARY_KEY, CachedBoundaryCollator
 from fastfreeze.cache.collator import MISSING_KEY
 from fastfreeze.cache import DiskCache
 
@@ -53,20 +53,13 @@ def boundary_of(batch):
 
 
 def fill(cache, base, features):
+    """Store each row's real tokens under the key of their ids and positions (the reference keying)."""
     batch = base(features)
-    keys = batch_keys(batch["input_ids"], batch["attention_mask"], batch.get("position_ids"))
-    assert cache.put_many(keys, gather_rows(boundary_of(batch), batch["attention_mask"])) == len(keys)
-
-
-def test_scatter_gather_inverse():
-    mask = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [0, 0, 0, 0]])
-    full = torch.randn(3, 4, H) * mask.unsqueeze(-1)
-    rows = gather_rows(full, mask)
-    assert [r.shape[0] for r in rows] == [2, 3, 0]
-    assert torch.equal(rows[1], full[1, 1:])
-    assert torch.equal(scatter_rows(rows, mask, H, torch.float32), full)
-    with pytest.raises(ValueError, match="real tokens"):
-        scatter_rows([rows[1], rows[0], rows[2]], mask, H, torch.float32)
+    ids, mask = batch["input_ids"], batch["attention_mask"] != 0
+    pos = batch.get("position_ids", torch.arange(ids.shape[1]).expand_as(ids))
+    keys = [example_key(ids[b][mask[b]], pos[b][mask[b]]) for b in range(len(ids))]
+    boundary = boundary_of(batch)
+    assert cache.put_many(keys, [boundary[b][mask[b]] for b in range(len(ids))]) == len(keys)
 
 
 @pytest.mark.parametrize("side,with_positions", [("right", False), ("left", False), ("left", True)])
@@ -204,6 +197,21 @@ def _covered(seg, rows):
         if r is not None:
             cov[i] = True
     return cov
+
+
+def test_assemble_refuses_rows_that_do_not_fit_their_segments():
+    """What the removed scatter_rows test checked, on its successor: a row of another length or width is
+    an error naming the likely cause, never a silently misplaced boundary."""
+    from fastfreeze.cache.collator import assemble
+    from fastfreeze.cache.segments import segment_batch
+
+    seg = segment_batch(torch.arange(1, 9).view(2, 4), torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]]))
+    rows = [torch.randn(2, H), torch.randn(3, H)]
+    assert torch.equal(assemble(rows, seg, H, torch.float32)[1, 1:], rows[1])
+    with pytest.raises(ValueError, match="fingerprint"):
+        assemble([rows[1], rows[0]], seg, H, torch.float32)  # swapped: 3 rows for 2 tokens
+    with pytest.raises(ValueError, match="hidden=6"):
+        assemble([rows[0], torch.randn(3, H + 1)], seg, H, torch.float32)
 
 
 def test_assemble_copies_each_row_once():

@@ -4,26 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastfreeze.cache import batch_keys, example_key, prefix_fingerprint
+from fastfreeze.cache import example_key, prefix_fingerprint
 from tests._helpers import fingerprint_tensors as _tensors
-
-
-def test_right_padding_key_equals_unpadded():
-    ids = torch.tensor([11, 12, 13])
-    unpadded = batch_keys(ids[None])
-    padded = batch_keys(torch.tensor([[11, 12, 13, 0, 0]]), torch.tensor([[1, 1, 1, 0, 0]]))
-    assert unpadded == padded == [example_key(ids, torch.arange(3))]
-
-
-def test_left_padding_changes_key_unless_positions_given():
-    right = batch_keys(torch.tensor([[11, 12, 13, 0]]), torch.tensor([[1, 1, 1, 0]]))
-    left_mask = torch.tensor([[0, 1, 1, 1]])
-    left_ids = torch.tensor([[0, 11, 12, 13]])
-    # No position_ids: HF uses arange(T), so the real tokens sit at 1..3 and the state differs.
-    assert batch_keys(left_ids, left_mask) != right
-    # Explicit positions that restart at the first real token: same example, same key.
-    pos = torch.tensor([[0, 0, 1, 2]])
-    assert batch_keys(left_ids, left_mask, pos) == right
 
 
 def test_key_changes_with_any_token_or_position():
@@ -44,10 +26,6 @@ def test_key_changes_with_any_token_or_position():
 def test_key_bad_input():
     with pytest.raises(ValueError, match="equal length"):
         example_key(torch.arange(3), torch.arange(4))
-    with pytest.raises(ValueError, match=r"\[B, T\]"):
-        batch_keys(torch.arange(3))
-    with pytest.raises(ValueError, match="attention_mask"):
-        batch_keys(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 4))
 
 
 def test_fingerprint_sensitivity():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fastfreeze import FreezeConfig, apply_freeze
-from fastfreeze.cache import DiskCache, MemoryCache, open_cache
+from fastfreeze.cache import BACKENDS, DiskCache, MemoryCache, open_cache
+from fastfreeze.config import CACHE_CHOICES
 from fastfreeze.cache.runtime import compute_fingerprint
 from tests._helpers import make_model
 from tests.parity.harness import run_arm
@@ -24,6 +25,15 @@ def test_open_cache_validation(tmp_path):
     with pytest.raises(ValueError, match="max_bytes"):
         MemoryCache("fp", max_bytes=0)
     assert isinstance(open_cache("memory", "fp"), MemoryCache)
+
+
+def test_every_kind_the_config_accepts_opens_its_backend(tmp_path):
+    assert set(BACKENDS) == set(CACHE_CHOICES) - {None}  # the two tables a new backend adds a line to
+    for kind, backend in BACKENDS.items():
+        cache = open_cache(kind, "fp", cache_dir=str(tmp_path))
+        assert type(cache) is backend and backend.kind == kind == cache.summary().kind
+    with pytest.raises(ValueError, match="do not apply to cache kind 'memory'"):
+        open_cache("memory", "fp", strict=True)
 
 
 def test_fingerprint_changes_with_weights_dtype_and_attention():

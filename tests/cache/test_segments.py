@@ -1,9 +1,10 @@
 """Tests of the cache segments: one per padded row, one per packed document; sub-batches of the missing ones."""
 import pickle
 
+import pytest
 import torch
 
-from fastfreeze.cache import batch_keys, example_key
+from fastfreeze.cache import example_key
 from fastfreeze.cache.segments import MissingSegments, missing_inputs, segment_batch
 
 DOCS = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
@@ -25,7 +26,7 @@ def test_packed_row_splits_into_documents_keyed_like_the_document_alone():
     assert seg.packed and seg.keys == [example_key(torch.tensor(d), torch.arange(len(d))) for d in DOCS]
     # ... which is also the key of the same document as a right-padded row: one entry serves both.
     padded = torch.tensor([[8, 9, 0]])
-    assert batch_keys(padded, torch.tensor([[1, 1, 0]]))[0] == seg.keys[1]
+    assert segment_batch(padded, torch.tensor([[1, 1, 0]])).keys[0] == seg.keys[1]
     assert [i.tolist() for i in seg.index] == [[0, 1, 2], [3, 4], [5, 6, 7, 8]]
     # Other packings of the same documents give the same keys.
     other = packed([DOCS[2], DOCS[0]])
@@ -40,11 +41,38 @@ def test_without_the_check_or_with_a_mask_a_row_is_one_segment():
     assert len(segment_batch(b["input_ids"], mask, b["position_ids"], split_documents=True)) == 1
 
 
-def test_padded_rows_match_batch_keys():
+def test_padded_rows_are_keyed_by_their_real_tokens():
     ids = torch.tensor([[1, 2, 3, 0], [4, 5, 6, 7]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     seg = segment_batch(ids, mask, None, split_documents=True)
-    assert seg.keys == batch_keys(ids, mask) and [i.tolist() for i in seg.index] == [[0, 1, 2], [4, 5, 6, 7]]
+    real = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6, 7])]
+    assert seg.keys == [example_key(r, torch.arange(len(r))) for r in real]
+    assert [i.tolist() for i in seg.index] == [[0, 1, 2], [4, 5, 6, 7]]
+
+
+def test_right_padding_key_equals_unpadded():
+    ids = torch.tensor([11, 12, 13])
+    unpadded = segment_batch(ids[None]).keys
+    padded = segment_batch(torch.tensor([[11, 12, 13, 0, 0]]), torch.tensor([[1, 1, 1, 0, 0]])).keys
+    assert unpadded == padded == [example_key(ids, torch.arange(3))]
+
+
+def test_left_padding_changes_key_unless_positions_given():
+    right = segment_batch(torch.tensor([[11, 12, 13, 0]]), torch.tensor([[1, 1, 1, 0]])).keys
+    left_mask = torch.tensor([[0, 1, 1, 1]])
+    left_ids = torch.tensor([[0, 11, 12, 13]])
+    # No position_ids: HF uses arange(T), so the real tokens sit at 1..3 and the state differs.
+    assert segment_batch(left_ids, left_mask).keys != right
+    # Explicit positions that restart at the first real token: same example, same key.
+    pos = torch.tensor([[0, 0, 1, 2]])
+    assert segment_batch(left_ids, left_mask, pos).keys == right
+
+
+def test_segment_batch_bad_input():
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        segment_batch(torch.arange(3))
+    with pytest.raises(ValueError, match="attention_mask"):
+        segment_batch(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 4))
 
 
 def test_missing_documents_form_one_packed_row_with_rebuilt_extras():
