@@ -36,7 +36,7 @@ def _zero3_engine_model():
 def test_zero3_engine_refuses_explicit_triton_kernels_naming_what_works(monkeypatch):
     model = _zero3_engine_model()
     runtime = prepare_freeze(model, FreezeConfig(num_frozen_layers=2, kernels="triton"))
-    monkeypatch.setattr(runtime_mod, "resolve_kernel_set", lambda *a, **k: "triton")  # as on a GPU
+    monkeypatch.setattr(runtime_mod, "choose_kernel_set", lambda *a, **k: ("triton", None))  # as on a GPU
     with pytest.raises(UnsupportedModelError, match=r"kernels='triton'.*ZeRO-3.*'auto'"):
         complete_freeze(runtime, torch.device("cpu"))
 
@@ -44,7 +44,7 @@ def test_zero3_engine_refuses_explicit_triton_kernels_naming_what_works(monkeypa
 def test_zero3_engine_runs_torch_ops_where_auto_would_pick_triton(monkeypatch):
     model = _zero3_engine_model()
     runtime = prepare_freeze(model, FreezeConfig(num_frozen_layers=2))
-    monkeypatch.setattr(runtime_mod, "resolve_kernel_set", lambda *a, **k: "triton")  # as on a GPU
+    monkeypatch.setattr(runtime_mod, "choose_kernel_set", lambda *a, **k: ("triton", None))  # as on a GPU
     complete_freeze(runtime, torch.device("cpu"))
     assert runtime.kernel_set == runtime.report.kernel_set == "torch"
     assert any(n.startswith("DeepSpeed ZeRO-3: torch ops") for n in runtime.report.notes)
