@@ -256,3 +256,17 @@ def test_a_refused_peft_model_is_left_as_it_came(tmp_path):
     model, untouched = _refused("peft", tmp_path)
     assert_as_it_came(model, untouched)
     assert len(model.get_base_model().model.embed_tokens._forward_hooks) == 2  # the model's hook, HF's hook
+
+
+def test_prepare_freeze_validates_the_config_once(monkeypatch):
+    """The config was validated when built; prepare_freeze checks only its depth against the model, once
+    (it used to run that check in runtime.py and again in freeze.py, and rebuild the config twice)."""
+    calls, built = [], []
+    real_check, real_init = FreezeConfig.validate_for, FreezeConfig.__post_init__
+    monkeypatch.setattr(FreezeConfig, "validate_for", lambda self, n: (calls.append(n), real_check(self, n))[1])
+    config = FreezeConfig(num_frozen_layers=2, probe=False)
+    monkeypatch.setattr(FreezeConfig, "__post_init__", lambda self: (built.append(self), real_init(self))[1])
+    prepare_freeze(make_model("llama"), config)
+    assert calls == [4] and built == []
+    with pytest.raises(FreezeConfigError, match="0..4"):
+        prepare_freeze(make_model("llama"), FreezeConfig(num_frozen_layers=5))
