@@ -3,8 +3,7 @@
 Public ops (all differentiable; when no input requires grad they run a forward-only kernel that
 saves nothing for backward; backward computes a weight gradient only if that weight requires grad):
 
-- ``rms_norm(x, weight, eps=1e-6, offset=0.0, cast_mode=None)``: Llama / Gemma (offset=1.0) RMSNorm.
-- ``rms_norm_residual(x, residual, weight, eps=1e-6, offset=0.0, cast_mode=None) -> (normed, x + residual)``.
+- ``rms_norm(x, weight, eps=1e-6, cast_mode="llama")``: Llama / Gemma (``cast_mode="gemma"``: 1 + w) RMSNorm.
 - ``swiglu(gate, up=None)``: ``silu(gate) * up`` (or one concatenated [gate | up] tensor).
 - ``apply_rope(q, k, cos, sin, rotary_dim=None) -> (q, k)``: HF rotate-half RoPE, partial rotary.
 - ``linear_cross_entropy(hidden, weight, labels, ignore_index=-100, bias=None, reduction="mean",
@@ -12,6 +11,8 @@ saves nothing for backward; backward computes a weight gradient only if that wei
 
 Usage: ``import csrc_triton; y = csrc_triton.rms_norm(x, norm.weight, norm.variance_epsilon)``
 
+One op per module: every module here not starting with ``_`` is an op module, and the names in its
+``__all__`` become package attributes (a new op is a new file; this one needs no edit).
 Not covered here, by design: LayerNorm and GELU (GPT-NeoX, GPT-2) use torch's own fused ops
 (``F.layer_norm``, ``F.gelu``), which are already single kernels; fastfreeze leaves those modules as they are.
 
@@ -24,19 +25,31 @@ Tests and CPU runs use Triton's interpreter (``TRITON_INTERPRET=1`` set before t
 """
 from __future__ import annotations
 
-__all__ = ["AVAILABLE", "apply_rope", "linear_cross_entropy", "rms_norm", "rms_norm_residual", "swiglu"]
-
+import ast as _ast
 import importlib as _importlib
+import pathlib as _pathlib
+import pkgutil as _pkgutil
+
+_OP_MODULES = sorted(m.name for m in _pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def _declared_ops(module_name: str) -> list[str]:
+    """The op names a module declares in `__all__`, read from its source (without importing triton)."""
+    tree = _ast.parse((_pathlib.Path(__file__).parent / f"{module_name}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, _ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return list(_ast.literal_eval(node.value))
+    raise RuntimeError(f"csrc_triton/{module_name}.py declares no __all__: name the op it exposes")
+
+
+_OPS = {name: mod for mod in _OP_MODULES for name in _declared_ops(mod)}  # op name -> its module
+__all__ = ["AVAILABLE", *sorted(_OPS)]
 
 try:
-    # Submodules load first and the functions are bound after: the submodules `rms_norm`, `swiglu`
-    # and `linear_cross_entropy` share their op's name, and binding last keeps
-    # `csrc_triton.rms_norm` the function (later imports of the submodule do not rebind it).
+    # Submodules load first and the functions are bound after: a submodule that shares its op's name
+    # (`rms_norm`, `swiglu`, `linear_cross_entropy`) would otherwise stay the package attribute.
     # import_module (not `from csrc_triton import ...`) returns the module even on a reload.
-    _lce_mod = _importlib.import_module("csrc_triton.linear_cross_entropy")
-    _rms_mod = _importlib.import_module("csrc_triton.rms_norm")
-    _rope_mod = _importlib.import_module("csrc_triton.rope")
-    _swiglu_mod = _importlib.import_module("csrc_triton.swiglu")
+    _modules = {mod: _importlib.import_module(f"csrc_triton.{mod}") for mod in _OP_MODULES}
 except Exception as _err:  # triton missing or broken: keep the package importable
     AVAILABLE = False
     _IMPORT_ERROR = f"{type(_err).__name__}: {_err}"
@@ -50,15 +63,7 @@ except Exception as _err:  # triton missing or broken: keep the package importab
         op.__name__ = name
         return op
 
-    rms_norm = _unavailable("rms_norm")
-    rms_norm_residual = _unavailable("rms_norm_residual")
-    swiglu = _unavailable("swiglu")
-    apply_rope = _unavailable("apply_rope")
-    linear_cross_entropy = _unavailable("linear_cross_entropy")
+    globals().update({name: _unavailable(name) for name in _OPS})
 else:
     AVAILABLE = True
-    rms_norm = _rms_mod.rms_norm
-    rms_norm_residual = _rms_mod.rms_norm_residual
-    swiglu = _swiglu_mod.swiglu
-    apply_rope = _rope_mod.apply_rope
-    linear_cross_entropy = _lce_mod.linear_cross_entropy
+    globals().update({name: getattr(_modules[mod], name) for name, mod in _OPS.items()})

@@ -9,6 +9,8 @@ import triton.language as tl
 
 from csrc_triton import _common
 
+__all__ = ["linear_cross_entropy"]  # the op the package exposes (csrc_triton/__init__.py reads it)
+
 MAX_BLOCK_V = 4096  # vocab elements per loop step of the CE kernel (tests lower it to exercise the loop)
 CHUNK_ELEMS = 1 << 28  # default chunk: tokens * vocab <= 2**28 logits (512 MiB in bf16)
 

@@ -1,4 +1,4 @@
-"""RMSNorm (Llama and Gemma's 1+w variant) and fused residual-add + RMSNorm: forward-only and training paths."""
+"""RMSNorm (Llama and Gemma's 1+w variant, one `cast_mode` each): forward-only and training paths."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +6,10 @@ import triton
 import triton.language as tl
 
 from csrc_triton import _common
+
+__all__ = ["rms_norm"]  # the op the package exposes (csrc_triton/__init__.py reads it)
+
+CAST_MODES = ("llama", "gemma")  # HF's two RMSNorm cast orders (see `rms_norm`)
 
 # Elements per program: several short rows share one program so small hidden sizes still move
 # enough bytes per program to reach copy bandwidth.
@@ -15,10 +19,10 @@ _BWD_TILE = 4096
 
 @triton.jit
 def _rms_fwd_kernel(
-    X, R, S, W, Y, RSTD,
-    stride_x, stride_r, stride_s, stride_y,
+    X, W, Y, RSTD,
+    stride_x, stride_y,
     n_rows, n_cols, eps, offset,
-    HAS_RES: tl.constexpr, STORE_RSTD: tl.constexpr, GEMMA: tl.constexpr,
+    STORE_RSTD: tl.constexpr, GEMMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -28,11 +32,6 @@ def _rms_fwd_kernel(
     mask = rmask[:, None] & cmask[None, :]
     rows64 = rows.to(tl.int64)[:, None]
     x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0)
-    if HAS_RES:
-        r = tl.load(R + rows64 * stride_r + cols[None, :], mask=mask, other=0.0)
-        # HF adds the residual in the activation dtype, then normalises the rounded sum.
-        x = (x.to(tl.float32) + r.to(tl.float32)).to(X.dtype.element_ty)
-        tl.store(S + rows64 * stride_s + cols[None, :], x, mask=mask)
     xf = x.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(xf * xf, axis=1) / n_cols + eps)
     xn = xf * rstd[:, None]
@@ -49,10 +48,10 @@ def _rms_fwd_kernel(
 
 @triton.jit
 def _rms_bwd_kernel(
-    DY, X, W, RSTD, DS, DX, DW_PART,
-    stride_dy, stride_x, stride_ds, stride_dx,
+    DY, X, W, RSTD, DX, DW_PART,
+    stride_dy, stride_x, stride_dx,
     n_rows, n_cols, offset,
-    HAS_DS: tl.constexpr, COMPUTE_DX: tl.constexpr, COMPUTE_DW: tl.constexpr,
+    COMPUTE_DX: tl.constexpr, COMPUTE_DW: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # Persistent: each program walks row blocks pid, pid+nprog, ... and keeps one dW partial in
@@ -77,8 +76,6 @@ def _rms_bwd_kernel(
             g = dy * w[None, :]
             c = tl.sum(g * xn, axis=1) / n_cols
             dx = (g - xn * c[:, None]) * rstd[:, None]
-            if HAS_DS:
-                dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             tl.store(DX + rows64 * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
         if COMPUTE_DW:
             dw_acc += tl.sum(dy * xn, axis=0)
@@ -94,7 +91,9 @@ def _blocks(n_rows: int, n_cols: int, tile: int) -> tuple[int, int]:
     return block_m, block_n
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> None:
+def _check(x: torch.Tensor, weight: torch.Tensor, cast_mode: str) -> None:
+    if cast_mode not in CAST_MODES:
+        raise ValueError(f"cast_mode must be one of {CAST_MODES} (the family's RMSNorm cast order), got {cast_mode!r}")
     _common.check_float("x", x)
     _common.check_device("x", x)
     _common.check_float("weight", weight)
@@ -102,46 +101,38 @@ def _check(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None)
         raise ValueError(f"weight must be 1-D of size x.shape[-1]={x.shape[-1]}, got {tuple(weight.shape)}")
     if x.device != weight.device:
         raise ValueError(f"x is on {x.device} but weight on {weight.device}; move them to one device")
-    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
-        raise ValueError(
-            f"residual must match x in shape and dtype: {tuple(residual.shape)}/{residual.dtype} vs "
-            f"{tuple(x.shape)}/{x.dtype}"
-        )
 
 
-def _forward(x, weight, residual, eps, offset, gemma, store_rstd):
-    """Launch the forward kernel; returns (y2d, s2d or None, rstd or None, x2d), all [rows, H]."""
+def _forward(x, weight, eps, gemma, store_rstd):
+    """Launch the forward kernel; returns (y2d, rstd or None, x2d), all [rows, H]."""
     n_cols = x.shape[-1]
     x2 = _common.as_rows(x, n_cols)
     n_rows = x2.shape[0]
-    r2 = _common.as_rows(residual, n_cols) if residual is not None else x2
     # Llama's `weight * x.to(input_dtype)` promotes (fp32 weight + bf16 x -> fp32); Gemma casts to x's dtype.
     out_dtype = x.dtype if gemma else torch.promote_types(x.dtype, weight.dtype)
     y = _common.alloc((n_rows, n_cols), out_dtype, x.device, "rms_norm.y")
-    s = _common.alloc((n_rows, n_cols), x.dtype, x.device, "rms_norm.residual_out") if residual is not None else y
     rstd = _common.alloc((n_rows,), torch.float32, x.device, "rms_norm.rstd") if store_rstd else y
     block_m, block_n = _blocks(n_rows, n_cols, _FWD_TILE)
     grid = (triton.cdiv(n_rows, block_m),)
     if n_rows == 0:
-        return y, (s if residual is not None else None), (rstd if store_rstd else None), x2
+        return y, (rstd if store_rstd else None), x2
     _common.launch(
         _rms_fwd_kernel, grid,
-        x2, r2, s, weight, y, rstd,
-        x2.stride(0), r2.stride(0), s.stride(0), y.stride(0),
-        n_rows, n_cols, float(eps), float(offset),
-        HAS_RES=residual is not None, STORE_RSTD=store_rstd, GEMMA=gemma,
+        x2, weight, y, rstd,
+        x2.stride(0), y.stride(0),
+        n_rows, n_cols, float(eps), _offset(gemma),
+        STORE_RSTD=store_rstd, GEMMA=gemma,
         # 32 bytes per thread per tensor (16 bf16 / 8 fp32), up to 32 warps: fp32 at BLOCK_N=8192 spilled on
         # sm_80 with the former 16-warp cap (benchmarks/aot/check.py); bf16 launches are unchanged.
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_common.row_warps(block_m * block_n, 1024 // x2.element_size(), 32),
     )
-    return y, (s if residual is not None else None), (rstd if store_rstd else None), x2
+    return y, (rstd if store_rstd else None), x2
 
 
-def _backward(dy, ds, x2, weight, rstd, offset, need_dx, need_dw):
+def _backward(dy, x2, weight, rstd, gemma, need_dx, need_dw):
     """Launch the backward kernel; returns (dx2d or None, dw or None). dW only when need_dw."""
     n_rows, n_cols = x2.shape
     dy2 = _common.as_rows(dy, n_cols)
-    ds2 = _common.as_rows(ds, n_cols) if ds is not None else dy2
     dx = _common.alloc((n_rows, n_cols), x2.dtype, x2.device, "rms_norm.dx") if need_dx else dy2
     if n_rows == 0:
         return (dx if need_dx else None), (torch.zeros_like(weight) if need_dw else None)
@@ -152,10 +143,10 @@ def _backward(dy, ds, x2, weight, rstd, offset, need_dx, need_dw):
     )
     _common.launch(
         _rms_bwd_kernel, (nprog,),
-        dy2, x2, weight, rstd, ds2, dx, dw_part,
-        dy2.stride(0), x2.stride(0), ds2.stride(0), dx.stride(0),
-        n_rows, n_cols, float(offset),
-        HAS_DS=ds is not None, COMPUTE_DX=need_dx, COMPUTE_DW=need_dw,
+        dy2, x2, weight, rstd, dx, dw_part,
+        dy2.stride(0), x2.stride(0), dx.stride(0),
+        n_rows, n_cols, _offset(gemma),
+        COMPUTE_DX=need_dx, COMPUTE_DW=need_dw,
         # One 16-byte vector per thread per tensor (8 bf16 / 4 fp32 elements), up to 32 warps. The AOT check
         # (benchmarks/aot/check.py) found the former 512 elements per warp, <= 16 warps, spilling at BLOCK_N=8192
         # (odd hidden) and on sm_80 at fp32 hidden 896, and 106 registers (occupancy 0.25) at bf16 4096.
@@ -165,88 +156,44 @@ def _backward(dy, ds, x2, weight, rstd, offset, need_dx, need_dw):
     return (dx if need_dx else None), dw
 
 
+def _offset(gemma: bool) -> float:
+    # Gemma scales by (1 + w): the kernels add the offset to the loaded weight. It follows from the cast
+    # mode (one fact), never passed on its own.
+    return 1.0 if gemma else 0.0
+
+
 class RMSNormFunction(torch.autograd.Function):
-    """y = rms_norm(x) * (weight + offset); backward computes dX / dW only for inputs that need them."""
+    """y = rms_norm(x) * (weight [+ 1 for Gemma]); backward computes dX / dW only for inputs that need them."""
 
     @staticmethod
-    def forward(ctx, x, weight, eps, offset, gemma):
-        y, _, rstd, x2 = _forward(x, weight, None, eps, offset, gemma, store_rstd=True)
+    def forward(ctx, x, weight, eps, gemma):
+        y, rstd, x2 = _forward(x, weight, eps, gemma, store_rstd=True)
         ctx.save_for_backward(x2, weight, rstd)
-        ctx.offset = offset
+        ctx.gemma = gemma
         return y.view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, dy):
         x2, weight, rstd = ctx.saved_tensors
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dx, dw = _backward(dy, None, x2, weight, rstd, ctx.offset, need_dx, need_dw)
+        dx, dw = _backward(dy, x2, weight, rstd, ctx.gemma, need_dx, need_dw)
         if dx is not None:
             dx = dx.view(dy.shape)
-        return dx, dw, None, None, None
+        return dx, dw, None, None
 
 
-class RMSNormResidualFunction(torch.autograd.Function):
-    """(rms_norm(x + residual) * (weight + offset), x + residual) with one read of x and residual."""
-
-    @staticmethod
-    def forward(ctx, x, residual, weight, eps, offset, gemma):
-        y, s, rstd, _ = _forward(x, weight, residual, eps, offset, gemma, store_rstd=True)
-        ctx.set_materialize_grads(False)  # an unused output gets None, not a zeros tensor to multiply
-        ctx.save_for_backward(s, weight, rstd)
-        ctx.offset = offset
-        return y.view(*x.shape[:-1], y.shape[-1]), s.view(x.shape)
-
-    @staticmethod
-    def backward(ctx, dy, ds):
-        s2, weight, rstd = ctx.saved_tensors
-        need_dx = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        need_dw = ctx.needs_input_grad[2]
-        shape = s2.shape if dy is None else dy.shape
-        if dy is None:  # only the new residual was used downstream
-            dsum = ds if need_dx else None
-            return dsum, dsum, None, None, None, None
-        dx, dw = _backward(dy, ds, s2, weight, rstd, ctx.offset, need_dx, need_dw)
-        if dx is not None:
-            dx = dx.view(shape)
-        # x and residual enter as a plain sum, so both receive the same gradient.
-        return (dx if ctx.needs_input_grad[0] else None), (dx if ctx.needs_input_grad[1] else None), dw, None, None, None
-
-
-def _gemma_mode(offset: float, cast_mode: str | None) -> bool:
-    if cast_mode is None:
-        return offset != 0.0
-    if cast_mode not in ("llama", "gemma"):
-        raise ValueError(f"cast_mode must be 'llama', 'gemma' or None, got {cast_mode!r}")
-    return cast_mode == "gemma"
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, offset: float = 0.0,
-             cast_mode: str | None = None) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, cast_mode: str = "llama") -> torch.Tensor:
     """RMSNorm over the last dim, computed in fp32; differentiable, forward-only when nothing needs grad.
 
-    Usage: ``y = rms_norm(hidden, layer.weight, layer.variance_epsilon)``  (Gemma: ``offset=1.0``).
+    Usage: ``y = rms_norm(hidden, layer.weight, layer.variance_epsilon)``  (Gemma: ``cast_mode="gemma"``).
 
-    Cast order mirrors HF: ``cast_mode="llama"`` (default when offset == 0) returns
-    ``weight * normed.to(x.dtype)`` in the promoted dtype of x and weight; ``"gemma"`` (default when
-    offset != 0) returns ``(normed * (offset + weight.float())).to(x.dtype)``.
+    `cast_mode` is the family's whole RMSNorm fact (fastfreeze passes `FamilySpec.rms_norm` as is):
+    ``"llama"`` returns ``weight * normed.to(x.dtype)`` in the promoted dtype of x and weight;
+    ``"gemma"`` returns ``(normed * (1 + weight.float())).to(x.dtype)``.
     """
-    _check(x, weight, None)
-    gemma = _gemma_mode(offset, cast_mode)
+    _check(x, weight, cast_mode)
+    gemma = cast_mode == "gemma"
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return RMSNormFunction.apply(x, weight, eps, offset, gemma)
-    y, _, _, _ = _forward(x, weight, None, eps, offset, gemma, store_rstd=False)
+        return RMSNormFunction.apply(x, weight, eps, gemma)
+    y, _, _ = _forward(x, weight, eps, gemma, store_rstd=False)
     return y.view(*x.shape[:-1], y.shape[-1])
-
-
-def rms_norm_residual(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
-                      offset: float = 0.0, cast_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused ``s = x + residual`` (rounded to x's dtype, as HF adds) then ``rms_norm(s)``; returns (normed, s).
-
-    Usage: ``normed, residual = rms_norm_residual(attn_out, residual, norm.weight, norm.variance_epsilon)``.
-    """
-    _check(x, weight, residual)
-    gemma = _gemma_mode(offset, cast_mode)
-    if torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad or weight.requires_grad):
-        return RMSNormResidualFunction.apply(x, residual, weight, eps, offset, gemma)
-    y, s, _, _ = _forward(x, weight, residual, eps, offset, gemma, store_rstd=False)
-    return y.view(*x.shape[:-1], y.shape[-1]), s.view(x.shape)

@@ -7,6 +7,8 @@ import triton.language as tl
 
 from csrc_triton import _common
 
+__all__ = ["apply_rope"]  # the op the package exposes (csrc_triton/__init__.py reads it)
+
 
 @triton.jit
 def _rope_kernel(

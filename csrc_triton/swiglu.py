@@ -7,6 +7,8 @@ import triton.language as tl
 
 from csrc_triton import _common
 
+__all__ = ["swiglu"]  # the op the package exposes (csrc_triton/__init__.py reads it)
+
 _TILE = 4096  # elements per program; rows are split into column blocks for large intermediate sizes
 
 

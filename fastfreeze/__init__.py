@@ -20,7 +20,8 @@ How a training step flows, and where each part lives:
   per example (keys, memory store, disk store), looks it up in the collator (DataLoader workers) and
   fills it (runtime), so on a hit the prefix is not called at all.
 - The *suffix*: the model's own blocks[k:], final norm and LM head, with the per-instance swaps of
-  `kernels.py` (csrc_triton RMSNorm and SwiGLU; forward-only variants in the prefix) and the fused loss
+  `kernels.py` (csrc_triton RMSNorm and SwiGLU, one `kernel_registry.py` entry each; forward-only variants in
+  the prefix) and the fused loss
   (`csrc_triton.linear_cross_entropy`: the [tokens x vocab] logits never exist). It trains under the
   plain Trainer's autograd; nothing of it is re-implemented.
 - The *loss*: the model's own (HF's ForCausalLMLoss), or the fused one with Triton kernels.

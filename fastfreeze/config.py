@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 KERNEL_CHOICES = ("auto", "triton", "torch")
+# The per-op kernel switches (bool fields): one per op of fastfreeze.kernel_registry, plus the fused loss.
+KERNEL_SWITCHES = ("rms_norm", "swiglu", "fused_loss")
 CACHE_CHOICES = (None, "memory", "disk")
 
 # Keys that decide what the model *is* after freezing; a resumed run must match them exactly.
@@ -44,9 +46,12 @@ class FreezeConfig:
             rest runs through the prefix every time. `fastfreeze estimate` gives the size a dataset needs.
         offload_prefix: with a cache, `build_prefix_cache()` moves prefix weights off the accelerator when it
             leaves every training example cached (a lazily filled cache never does; they come back for a miss).
-        fused_loss: with Triton kernels, compute the LM-head loss chunked (logits never materialized;
-            training forwards with labels then return `logits=None`). Turn off for trainers that read
-            `outputs.logits` while training.
+        rms_norm, swiglu, fused_loss: the per-op kernel switches, read only with Triton kernels (on CUDA):
+            False leaves that op on torch, to bisect a difference one op at a time (the report lists what
+            was switched off). rms_norm: the RMSNorm kernel; swiglu: the SwiGLU MLP kernel; fused_loss:
+            compute the LM-head loss chunked (logits never materialized; training forwards with labels then
+            return `logits=None`), off for trainers that read `outputs.logits` while training. None of
+            them changes results beyond rounding, so a resumed run may change them.
         probe: at install, prove on a tiny probe batch that the fast path (computed prefix, and an
             injected boundary as on a cache hit) gives the same logits and trainable gradients as the
             model's own forward with the same freeze; refuse the fast path or the cache otherwise
@@ -69,6 +74,8 @@ class FreezeConfig:
     fused_loss: bool = True
     probe: bool = True
     allow_eval_prefix: bool = False
+    rms_norm: bool = True  # after the older fields, so positional arguments keep their meaning
+    swiglu: bool = True
 
     def __post_init__(self) -> None:
         k = self.num_frozen_layers
@@ -81,6 +88,11 @@ class FreezeConfig:
             )
         if self.kernels not in KERNEL_CHOICES:
             raise FreezeConfigError(f"kernels={self.kernels!r}; choose one of {KERNEL_CHOICES}.")
+        for switch in KERNEL_SWITCHES:
+            if not isinstance(getattr(self, switch), bool):
+                raise FreezeConfigError(
+                    f"{switch}={getattr(self, switch)!r}: a per-op kernel switch is True or False "
+                    f"(FreezeConfig({switch}=False) leaves that op on torch).")
         if self.cache not in CACHE_CHOICES:
             raise FreezeConfigError(f"cache={self.cache!r}; choose one of None, 'memory', 'disk'.")
         if self.cache == "disk" and not self.cache_dir:

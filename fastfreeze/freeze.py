@@ -224,11 +224,24 @@ def freeze_bottom_layers(
     Usage:
         report = freeze_bottom_layers(model, 6); print(report)
     """
-    FreezeConfig(num_frozen_layers=num_frozen_layers, freeze_embeddings=freeze_embeddings)  # validates k >= 0
+    config = FreezeConfig(num_frozen_layers=num_frozen_layers, freeze_embeddings=freeze_embeddings,
+                          untie_embeddings=untie_embeddings)  # validates k >= 0
+    return freeze_by_config(model, config, parts, stacklevel=3)
+
+
+def freeze_by_config(model: nn.Module, config: FreezeConfig, parts: ModelParts | None = None, *,
+                     stacklevel: int = 2) -> FreezeReport:
+    """`freeze_bottom_layers` for a FreezeConfig (validated when it was built; only its depth is checked here).
+    A warning points `stacklevel` frames up, as `warnings.warn` counts (2: this function's caller).
+
+    Usage:
+        report = freeze_by_config(model, FreezeConfig(num_frozen_layers=6))
+    """
+    num_frozen_layers, freeze_embeddings = config.num_frozen_layers, config.freeze_embeddings
     parts = parts or resolve(model)
-    FreezeConfig(num_frozen_layers=num_frozen_layers).validate_for(parts.num_layers)
+    config.validate_for(parts.num_layers)
     tied = head_is_tied(parts)
-    notes = _tied_head_notes(model, parts, tied and freeze_embeddings, untie_embeddings)
+    notes = _tied_head_notes(model, parts, tied and freeze_embeddings, config.untie_embeddings, stacklevel + 1)
     frozen_names, extra = _freeze(model, parts, num_frozen_layers, freeze_embeddings)
     if extra:
         msg = "also frozen beyond the embedding + layers[:k]: " + "; ".join(f"{n} ({r})" for n, r in extra.items())
@@ -254,7 +267,8 @@ def freeze_bottom_layers(
     return report
 
 
-def _tied_head_notes(model: nn.Module, parts: ModelParts, tied_and_frozen: bool, untie: bool) -> list[str]:
+def _tied_head_notes(model: nn.Module, parts: ModelParts, tied_and_frozen: bool, untie: bool,
+                     stacklevel: int) -> list[str]:
     """A head tied to the frozen embedding: untie it (untie_embeddings=True) or warn that it is frozen too."""
     if tied_and_frozen and untie:
         if zero3_partitioned(parts.head.weight):
@@ -267,7 +281,7 @@ def _tied_head_notes(model: nn.Module, parts: ModelParts, tied_and_frozen: bool,
     if tied_and_frozen:
         msg = ("the LM head is tied to the input embedding, so freezing the embedding freezes the head too; "
                "pass untie_embeddings=True to let the head train")
-        warnings.warn("fastfreeze: " + msg, stacklevel=3)  # at freeze_bottom_layers' caller
+        warnings.warn("fastfreeze: " + msg, stacklevel=stacklevel + 1)  # at the caller of the public function
         return [msg]
     return []
 

@@ -2,11 +2,13 @@
 
 `install_kernels` replaces, on one model instance only, the `forward` of:
 
-- RMSNorm modules (decoder norms, the final norm, Qwen3's q/k norms) -> `csrc_triton.rms_norm`,
-  with the family's cast order (Llama: ``w * x.to(dtype)``; Gemma: ``(x * (1 + w)).to(dtype)``);
-- SwiGLU MLPs (``down(silu(gate(x)) * up(x))``, Phi-3's fused ``gate_up_proj``) -> `csrc_triton.swiglu`;
+- the modules of each op in the kernel registry (`fastfreeze.kernel_registry.ENTRIES`): RMSNorm modules
+  (decoder norms, the final norm, Qwen3's q/k norms) -> `csrc_triton.rms_norm` with the family's cast
+  mode; SwiGLU MLPs (``down(silu(gate(x)) * up(x))``, Phi-3's fused ``gate_up_proj``) -> `csrc_triton.swiglu`;
 - the causal-LM object itself, so that a training forward with labels computes the loss with
-  `csrc_triton.linear_cross_entropy` from the LM head's input and never materialises the logits.
+  `csrc_triton.linear_cross_entropy` from the LM head's input and never materialises the logits (the head's
+  forward gets a tap, bound once at install, that records its input during such a forward).
+Each op has a switch in `FreezeConfig` (rms_norm, swiglu, fused_loss) to bisect a problem.
 
 Modules of the frozen prefix (embedding side + layers[:k], when all of it is frozen) get
 forward-only variants that run under no_grad; the suffix gets the training variants, whose
@@ -42,7 +44,9 @@ import contextlib
 import inspect
 import os
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -50,47 +54,56 @@ from torch import nn
 from . import _patch
 from ._hf_compat import causal_lm_loss, trl_fused_lm_head
 from .families import FAMILIES, FamilySpec, ModelParts
+from .kernel_registry import ENTRIES
 from .trace import eval_mode
 
 # Tests force a choice with this environment variable ("torch" or "triton"); it overrides "auto" only.
 ENV_SWITCH = "FASTFREEZE_KERNELS"
 
 
-def resolve_kernel_set(choice: str, model: nn.Module, device: torch.device | str | None = None) -> str:
-    """'auto' -> 'triton' when the model trains on a CUDA device (`device`, default: where its
-    weights are now) and Triton is importable, else 'torch'. Decide it on the training device:
-    a model loaded on the CPU and moved by Trainer trains on CUDA (see `fastfreeze.runtime`)."""
-    if choice == "auto":
-        forced = os.environ.get(ENV_SWITCH)
-        if forced in ("torch", "triton"):
-            return forced
-        device = torch.device(device) if device is not None else next(model.parameters()).device
-        if device.type == "cuda" and torch.cuda.is_available():
-            import csrc_triton
+class KernelChoice(NamedTuple):
+    """Which implementation the modules run, and why a run on a CUDA device uses torch ops (None: it does not)."""
 
-            return "triton" if csrc_triton.AVAILABLE else "torch"
-        return "torch"
-    return choice
+    kernel_set: str  # "torch" or "triton"
+    reason: str | None
 
 
-def kernel_set_reason(choice: str, kernel_set: str, device: torch.device | str) -> str | None:
-    """Why a run on a CUDA device uses torch ops instead of the Triton kernels (None: it does not)."""
-    if kernel_set != "torch" or torch.device(device).type != "cuda":
-        return None
+def choose_kernel_set(choice: str, model: nn.Module, device: torch.device | str | None = None) -> KernelChoice:
+    """The one decision: 'auto' -> 'triton' when the model trains on a CUDA device (`device`, default: where
+    its weights are now) and Triton is importable, else 'torch'; with the reason when a CUDA run gets torch.
+    Decide it on the training device: a model loaded on the CPU and moved by Trainer trains on CUDA.
+
+    Usage:
+        kernel_set, reason = choose_kernel_set(config.kernels, model, trainer.args.device)
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    on_cuda = device.type == "cuda"
+    forced = os.environ.get(ENV_SWITCH) if choice == "auto" else None
+    if choice == "triton" or forced == "triton":
+        return KernelChoice("triton", None)
     if choice == "torch":
-        return "kernels=torch on a CUDA device: FreezeConfig(kernels='torch') asked for it"
-    if os.environ.get(ENV_SWITCH) == "torch":
-        return f"kernels=torch on a CUDA device: the environment sets {ENV_SWITCH}=torch"
+        return KernelChoice("torch", "kernels=torch on a CUDA device: FreezeConfig(kernels='torch') asked for it"
+                            if on_cuda else None)
+    if forced == "torch":
+        return KernelChoice("torch", f"kernels=torch on a CUDA device: the environment sets {ENV_SWITCH}=torch"
+                            if on_cuda else None)
+    if not on_cuda:
+        return KernelChoice("torch", None)
     if not torch.cuda.is_available():
-        return "kernels=torch: the training device is CUDA but torch.cuda.is_available() is False in this process"
+        return KernelChoice("torch", "kernels=torch: the training device is CUDA but torch.cuda.is_available() "
+                                     "is False in this process")
     import csrc_triton
 
-    return ("kernels=torch on a CUDA device: triton cannot be imported "
-            f"({getattr(csrc_triton, '_IMPORT_ERROR', None)}); install triton for the fused kernels")
+    if csrc_triton.AVAILABLE:
+        return KernelChoice("triton", None)
+    return KernelChoice("torch", "kernels=torch on a CUDA device: triton cannot be imported "
+                                 f"({getattr(csrc_triton, '_IMPORT_ERROR', None)}); install triton for the fused kernels")
 
 
-_SILU_CLASSES = ("SiLU", "SiLUActivation")  # nn.SiLU and transformers' own class (name differs by version)
 OWNER = "kernels"  # the owner of this module's per-instance patches (fastfreeze._patch)
+# The LM head's tap (bound with the fused loss, see _HeadTap) has its own owner: it is part of the fused
+# loss, which the report and remove_kernels count once, as the CausalLM forward.
+HEAD_OWNER = "kernels:head"
 
 
 @dataclass
@@ -112,60 +125,35 @@ class KernelReport:
         return f"kernels=triton ({self.family}): {counts}. Left on torch: {torch_side}. Training loss: {self.loss_head}."
 
 
-# ----------------------------------------------------------------------------- swapped forwards
-def _norm_eps(module: nn.Module) -> float:
-    return float(getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6)))
+# ----------------------------------------------------------------------------- the fused loss
+class _HeadTap:
+    """The LM head's forward while the fused loss is installed, bound once at install: the head's own
+    forward, except inside a fused-loss training forward (`sink` set), where it records its input and
+    returns a zero-width tensor (any soft-cap arithmetic on it costs nothing). Nothing is patched per
+    step: a training forward sets and clears `sink`, a plain attribute."""
 
+    def __init__(self, head: nn.Module):
+        self.head, self.original = head, head.forward  # the forward it had: the class's, or an override
+        self.sink: list[torch.Tensor] | None = None
 
-def _rms_train(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    import csrc_triton
-
-    offset = 1.0 if self._ff_cast == "gemma" else 0.0
-    return csrc_triton.rms_norm(hidden_states, self.weight, _norm_eps(self), offset=offset, cast_mode=self._ff_cast)
-
-
-def _mlp_split_train(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    import csrc_triton
-
-    return self.down_proj(csrc_triton.swiglu(self.gate_proj(x), self.up_proj(x)))
-
-
-def _mlp_fused_train(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    import csrc_triton
-
-    return self.down_proj(csrc_triton.swiglu(self.gate_up_proj(hidden_states)))
-
-
-def _forward_only(fn):
-    # The prefix never needs gradients (prefix.py also runs it under no_grad); no_grad here makes
-    # the ops take their forward-only kernels, which save nothing for backward.
-    def forward(self, *args, **kwargs):
-        with torch.no_grad():
-            return fn(self, *args, **kwargs)
-
-    forward.__name__ = f"{fn.__name__}_forward_only"
-    return forward
-
-
-_FORWARDS = {
-    "rms_norm": _rms_train,
-    "swiglu": _mlp_split_train,
-    "swiglu(gate_up)": _mlp_fused_train,
-}
-_FORWARD_ONLY = {name: _forward_only(fn) for name, fn in _FORWARDS.items()}
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sink is None:
+            return self.original(x)
+        self.sink.append(x)
+        return x.new_empty(*x.shape[:-1], 0)
 
 
 class _FusedLossForward:
     """The CausalLM object's forward: in training with labels, runs the model's own forward with the
-    LM head short-circuited (it records its input and returns a zero-width tensor), then computes
-    the HF causal-LM loss with linear_cross_entropy. Otherwise the model's own forward, untouched.
+    LM head's tap recording its input (instead of computing logits), then computes the HF causal-LM
+    loss with linear_cross_entropy. Otherwise the model's own forward, untouched.
 
     A callable object rather than a bound function: it carries the original `__signature__`
     (Trainer reads it to decide loss-kwargs and dataset columns, generate to validate kwargs), and
-    deepcopy rebinds it to the copied model."""
+    deepcopy rebinds it (and the tap) to the copied model."""
 
-    def __init__(self, model: nn.Module, softcap: float | None):
-        self.model, self.softcap = model, softcap
+    def __init__(self, model: nn.Module, tap: _HeadTap, softcap: float | None):
+        self.model, self.tap, self.softcap = model, tap, softcap
         self.original = type(model).forward.__get__(model)
 
     @property
@@ -175,22 +163,17 @@ class _FusedLossForward:
     def __call__(self, *args, **kwargs):
         labels = kwargs.get("labels")
         keep = kwargs.get("logits_to_keep", 0)
-        # Asked for now, not at install: an adapter may have wrapped the head since.
+        # Asked for now, not at install: an adapter may have wrapped the head since (or it was replaced).
         head = self.model.get_output_embeddings()
         if (labels is None or not self.model.training or kwargs.get("return_dict") is False
-                or not isinstance(keep, int) or keep != 0 or type(head) is not nn.Linear):
+                or not isinstance(keep, int) or keep != 0 or type(head) is not nn.Linear or head is not self.tap.head):
             return self.original(*args, **kwargs)
         captured: list[torch.Tensor] = []
-
-        def capture(x: torch.Tensor) -> torch.Tensor:
-            captured.append(x)
-            return x.new_empty(*x.shape[:-1], 0)  # any soft-cap arithmetic on it costs nothing
-
-        _patch.patch(head, "forward", capture, owner="fused-loss")
+        self.tap.sink = captured
         try:
             out = self.original(*args, **{**kwargs, "labels": None})
         finally:
-            _patch.unpatch(head, "forward", owner="fused-loss")
+            self.tap.sink = None
         if len(captured) != 1:
             raise RuntimeError(f"fastfreeze fused loss: the LM head ran {len(captured)} times in one forward; "
                                "install kernels with fused_loss=False for this model.")
@@ -275,24 +258,6 @@ def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
     return bool(((got.float() - ref.float()).abs().max() <= _PROBE_RTOL.get(ref.dtype, 1e-4) * scale).item())
 
 
-def _kind(module: nn.Module, spec: FamilySpec) -> tuple[str, int] | None:
-    """(kernel name, probe width) when `module` is one this family's kernels replace."""
-    name = type(module).__name__
-    weight = getattr(module, "weight", None)
-    if spec.rms_norm and name.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and weight.dim() == 1 \
-            and len(list(module.parameters())) == 1:
-        return "rms_norm", weight.shape[0]
-    if spec.swiglu and name.endswith("MLP"):
-        act = getattr(module, "act_fn", getattr(module, "activation_fn", None))
-        if type(act).__name__ not in _SILU_CLASSES:
-            return None
-        if spec.swiglu == "split" and all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj")):
-            return "swiglu", module.gate_proj.in_features
-        if spec.swiglu == "fused" and all(hasattr(module, a) for a in ("gate_up_proj", "down_proj")):
-            return "swiglu(gate_up)", module.gate_up_proj.in_features
-    return None
-
-
 def _prefix_modules(parts: ModelParts, k: int) -> set[int]:
     """ids of modules inside the frozen prefix; empty when the embedding side trains (then the
     frozen blocks still pass gradients down and need the training variants)."""
@@ -303,16 +268,31 @@ def _prefix_modules(parts: ModelParts, k: int) -> set[int]:
     return {id(sub) for m in side + blocks for sub in m.modules()}
 
 
-def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int, fused_loss: bool = True) -> KernelReport:
-    """Swap the model's RMSNorms, SwiGLU MLPs and LM-head loss for csrc_triton ops, on this instance only.
+def switched_off(config) -> tuple[str, ...]:
+    """The registry ops a `FreezeConfig` switches off (its per-op bool fields), for `install_kernels(skip=)`.
+
+    Usage: ``install_kernels(model, parts, k, fused_loss=config.fused_loss, skip=switched_off(config))``
+    """
+    return tuple(entry.switch for entry in ENTRIES if not getattr(config, entry.switch))
+
+
+def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int, fused_loss: bool = True,
+                    skip: Collection[str] = ()) -> KernelReport:
+    """Swap the model's modules for the csrc_triton ops of the kernel registry (RMSNorm, SwiGLU MLPs) and
+    its LM-head loss for the fused one, on this instance only.
 
     Usage:
         report = install_kernels(model, fastfreeze.families.resolve(model), num_frozen_layers=6)
 
-    Call it after freezing (which modules are prefix is read from requires_grad) and before the
-    prefix runtime is installed. Modules whose forward is already overridden on the instance
+    `skip` names registry ops left on torch (their `FreezeConfig` switches: "rms_norm", "swiglu"); `fused_loss`
+    is the loss's switch. Call it after freezing (which modules are prefix is read from requires_grad) and
+    before the prefix runtime is installed. Modules whose forward is already overridden on the instance
     (e.g. accelerate hooks) are left alone and listed in the report.
     """
+    switches = {entry.switch for entry in ENTRIES}
+    if not set(skip) <= switches:
+        raise ValueError(f"install_kernels(skip={sorted(skip)}): unknown op switches {sorted(set(skip) - switches)}; "
+                         f"the registry's are {sorted(switches)}")
     if any(OWNER in _patch.owners(m) for m in model.modules()):
         raise RuntimeError("csrc_triton kernels are already installed on this model; call remove_kernels(model) first.")
     _check_runnable(model)
@@ -323,36 +303,44 @@ def install_kernels(model: nn.Module, parts: ModelParts, num_frozen_layers: int,
         report.left_on_torch.append(f"all modules: no kernel table for family {parts.family!r} "
                                     "(add a FamilySpec with its kernel facts to fastfreeze/families.py:FAMILIES)")
         return report
-    if spec.rms_norm is None:
-        report.left_on_torch.append("LayerNorm/GELU (torch's fused ops)")
-    elif spec.swiglu is None:
-        report.left_on_torch.append("GeGLU MLP (no csrc_triton op)")
-    prefix_ids = _prefix_modules(parts, num_frozen_layers)
+    active = []  # (entry, the family's fact for it)
+    for entry in ENTRIES:
+        fact = entry.fact(spec)
+        if fact is None:
+            report.left_on_torch.append(entry.torch_note)
+        elif entry.switch in skip:
+            report.left_on_torch.append(f"{entry.name}: switched off (FreezeConfig({entry.switch}=False))")
+        else:
+            active.append((entry, fact))
+    _swap_modules(model, _prefix_modules(parts, num_frozen_layers), active, report)
+    _install_fused_loss(model, parts, spec, fused_loss, report)
+    return report
+
+
+def _swap_modules(model: nn.Module, prefix_ids: set[int], active: list, report: KernelReport) -> None:
+    """Bind each matching module's forward (forward-only inside the prefix), once its class passed the probe."""
     verified: dict[tuple[type, str], bool] = {}
     for path, module in model.named_modules():
-        found = _kind(module, spec)
+        found = next(((entry, fact, width) for entry, fact in active
+                      if (width := entry.matches(module, fact)) is not None), None)
         if found is None:
             continue
-        kind, width = found
+        entry, fact, width = found
         if _patch.overridden(module, "forward"):
             report.left_on_torch.append(f"{path}: forward already overridden on the instance")
             continue
-        if kind == "rms_norm":
-            _patch.patch(module, "_ff_cast", spec.rms_norm, OWNER)
-        key = (type(module), kind)
+        train, forward_only = entry.forwards(fact)
+        key = (type(module), entry.name)
         if key not in verified:
-            verified[key] = _matches_on_probe(module, _FORWARDS[kind], width)
+            verified[key] = _matches_on_probe(module, train, width)
             if not verified[key]:
-                report.left_on_torch.append(f"{type(module).__name__}: its forward no longer matches the {kind} kernel")
+                report.left_on_torch.append(f"{type(module).__name__}: its forward no longer matches the "
+                                            f"{entry.name} ({fact}) kernel")
         if not verified[key]:
-            _patch.unpatch_all(module, OWNER)
             continue
-        forward_only = id(module) in prefix_ids
-        table = _FORWARD_ONLY if forward_only else _FORWARDS
-        _patch.bind(module, "forward", table[kind], OWNER)
-        report.swapped[path] = f"{kind.split('(')[0]}/{'forward-only' if forward_only else 'train'}"
-    _install_fused_loss(model, parts, spec, fused_loss, report)
-    return report
+        prefix = id(module) in prefix_ids
+        _patch.bind(module, "forward", forward_only if prefix else train, OWNER)
+        report.swapped[path] = f"{entry.name}/{'forward-only' if prefix else 'train'}"
 
 
 def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: FamilySpec, enabled: bool,
@@ -379,7 +367,8 @@ def _install_fused_loss(model: nn.Module, parts: ModelParts, spec: FamilySpec, e
         report.left_on_torch.append(f"LM head loss: {reason}")
         return
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    _patch.patch(model, "forward", _FusedLossForward(model, softcap), OWNER)
+    tap = _patch.patch(parts.head, "forward", _HeadTap(parts.head), HEAD_OWNER)  # bound once, not per step
+    _patch.patch(model, "forward", _FusedLossForward(model, tap, softcap), OWNER)
     report.swapped[parts.head_path] = "linear_cross_entropy/train" + (f" (softcap {softcap})" if softcap else "")
     report.loss_head = "fastfreeze's fused loss (csrc_triton.linear_cross_entropy; training forwards return logits=None)"
 
@@ -396,4 +385,5 @@ def remove_kernels(model: nn.Module) -> int:
         swapped = _patch.patched(module, "forward", OWNER)
         if _patch.unpatch_all(module, OWNER):
             restored += swapped
+        _patch.unpatch_all(module, HEAD_OWNER)  # the fused loss's head tap, counted with the CausalLM forward
     return restored

@@ -28,8 +28,8 @@ from ._hf_compat import text_config, zero3_engine_hooks, zero3_partitioned
 from .families import ModelParts, UnsupportedModelError, is_peft_model, meta_weights_refusal, resolve
 from .adapters import base_model_for_freeze
 from .config import FreezeConfig
-from .freeze import FreezeReport, freeze_bottom_layers, head_is_tied
-from .kernels import install_kernels, kernel_set_reason, remove_kernels, resolve_kernel_set
+from .freeze import FreezeReport, freeze_by_config, head_is_tied
+from .kernels import choose_kernel_set, install_kernels, remove_kernels, switched_off
 from .prefix import FrozenPrefix
 from .probe import ProbeReport, probe_fast_path
 
@@ -162,11 +162,9 @@ def prepare_freeze(model: nn.Module, config: FreezeConfig) -> FreezeRuntime:
     # trainable suffix, and the base weights stay frozen (PEFT decides what trains).
     target = base_model_for_freeze(model, config) if is_peft_model(model) else model
     parts = resolve(target)
-    config.validate_for(parts.num_layers)
     before = _Before.record(target, parts)
     try:
-        report = freeze_bottom_layers(target, config.num_frozen_layers, config.freeze_embeddings,
-                                      config.untie_embeddings, parts=parts)
+        report = freeze_by_config(target, config, parts=parts)  # checks k against the depth (the one check left)
     except BaseException:
         before.restore(target, parts)
         raise
@@ -201,8 +199,7 @@ def _complete(runtime: FreezeRuntime, device: torch.device | None) -> None:
     if where.type == "meta":
         raise UnsupportedModelError(meta_weights_refusal(target, "still on the meta device where fastfreeze must run them"))
     device = torch.device(device) if device is not None else where
-    kernel_set = resolve_kernel_set(config.kernels, target, device=device)
-    reason = kernel_set_reason(config.kernels, kernel_set, device)
+    kernel_set, reason = choose_kernel_set(config.kernels, target, device=device)
     if zero3 == "engine" and kernel_set == "triton":
         kernel_set, reason = "torch", _zero3_torch_ops(target, config)
     report.kernel_set, report.device = kernel_set, str(where)
@@ -210,7 +207,8 @@ def _complete(runtime: FreezeRuntime, device: torch.device | None) -> None:
         report.notes.append(reason)
         logger.warning("fastfreeze: %s", reason)
     if kernel_set == "triton":
-        report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss)))
+        report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss,
+                                                skip=switched_off(config))))
     runtime.kernel_set, runtime.device = kernel_set, where
     if zero3 == "engine":
         report.notes.append(ZERO3_ENGINE_NOTE)

@@ -40,3 +40,18 @@ def test_a_freeze_config_saved_with_the_retired_extra_field_still_loads():
     old = {**FreezeConfig(num_frozen_layers=2).to_dict(), "extra": {}}
     assert FreezeConfig.from_dict(old) == FreezeConfig(num_frozen_layers=2)
     assert "extra" not in FreezeConfig(num_frozen_layers=2).to_dict()
+
+
+def test_per_op_kernel_switches_are_validated_saved_and_not_identity():
+    """rms_norm / swiglu / fused_loss: bools (the error names the fix), saved in the checkpoint's
+    fastfreeze_config.json, free to change on resume (results do not depend on them), and a config saved
+    before the rms_norm / swiglu switches existed loads with them on."""
+    with pytest.raises(FreezeConfigError, match=r"swiglu='no'.*FreezeConfig\(swiglu=False\)"):
+        FreezeConfig(num_frozen_layers=1, swiglu="no")
+    with pytest.raises(FreezeConfigError, match="fused_loss=1"):
+        FreezeConfig(num_frozen_layers=1, fused_loss=1)
+    cfg = FreezeConfig(num_frozen_layers=2, rms_norm=False)
+    assert FreezeConfig.from_dict(__import__("json").loads(cfg.to_json())) == cfg
+    assert cfg.identity() == FreezeConfig(num_frozen_layers=2).identity()
+    older = {k: v for k, v in FreezeConfig(num_frozen_layers=2).to_dict().items() if k not in ("rms_norm", "swiglu")}
+    assert FreezeConfig.from_dict(older) == FreezeConfig(num_frozen_layers=2)

@@ -1,7 +1,7 @@
 """Where the model trains decides the device-dependent set-up: the CPU-loaded pattern (Trainer moves the model), meta weights, ZeRO-3.
 
 A CUDA device cannot be made on this machine, so the device seam is faked in tests only: the kernel
-decision is a function of the training device (`resolve_kernel_set(..., device=)`), and the trainer is
+decision is a function of the training device (`choose_kernel_set(..., device=)`), and the trainer is
 shown to take that decision after Trainer.__init__ placed the model, with `args.device`. The GPU
 suite step (benchmarks/gpu/placement_check.py) checks the real thing on a GPU.
 """
@@ -34,21 +34,22 @@ def _fake_cuda(monkeypatch):
 def test_kernel_set_follows_the_training_device_not_where_the_weights_are_now(monkeypatch):
     _fake_cuda(monkeypatch)
     model = make_model("llama")  # on the CPU, as run_clm.py loads it
-    assert kernels_mod.resolve_kernel_set("auto", model) == "torch"
-    assert kernels_mod.resolve_kernel_set("auto", model, device=torch.device("cuda", 0)) == "triton"
-    assert kernels_mod.resolve_kernel_set("auto", model, device="cpu") == "torch"
-    assert kernels_mod.resolve_kernel_set("torch", model, device="cuda") == "torch"
+    assert kernels_mod.choose_kernel_set("auto", model).kernel_set == "torch"
+    assert kernels_mod.choose_kernel_set("auto", model, device=torch.device("cuda", 0)).kernel_set == "triton"
+    assert kernels_mod.choose_kernel_set("auto", model, device="cpu").kernel_set == "torch"
+    assert kernels_mod.choose_kernel_set("torch", model, device="cuda").kernel_set == "torch"
 
 
 def test_torch_on_cuda_says_why(monkeypatch):
     _fake_cuda(monkeypatch)
-    assert kernels_mod.kernel_set_reason("auto", "triton", "cuda") is None
-    assert kernels_mod.kernel_set_reason("auto", "torch", "cpu") is None
-    assert "FreezeConfig(kernels='torch')" in kernels_mod.kernel_set_reason("torch", "torch", "cuda")
+    model = make_model("llama")  # the one function decides the set and its reason together
+    assert kernels_mod.choose_kernel_set("auto", model, "cuda") == ("triton", None)
+    assert kernels_mod.choose_kernel_set("auto", model, "cpu") == ("torch", None)
+    assert "FreezeConfig(kernels='torch')" in kernels_mod.choose_kernel_set("torch", model, "cuda").reason
     monkeypatch.setattr(csrc_triton, "AVAILABLE", False)
-    assert "triton cannot be imported" in kernels_mod.kernel_set_reason("auto", "torch", "cuda")
+    assert "triton cannot be imported" in kernels_mod.choose_kernel_set("auto", model, "cuda").reason
     monkeypatch.setenv(kernels_mod.ENV_SWITCH, "torch")
-    assert kernels_mod.ENV_SWITCH in kernels_mod.kernel_set_reason("auto", "torch", "cuda")
+    assert kernels_mod.ENV_SWITCH in kernels_mod.choose_kernel_set("auto", model, "cuda").reason
 
 
 def test_trainer_decides_kernels_after_trainer_placed_the_model(monkeypatch, tmp_path):
@@ -59,13 +60,13 @@ def test_trainer_decides_kernels_after_trainer_placed_the_model(monkeypatch, tmp
     model = make_model("llama")
     move = model.to  # Trainer places the model with its public `.to(device)` (spied per instance)
     model.to = lambda device, *a, **kw: (events.append(("moved", str(device))), move(device, *a, **kw))[1]
-    resolve = runtime_mod.resolve_kernel_set
+    resolve = runtime_mod.choose_kernel_set
 
     def spy(choice, model, device=None):
         events.append(("kernels", str(device)))
         return resolve(choice, model, device=device)
 
-    monkeypatch.setattr(runtime_mod, "resolve_kernel_set", spy)
+    monkeypatch.setattr(runtime_mod, "choose_kernel_set", spy)
     args = training_args(str(tmp_path))
     t = FastFreezeTrainer(model=model, args=args, freeze_config=FreezeConfig(num_frozen_layers=2))
     assert events == [("moved", str(args.device)), ("kernels", str(args.device))]

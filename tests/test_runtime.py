@@ -36,7 +36,7 @@ def _zero3_engine_model():
 def test_zero3_engine_refuses_explicit_triton_kernels_naming_what_works(monkeypatch):
     model = _zero3_engine_model()
     runtime = prepare_freeze(model, FreezeConfig(num_frozen_layers=2, kernels="triton"))
-    monkeypatch.setattr(runtime_mod, "resolve_kernel_set", lambda *a, **k: "triton")  # as on a GPU
+    monkeypatch.setattr(runtime_mod, "choose_kernel_set", lambda *a, **k: ("triton", None))  # as on a GPU
     with pytest.raises(UnsupportedModelError, match=r"kernels='triton'.*ZeRO-3.*'auto'"):
         complete_freeze(runtime, torch.device("cpu"))
 
@@ -44,7 +44,7 @@ def test_zero3_engine_refuses_explicit_triton_kernels_naming_what_works(monkeypa
 def test_zero3_engine_runs_torch_ops_where_auto_would_pick_triton(monkeypatch):
     model = _zero3_engine_model()
     runtime = prepare_freeze(model, FreezeConfig(num_frozen_layers=2))
-    monkeypatch.setattr(runtime_mod, "resolve_kernel_set", lambda *a, **k: "triton")  # as on a GPU
+    monkeypatch.setattr(runtime_mod, "choose_kernel_set", lambda *a, **k: ("triton", None))  # as on a GPU
     complete_freeze(runtime, torch.device("cpu"))
     assert runtime.kernel_set == runtime.report.kernel_set == "torch"
     assert any(n.startswith("DeepSpeed ZeRO-3: torch ops") for n in runtime.report.notes)
@@ -256,3 +256,17 @@ def test_a_refused_peft_model_is_left_as_it_came(tmp_path):
     model, untouched = _refused("peft", tmp_path)
     assert_as_it_came(model, untouched)
     assert len(model.get_base_model().model.embed_tokens._forward_hooks) == 2  # the model's hook, HF's hook
+
+
+def test_prepare_freeze_validates_the_config_once(monkeypatch):
+    """The config was validated when built; prepare_freeze checks only its depth against the model, once
+    (it used to run that check in runtime.py and again in freeze.py, and rebuild the config twice)."""
+    calls, built = [], []
+    real_check, real_init = FreezeConfig.validate_for, FreezeConfig.__post_init__
+    monkeypatch.setattr(FreezeConfig, "validate_for", lambda self, n: (calls.append(n), real_check(self, n))[1])
+    config = FreezeConfig(num_frozen_layers=2, probe=False)
+    monkeypatch.setattr(FreezeConfig, "__post_init__", lambda self: (built.append(self), real_init(self))[1])
+    prepare_freeze(make_model("llama"), config)
+    assert calls == [4] and built == []
+    with pytest.raises(FreezeConfigError, match="0..4"):
+        prepare_freeze(make_model("llama"), FreezeConfig(num_frozen_layers=5))

@@ -92,30 +92,21 @@ def rms_cases(hidden: int, xdt, wdt, rows: int, aligned: bool, label: str) -> li
     import csrc_triton as ct
 
     out = []
-    for gemma in (False, True):
-        off = 1.0 if gemma else 0.0
-        tag = f"{label} {'gemma' if gemma else 'llama'}"
+    for mode in ("llama", "gemma"):
+        tag = f"{label} {mode}"
 
-        def infer(res=False):
+        def infer():
             with torch.no_grad():
-                x, w = _meta(rows, hidden, dtype=xdt), _meta(hidden, dtype=wdt)
-                ct.rms_norm_residual(x, _meta(rows, hidden, dtype=xdt), w, 1e-6, off) if res else ct.rms_norm(x, w, 1e-6, off)
+                ct.rms_norm(_meta(rows, hidden, dtype=xdt), _meta(hidden, dtype=wdt), 1e-6, mode)
 
-        def train(gx, gw, res=False, use_s=False):
+        def train(gx, gw):
             x, w = _meta(rows, hidden, dtype=xdt, grad=gx), _meta(hidden, dtype=wdt, grad=gw)
-            if res:
-                y, s = ct.rms_norm_residual(x, _meta(rows, hidden, dtype=xdt, grad=gx), w, 1e-6, off)
-                outs = [y, s] if use_s else [y]
-            else:
-                outs = [ct.rms_norm(x, w, 1e-6, off)]
-            torch.autograd.backward(outs, [torch.empty_like(o) for o in outs])
+            y = ct.rms_norm(x, w, 1e-6, mode)
+            torch.autograd.backward([y], [torch.empty_like(y)])
 
         out.append(_record("rms_norm", f"{tag} forward-only", aligned, infer))
-        out.append(_record("rms_norm", f"{tag} residual forward-only", aligned, lambda: infer(True)))
         for gx, gw, what in ((True, True, "dx+dw"), (True, False, "dx"), (False, True, "dw")):
             out.append(_record("rms_norm", f"{tag} train {what}", aligned, lambda gx=gx, gw=gw: train(gx, gw)))
-        out.append(_record("rms_norm", f"{tag} residual train, both outputs used", aligned,
-                           lambda: train(True, True, True, True)))
     return out
 
 

@@ -50,6 +50,8 @@ class FreezeArguments:
     probe: bool = field(default=True, metadata={"help": "prove the fast path on a probe batch at install"})
     allow_eval_prefix: bool = field(default=False, metadata={
         "help": "accept an eval-mode prefix when the frozen layers have dropout"})
+    rms_norm: bool = field(default=True, metadata={"help": "the RMSNorm Triton kernel (off: torch, to bisect)"})
+    swiglu: bool = field(default=True, metadata={"help": "the SwiGLU MLP Triton kernel (off: torch, to bisect)"})
 
     def to_freeze_config(self):
         """The FreezeConfig these options describe (its own validation applies)."""

@@ -1,4 +1,4 @@
-"""RMSNorm kernels (Llama / Gemma cast orders, fused residual) vs float64 and HF's torch code."""
+"""RMSNorm kernels (Llama / Gemma cast orders) vs float64 and HF's torch code."""
 from __future__ import annotations
 
 import pytest
@@ -48,11 +48,10 @@ def _run_both(fn_kernel, fn_torch, inputs, grad_mask, dy):
 def test_rms_norm_forward_backward(dtype, shape, mode, dev, check, nan_buffers):
     x = torch.randn(shape, device=dev, dtype=dtype) * 3
     w = (torch.randn(shape[-1], device=dev) * (0.1 if mode == "gemma" else 1.0)).to(dtype)
-    offset = 1.0 if mode == "gemma" else 0.0
     ref_fn = hf_gemma if mode == "gemma" else hf_llama
     dy = torch.randn(shape, device=dev)
     (yk, (dxk, dwk)), (yt, (dxt, dwt)), (yr, (dxr, dwr)) = _run_both(
-        lambda a, b: csrc_triton.rms_norm(a, b, EPS, offset=offset), ref_fn, [x, w], [True, True], dy)
+        lambda a, b: csrc_triton.rms_norm(a, b, EPS, cast_mode=mode), ref_fn, [x, w], [True, True], dy)
     assert yk.dtype == yt.dtype == dtype
     check("y", yk, yt, yr)
     check("dx", dxk, dxt, dxr)
@@ -115,55 +114,12 @@ def test_weight_only_grad_computes_no_dx(dev, nan_buffers):
     torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-5, atol=1e-5)  # fp32 math vs float64
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("frozen", [False, True])
-def test_rms_norm_residual(dtype, frozen, dev, check, nan_buffers):
-    shape = (3, 7, 136)
-    xs = [torch.randn(shape, device=dev, dtype=dtype) for _ in range(2)]
-    w = torch.randn(shape[-1], device=dev, dtype=dtype)
-    dy, ds = torch.randn(shape, device=dev), torch.randn(shape, device=dev)
-
-    def run(fn, cast):
-        leaves = [_leaf(t.to(cast) if cast else t) for t in xs] + [_leaf(w.to(cast) if cast else w, not frozen)]
-        normed, new_res = fn(*leaves)
-        torch.autograd.backward([normed, new_res], [dy.to(normed.dtype).clone(), ds.to(new_res.dtype).clone()])
-        return normed.detach(), new_res.detach(), [leaf.grad for leaf in leaves]
-
-    def torch_fn(x, r, ww):
-        s = x + r
-        return hf_llama(s, ww), s
-
-    nk, sk, gk = run(lambda x, r, ww: csrc_triton.rms_norm_residual(x, r, ww, EPS), None)
-    nt, st, gt = run(torch_fn, None)
-    nr, sr, gr = run(torch_fn, torch.float64)
-    assert torch.equal(sk, st)  # the sum is rounded to the activation dtype exactly as HF adds
-    check("normed", nk, nt, nr)
-    check("dx", gk[0], gt[0], gr[0])
-    check("dresidual", gk[1], gt[1], gr[1])
-    if frozen:
-        assert gk[2] is None and "rms_norm.dw_partial" not in nan_buffers
-    else:
-        check("dw", gk[2], gt[2], gr[2])
-
-
-def test_residual_only_new_residual_used(dev):
-    x = torch.randn(4, 48, device=dev, requires_grad=True)
-    r = torch.randn(4, 48, device=dev, requires_grad=True)
-    w = torch.randn(48, device=dev, requires_grad=True)
-    _, s = csrc_triton.rms_norm_residual(x, r, w, EPS)
-    g = torch.randn_like(s)
-    s.backward(g)
-    assert torch.equal(x.grad, g) and torch.equal(r.grad, g) and w.grad is None
-
-
 def test_bad_input_errors(dev):
     x = torch.randn(4, 48, device=dev)
     with pytest.raises(ValueError, match="weight must be 1-D"):
         csrc_triton.rms_norm(x, torch.ones(47, device=dev), EPS)
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
         csrc_triton.rms_norm(x.long(), torch.ones(48, device=dev), EPS)
-    with pytest.raises(ValueError, match="residual must match"):
-        csrc_triton.rms_norm_residual(x, x.half(), torch.ones(48, device=dev), EPS)
     with pytest.raises(ValueError, match="cast_mode"):
         csrc_triton.rms_norm(x, torch.ones(48, device=dev), EPS, cast_mode="t5")
 
@@ -183,8 +139,7 @@ def test_cast_order_mirrors_hf(mode, dev):
     x = torch.randn(64, 200, device=dev, dtype=torch.bfloat16)
     # multiples of 1/64 in [-0.5, 0.5): w + 1 and w - 1 are exact in bf16, so only the cast order differs
     w = (torch.randint(-32, 32, (200,), device=dev) / 64).to(torch.bfloat16)
-    offset = 1.0 if mode == "gemma" else 0.0
-    got = csrc_triton.rms_norm(x, w, EPS, offset=offset)
+    got = csrc_triton.rms_norm(x, w, EPS, cast_mode=mode)
     mine, other = (hf_gemma, hf_llama) if mode == "gemma" else (hf_llama, hf_gemma)
     w_other = w + 1.0 if mode == "gemma" else w - 1.0  # same effective weight (exact), other cast order
     same = (got == mine(x, w)).float().mean().item()
