@@ -9,7 +9,11 @@ from typing import Any
 KERNEL_CHOICES = ("auto", "triton", "torch")
 # The per-op kernel switches (bool fields): one per op of fastfreeze.kernel_registry, plus the fused loss.
 KERNEL_SWITCHES = ("rms_norm", "swiglu", "fused_loss")
-CACHE_CHOICES = (None, "memory", "disk")
+# The boundary-cache backends FreezeConfig(cache=<kind>) can name. Each fastfreeze.cache.PrefixCache subclass
+# that sets its own `kind` enters itself here when its class is defined (memory, disk, or a third one:
+# docs/extending.md), so a new backend is its class and nothing else. Lives here, not in cache/, because the
+# config validates against it and sits below the cache in the layers.
+CACHE_BACKENDS: dict[str, type] = {}
 
 # Keys that decide what the model *is* after freezing; a resumed run must match them exactly.
 # Runtime-only knobs (kernels, cache location) may change between runs without changing results.
@@ -93,8 +97,10 @@ class FreezeConfig:
                 raise FreezeConfigError(
                     f"{switch}={getattr(self, switch)!r}: a per-op kernel switch is True or False "
                     f"(FreezeConfig({switch}=False) leaves that op on torch).")
-        if self.cache not in CACHE_CHOICES:
-            raise FreezeConfigError(f"cache={self.cache!r}; choose one of None, 'memory', 'disk'.")
+        if self.cache is not None and self.cache not in CACHE_BACKENDS:
+            kinds = ", ".join(repr(k) for k in CACHE_BACKENDS)
+            raise FreezeConfigError(f"cache={self.cache!r}; choose one of None, {kinds} (a new backend: a "
+                                    "fastfreeze.cache.PrefixCache subclass with its own `kind`, docs/extending.md).")
         if self.cache == "disk" and not self.cache_dir:
             raise FreezeConfigError("cache='disk' needs cache_dir=<a writable directory>.")
         if self.cache_max_bytes is not None and self.cache_max_bytes <= 0:

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 from .._hf_compat import attn_implementation, text_config
 from .._version import __version__
-from ..config import FreezeConfig
+from ..config import CACHE_BACKENDS, FreezeConfig
 from ..prefix import FrozenPrefix
 from ..trace import eval_mode
 from .collator import BOUNDARY_KEY, CachedBoundaryCollator
@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
-# The backends FreezeConfig(cache=<kind>) can name, by their `kind`. A new backend is a PrefixCache
-# subclass plus one entry here (and its kind in config.CACHE_CHOICES): docs/extending.md.
-BACKENDS: dict[str, type[PrefixCache]] = {cls.kind: cls for cls in (MemoryCache, DiskCache)}
+# The backends FreezeConfig(cache=<kind>) can name, by their `kind`: every PrefixCache subclass that sets
+# its own `kind` (MemoryCache, DiskCache, or a third one) enters itself when defined (docs/extending.md).
+BACKENDS: dict[str, type[PrefixCache]] = CACHE_BACKENDS
 
 
 def open_cache(kind: str, fingerprint: str, cache_dir=None, max_bytes=None, dtype=None, **kwargs) -> PrefixCache:

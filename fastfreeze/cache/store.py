@@ -17,6 +17,8 @@ from typing import Sequence
 
 import torch
 
+from ..config import CACHE_BACKENDS
+
 __all__ = ["CacheSummary", "CacheWarning", "CacheWriteError", "MemoryCache", "PrefixCache"]
 
 # Hit/miss/refused counters live in a small shared-memory table with one row per DataLoader worker
@@ -129,6 +131,18 @@ class PrefixCache(abc.ABC):
     kind: str  # each backend names itself (checked at construction)
     path: str | None = None  # where the store lives; None: in this process
     writable: bool = True  # False once the backend has disabled its writes
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that sets its own `kind` becomes selectable as FreezeConfig(cache=kind)."""
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if not isinstance(kind, str) or not kind:
+            return  # an intermediate class, or one the construction check will refuse
+        known = CACHE_BACKENDS.get(kind)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"cache kind {kind!r} is taken by {known.__module__}.{known.__qualname__}; "
+                            f"give {cls.__qualname__} another `kind`")
+        CACHE_BACKENDS[kind] = cls  # the same class defined again (a reloaded module) replaces itself
 
     def __init__(self, fingerprint: str, max_bytes: int | None = None, dtype=None):
         if not isinstance(getattr(type(self), "kind", None), str) or not type(self).kind:

@@ -73,10 +73,10 @@ class DictCache(PrefixCache):
 
 
 @pytest.fixture
-def dict_backend(monkeypatch):
-    """Plug DictCache in as a new backend would be: its kind in config.CACHE_CHOICES, its class in BACKENDS."""
-    monkeypatch.setattr(ff_config, "CACHE_CHOICES", (*ff_config.CACHE_CHOICES, "dict"))
-    monkeypatch.setitem(BACKENDS, "dict", DictCache)
+def dict_backend():
+    """DictCache is plugged in as a new backend is: by defining it (its `kind` registered it, nothing else)."""
+    assert BACKENDS["dict"] is DictCache and ff_config.CACHE_BACKENDS is BACKENDS
+    FreezeConfig(num_frozen_layers=2, cache="dict")  # selectable by name
 
 
 def test_a_third_backend_trains_exactly_like_the_memory_cache(tmp_path, dict_backend):
@@ -129,3 +129,12 @@ def test_an_incomplete_backend_fails_at_construction_naming_what_is_missing(tmp_
         FFTrainer(model=make_model("llama"), args=training_args(str(tmp_path / "o"), steps=1),
                   train_dataset=Dataset.from_list(make_rows(4)), data_collator=pad_collator(),
                   freeze_config=FreezeConfig(num_frozen_layers=2, cache="dict"))
+
+
+def test_a_kind_names_one_backend():
+    with pytest.raises(TypeError, match="'memory' is taken by fastfreeze.cache.store.MemoryCache"):
+        class Impostor(DictCache):
+            kind = "memory"
+    assert BACKENDS["memory"] is MemoryCache
+    with pytest.raises(ff_config.FreezeConfigError, match="choose one of None, 'memory', 'disk'"):
+        FreezeConfig(num_frozen_layers=2, cache="redis")
