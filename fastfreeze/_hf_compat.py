@@ -72,6 +72,11 @@ def full_numel(p: torch.Tensor) -> int:
     return int(p.ds_numel) if hasattr(p, "ds_numel") else p.numel()
 
 
+def full_shape(p: torch.Tensor) -> torch.Size:
+    """The shape of the whole parameter, also for a ZeRO-3 placeholder (whose own shape is [0])."""
+    return torch.Size(p.ds_shape) if hasattr(p, "ds_shape") else p.shape
+
+
 def zero3_engine_hooks(model: nn.Module) -> bool:
     """Whether a DeepSpeed ZeRO-3 engine hooked `model`'s modules (it gathers their weights per call)."""
     return any(hasattr(m, "ds_recompute_parameters") for m in model.modules())

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from . import _patch
-from ._hf_compat import causal_lm_loss, trl_fused_lm_head
+from ._hf_compat import causal_lm_loss, full_shape, trl_fused_lm_head, zero3_gathered
 from .families import FAMILIES, FamilySpec, ModelParts
 from .trace import eval_mode
 
@@ -265,7 +265,9 @@ def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
     """The swapped forward reproduces the module's own forward on a probe input (catches a
     transformers change in what the module computes; tolerance: a few roundings of the dtype)."""
     # Eval: no dropout draws inside (e.g. LoRA dropout on the projections).
-    with eval_mode(module), _whole_weights(module), torch.no_grad():
+    # Whole weights for this one call: FSDP2 shards swapped, DeepSpeed ZeRO-3's gathered (collectives: every
+    # rank checks the same classes in the same order, install_kernels' loop).
+    with eval_mode(module), zero3_gathered(module.parameters()), _whole_weights(module), torch.no_grad():
         x = _probe_input(module, width)
         ref = type(module).forward(module, x)
         got = new_forward(module, x)
@@ -279,9 +281,9 @@ def _kind(module: nn.Module, spec: FamilySpec) -> tuple[str, int] | None:
     """(kernel name, probe width) when `module` is one this family's kernels replace."""
     name = type(module).__name__
     weight = getattr(module, "weight", None)
-    if spec.rms_norm and name.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and weight.dim() == 1 \
+    if spec.rms_norm and name.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and len(full_shape(weight)) == 1 \
             and len(list(module.parameters())) == 1:
-        return "rms_norm", weight.shape[0]
+        return "rms_norm", full_shape(weight)[0]  # the whole width, also for a ZeRO-3 placeholder
     if spec.swiglu and name.endswith("MLP"):
         act = getattr(module, "act_fn", getattr(module, "activation_fn", None))
         if type(act).__name__ not in _SILU_CLASSES:

@@ -203,8 +203,6 @@ def _complete(runtime: FreezeRuntime, device: torch.device | None) -> None:
     device = torch.device(device) if device is not None else where
     kernel_set = resolve_kernel_set(config.kernels, target, device=device)
     reason = kernel_set_reason(config.kernels, kernel_set, device)
-    if zero3 == "engine" and kernel_set == "triton":
-        kernel_set, reason = "torch", _zero3_torch_ops(target, config)
     report.kernel_set, report.device = kernel_set, str(where)
     if reason:
         report.notes.append(reason)

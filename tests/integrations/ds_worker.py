@@ -110,7 +110,7 @@ def build(root: str, scenario: str, tiny: str, k: int = K, **extra):
     at_load["recorder"] = recorder = RecordingCollator()
     kw = dict(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)), data_collator=recorder)
     cache = {"disk": "disk", "memory": "memory"}.get(arm)
-    cfg = FreezeConfig(num_frozen_layers=k, cache=cache,
+    cfg = FreezeConfig(num_frozen_layers=k, cache=cache, kernels="triton" if arm == "triton" else "auto",
                        cache_dir=os.path.join(root, f"{scenario}-cache") if cache == "disk" else None)
     if arm == "ref":
         seed_snippet_freeze(model, "llama", k)
