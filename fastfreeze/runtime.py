@@ -120,17 +120,10 @@ ZERO3_AT_LOAD_NOTE = ("DeepSpeed ZeRO-3 partitioned the weights at load: frozen 
                       "gathered only during its own forward")
 ZERO3_ENGINE_NOTE = ("DeepSpeed ZeRO-3: prefix trace and probe ran at train start under the engine, which "
                      "gathers each module's weights around its call and releases them after (never the whole prefix)")
-
-
-def _zero3_torch_ops(target: nn.Module, config: FreezeConfig) -> str:
-    """Why a ZeRO-3 engine's model runs torch ops: each kernel's install check calls the module on its own,
-    outside the engine's gathers, so it would read empty placeholders (not supported yet). An explicit
-    kernels="triton" is refused; "auto" falls back, said in the report."""
-    if config.kernels == "triton":
-        raise UnsupportedModelError(
-            f"{type(target).__name__}: kernels='triton' is not supported under DeepSpeed ZeRO-3 yet (the kernels' "
-            "install check reads partitioned weights). Use FreezeConfig(kernels='auto') or 'torch', or ZeRO-2.")
-    return "DeepSpeed ZeRO-3: torch ops (the Triton kernels' install check cannot read partitioned weights yet)"
+ZERO3_KERNELS_NOTE = ("DeepSpeed ZeRO-3: the Triton kernels' install check gathered each module it checked, one at "
+                      "a time on every rank; in training each kernel runs inside its module's forward, where the "
+                      "engine has gathered the weights (the fused loss, read after the LM head ran, gets the head's "
+                      "weight through DeepSpeed's discovery of external parameters)")
 
 
 @contextlib.contextmanager
@@ -209,6 +202,8 @@ def _complete(runtime: FreezeRuntime, device: torch.device | None) -> None:
         logger.warning("fastfreeze: %s", reason)
     if kernel_set == "triton":
         report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss)))
+        if zero3 == "engine":
+            report.notes.append(ZERO3_KERNELS_NOTE)
     runtime.kernel_set, runtime.device = kernel_set, where
     if zero3 == "engine":
         report.notes.append(ZERO3_ENGINE_NOTE)

@@ -4,8 +4,9 @@ Each scenario builds what a user's script builds: `TrainingArguments(deepspeed=c
 `from_pretrained` (under a ZeRO-3 config transformers loads inside `deepspeed.zero.Init`, so every
 rank holds empty placeholders from the start), then the trainer. Arms: `ref` is plain Trainer with
 the seed-snippet freeze (`requires_grad=False`), the others FastFreezeTrainer without a cache, with a
-disk cache both ranks share, with a memory cache per rank, or resumed from z3_ff's DeepSpeed
-checkpoint at step 4; `sft_ref` / `sft_ff` are TRL's SFTTrainer with the seed snippet and
+disk cache both ranks share, with a memory cache per rank, resumed from z3_ff's DeepSpeed
+checkpoint at step 4, or with kernels="triton" and the fused loss (the GPU defaults; interpreted: the
+test launches with TRITON_INTERPRET=1); `sft_ref` / `sft_ff` are TRL's SFTTrainer with the seed snippet and
 FastFreezeSFTTrainer. Writes each rank's facts as JSON and the final weights
 (ZeRO-3: gathered one parameter at a time) from rank 0.
 """
@@ -35,7 +36,8 @@ SFT_ROWS, SFT_STEPS = 8, 4  # TRL's SFTTrainer: 2 epochs of 2 global batches of 
 # TRL is an optional extra too: its scenarios run where it is installed.
 SFT_SCENARIOS = ("z2_sft_ref", "z2_sft_ff", "z3_sft_ref", "z3_sft_ff") if importlib.util.find_spec("trl") else ()
 SCENARIOS = ("z1_ref", "z1_ff", "z2_ref", "z2_ff", "z2_disk", "z3_ref", "z3_ff", "z3_disk", "z3_memory",
-             "z3_resume") + SFT_SCENARIOS
+             "z3_resume", "z3_triton") + SFT_SCENARIOS
+TRITON_OPS = ("rms_norm", "swiglu", "linear_cross_entropy")
 
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
@@ -138,6 +140,37 @@ def build_sft(model, args, arm: str, k: int):
     return trainer
 
 
+class TritonCalls:
+    """Counts the csrc_triton ops the swapped forwards call (they look each op up at call time), and the
+    calls whose weight was not whole (a ZeRO-3 placeholder or partition): none, if the engine's hooks
+    gathered the module's weights around the kernel."""
+
+    def __init__(self):
+        import csrc_triton
+
+        self.calls, self.partial, self.originals = dict.fromkeys(TRITON_OPS, 0), 0, {}
+        for name in TRITON_OPS:
+            self.originals[name] = original = getattr(csrc_triton, name)
+            setattr(csrc_triton, name, self._counted(name, original))
+
+    def _counted(self, name, original):
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            weight = args[1] if name != "swiglu" else None  # rms_norm(x, weight, ...), linear_cross_entropy(h, weight, ...)
+            if weight is not None and weight.numel() != getattr(weight, "ds_numel", weight.numel()):
+                self.partial += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    def restore(self) -> dict:
+        import csrc_triton
+
+        for name, original in self.originals.items():
+            setattr(csrc_triton, name, original)
+        return {"triton_calls": self.calls, "triton_partial_weight_calls": self.partial}
+
+
 def optimizer_facts(trainer) -> dict:
     """What the engine's ZeRO optimizer holds on this rank: the parameters it trains (by name), the
     elements of its fp32 partitions, and the bytes of its Adam moments."""
@@ -176,7 +209,10 @@ def run(root: str, scenario: str, tiny: str, rank: int) -> dict:
     resume = os.path.join(root, "z3_ff", "checkpoint-4") if scenario == "z3_resume" else None
     if resume:
         facts["refused_other_k"] = refused_other_freeze(root, tiny, resume)
+    triton = TritonCalls() if scenario.endswith("_triton") else None
     trainer.train(resume_from_checkpoint=resume)
+    if triton is not None:
+        facts.update(triton.restore())
     facts.update(losses=[h["loss"] for h in trainer.state.log_history if "loss" in h], trainer=type(trainer).__name__,
                  gradient_checkpointing=trainer.args.gradient_checkpointing,
                  batches=recorder.batches,
