@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--arms", default=",".join(ARMS),
                     help="comma-separated subset of full,plain,fastfreeze (at 1B fp32 the two freeze arms need "
-                         "~18 GB of RAM for 2 ranks, full fine-tuning ~35 GB: docs/placement.md)")
+                         "~15-20 GB of RAM for 2 ranks, full fine-tuning ~28-33 GB: docs/placement.md)")
     ap.add_argument("--stages", default="1,2,3", help="comma-separated subset of the ZeRO stages 1,2,3")
     ap.add_argument("--work", default="/tmp/ds_memory")
     a = ap.parse_args(argv)
