@@ -265,8 +265,7 @@ def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
     """The swapped forward reproduces the module's own forward on a probe input (catches a
     transformers change in what the module computes; tolerance: a few roundings of the dtype)."""
     # Eval: no dropout draws inside (e.g. LoRA dropout on the projections).
-    # Whole weights for this one call: FSDP2 shards swapped, DeepSpeed ZeRO-3's gathered (collectives: every
-    # rank checks the same classes in the same order, install_kernels' loop).
+    # Whole weights for this call (ZeRO-3 gathered, FSDP2 swapped): collectives, same classes and order on every rank.
     with eval_mode(module), zero3_gathered(module.parameters()), _whole_weights(module), torch.no_grad():
         x = _probe_input(module, width)
         ref = type(module).forward(module, x)
