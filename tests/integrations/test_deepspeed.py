@@ -69,13 +69,16 @@ def _scenarios(stage: int, prefix: str = "") -> list[str]:
 @pytest.fixture(scope="module")
 def reference(ds_run, tmp_path_factory):
     """The tiny model as saved (what every run starts from), its trainable names, and the cache
-    fingerprint of one process training it whole, without DeepSpeed."""
+    fingerprint of one process training it whole, without DeepSpeed, in the CPU defaults as the cached
+    arms ran (the fingerprint names the kernel set)."""
     tiny = os.path.join(ds_run[0], "tiny")
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny, attn_implementation="eager")
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = training_args(str(tmp_path_factory.mktemp("one")), steps=STEPS, grad_accum=1)
-    one = FastFreezeTrainer(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
-                            freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv(ENV_SWITCH, raising=False)
+        one = FastFreezeTrainer(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
+                                freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     counts = [one.freeze_report.frozen_params, one.freeze_report.trainable_params]
     return {"initial": initial, "trainable": trainable, "fingerprint": one.prefix_cache.cache.fingerprint,
