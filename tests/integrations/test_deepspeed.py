@@ -7,7 +7,8 @@ the seed-snippet freeze and the same DeepSpeed config: the same losses at every 
 weights and the frozen weights unchanged, without a cache, with a disk cache both ranks share and with
 a memory cache per rank, and resumed from a DeepSpeed checkpoint; ZeRO-1 without a cache; and
 FastFreezeSFTTrainer against TRL's SFTTrainer (its defaults: its collator, completion-only loss,
-activation checkpointing) under ZeRO-2 and ZeRO-3. Each check first asserts that the
+activation checkpointing) under ZeRO-2 and ZeRO-3; and the GPU defaults (kernels="triton", interpreted,
+with the fused loss) under ZeRO-3, within the Triton-vs-torch bound. Each check first asserts that the
 engine really ran the stage and that the data parallelism is real (each rank trains on its own half).
 """
 from __future__ import annotations
