@@ -106,7 +106,8 @@ def build(root: str, scenario: str, tiny: str, k: int = K, **extra):
     else:
         args = training_args(os.path.join(root, scenario), steps=STEPS, grad_accum=1, **common, **extra)
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny, attn_implementation="eager")
-    at_load = {"partitioned_at_load": all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())}
+    at_load = {"partitioned_at_load": all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters()),
+               "hub_kernels_at_load": bool(getattr(model, "use_kernels", False))}  # transformers >= 5.2x + `kernels`
     if arm.startswith("sft_"):
         return build_sft(model, args, arm, k), at_load
     at_load["recorder"] = recorder = RecordingCollator()
@@ -140,15 +141,16 @@ def build_sft(model, args, arm: str, k: int):
     return trainer
 
 
-class TritonCalls:
-    """Counts the csrc_triton ops the swapped forwards call (they look each op up at call time), and the
-    calls whose weight was not whole (a ZeRO-3 placeholder or partition): none, if the engine's hooks
-    gathered the module's weights around the kernel."""
+class TritonCalls(TrainerCallback):
+    """Counts, per training step, the csrc_triton ops the swapped forwards call (they look each op up at call
+    time), and the calls whose weight was not whole (a ZeRO-3 placeholder or partition): none, if the
+    engine's hooks gathered the module's weights around the kernel. Per step, not in total: the install
+    check and the probe call the ops too, and a kernel dropped before the first step must show as 0."""
 
     def __init__(self):
         import csrc_triton
 
-        self.calls, self.partial, self.originals = dict.fromkeys(TRITON_OPS, 0), 0, {}
+        self.calls, self.partial, self.steps, self.originals = dict.fromkeys(TRITON_OPS, 0), 0, [], {}
         for name in TRITON_OPS:
             self.originals[name] = original = getattr(csrc_triton, name)
             setattr(csrc_triton, name, self._counted(name, original))
@@ -163,12 +165,18 @@ class TritonCalls:
 
         return counted
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.calls = dict.fromkeys(TRITON_OPS, 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(dict(self.calls))
+
     def restore(self) -> dict:
         import csrc_triton
 
         for name, original in self.originals.items():
             setattr(csrc_triton, name, original)
-        return {"triton_calls": self.calls, "triton_partial_weight_calls": self.partial}
+        return {"triton_step_calls": self.steps, "triton_partial_weight_calls": self.partial}
 
 
 def optimizer_facts(trainer) -> dict:
@@ -210,6 +218,8 @@ def run(root: str, scenario: str, tiny: str, rank: int) -> dict:
     if resume:
         facts["refused_other_k"] = refused_other_freeze(root, tiny, resume)
     triton = TritonCalls() if scenario.endswith("_triton") else None
+    if triton is not None:
+        trainer.add_callback(triton)
     trainer.train(resume_from_checkpoint=resume)
     if triton is not None:
         facts.update(triton.restore())
