@@ -48,6 +48,31 @@ def test_zero3_engine_installs_the_triton_kernels_as_asked(monkeypatch, kernels)
     assert any(n.startswith("DeepSpeed ZeRO-3: prefix trace and probe ran at train start") for n in runtime.report.notes)
 
 
+def test_triton_kernels_survive_transformers_hub_rekernelization(tmp_path, monkeypatch):
+    """transformers 5.25 + the `kernels` package: from_pretrained turns hub kernelization on, and every train()/
+    eval() mode change re-kernelizes, resetting the forward of hub-decorated modules (LlamaRMSNorm) to the
+    class's. The Triton set-up turns it off (a note), so the RMSNorm kernels still run after train()/eval();
+    teardown turns it back on."""
+    import csrc_triton
+    from fastfreeze import _hf_compat
+
+    make_model("llama").save_pretrained(tmp_path / "tiny")
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "tiny", attn_implementation="eager")
+    if not getattr(model, "use_kernels", False):
+        pytest.skip("this transformers / kernels pair does not turn hub kernels on in from_pretrained")
+    runtime = apply_freeze(model, FreezeConfig(num_frozen_layers=2, kernels="triton"))
+    assert runtime_mod.HUB_KERNELS_NOTE in runtime.report.notes and not model.use_kernels
+    calls = []
+    monkeypatch.setattr(csrc_triton, "rms_norm", lambda *a, _f=csrc_triton.rms_norm, **k: calls.append(1) or _f(*a, **k))
+    model.eval()
+    model.train()  # what Trainer does every step
+    model(**pad_collator()(make_rows(2)))
+    assert len(calls) == 9  # 2 per block + the final norm: none reset to torch
+    mode = runtime.hub_kernels_mode
+    runtime.teardown()
+    assert model.use_kernels and model.kernels_mode == mode and _hf_compat.hub_kernels_off(model) == mode
+
+
 # ------------------------------------------------------------------ a refusal leaves the model as it came
 def _dropout_llama():
     """Attention dropout in the frozen blocks: the probe refuses (the prefix would draw random numbers)."""
