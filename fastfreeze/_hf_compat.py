@@ -72,6 +72,11 @@ def full_numel(p: torch.Tensor) -> int:
     return int(p.ds_numel) if hasattr(p, "ds_numel") else p.numel()
 
 
+def full_shape(p: torch.Tensor) -> torch.Size:
+    """The shape of the whole parameter, also for a ZeRO-3 placeholder (whose own shape is [0])."""
+    return torch.Size(p.ds_shape) if hasattr(p, "ds_shape") else p.shape
+
+
 def zero3_engine_hooks(model: nn.Module) -> bool:
     """Whether a DeepSpeed ZeRO-3 engine hooked `model`'s modules (it gathers their weights per call)."""
     return any(hasattr(m, "ds_recompute_parameters") for m in model.modules())
@@ -121,6 +126,28 @@ def zero3_gathered_per_module(model: nn.Module):
             h.remove()
         while open_:
             open_.pop().__exit__(None, None, None)
+
+
+# ------------------------------------------------------------------------------ transformers hub kernels
+# transformers >= 5.2x with the `kernels` package installed: `from_pretrained` turns hub kernelization on
+# (`use_kernels=True` unless USE_HUB_KERNELS disables it), and every later train()/eval() that changes the
+# mode re-kernelizes, which sets the forward of each module decorated with `use_kernel_forward_from_hub`
+# (e.g. LlamaRMSNorm) again: a hub kernel's, or the class's own (`module.__dict__.pop("forward")`),
+# silently dropping a per-instance forward such as fastfreeze's Triton RMSNorm at Trainer's first train().
+def hub_kernels_off(model: nn.Module) -> Any:
+    """Turn transformers' hub kernelization off on `model` (its decorated modules get their torch forward, and
+    train()/eval() no longer re-kernelize). Returns the mode to give back to `hub_kernels_on` (None: it was off)."""
+    if not getattr(model, "use_kernels", False):
+        return None
+    mode = model.kernels_mode
+    model.use_kernels = False  # transformers' reset_kernels(): the torch forwards, no mode tracking
+    return mode
+
+
+def hub_kernels_on(model: nn.Module, mode: Any) -> None:
+    """Undo `hub_kernels_off` (a no-op for None)."""
+    if mode is not None:
+        model.set_use_kernels(True, mode=mode)
 
 
 # ------------------------------------------------------------------------------ transformers config / model

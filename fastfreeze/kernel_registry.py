@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ._hf_compat import full_shape
 from .families import FamilySpec
 
 _SILU_CLASSES = ("SiLU", "SiLUActivation")  # nn.SiLU and transformers' own class (name differs by version)
@@ -72,9 +73,9 @@ def _norm_eps(module: nn.Module) -> float:
 
 def _rms_norm_matches(module: nn.Module, cast_mode: str) -> int | None:
     weight = getattr(module, "weight", None)
-    if type(module).__name__.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and weight.dim() == 1 \
+    if type(module).__name__.endswith("RMSNorm") and isinstance(weight, nn.Parameter) and len(full_shape(weight)) == 1 \
             and len(list(module.parameters())) == 1:
-        return weight.shape[0]
+        return full_shape(weight)[0]  # the whole width, also for a DeepSpeed ZeRO-3 placeholder
     return None
 
 

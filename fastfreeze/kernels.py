@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from . import _patch
-from ._hf_compat import causal_lm_loss, trl_fused_lm_head
+from ._hf_compat import causal_lm_loss, trl_fused_lm_head, zero3_gathered
 from .families import FAMILIES, FamilySpec, ModelParts
 from .kernel_registry import ENTRIES
 from .trace import eval_mode
@@ -248,7 +248,8 @@ def _matches_on_probe(module: nn.Module, new_forward, width: int) -> bool:
     """The swapped forward reproduces the module's own forward on a probe input (catches a
     transformers change in what the module computes; tolerance: a few roundings of the dtype)."""
     # Eval: no dropout draws inside (e.g. LoRA dropout on the projections).
-    with eval_mode(module), _whole_weights(module), torch.no_grad():
+    # Whole weights for this call (ZeRO-3 gathered, FSDP2 swapped): collectives, same classes and order on every rank.
+    with eval_mode(module), zero3_gathered(module.parameters()), _whole_weights(module), torch.no_grad():
         x = _probe_input(module, width)
         ref = type(module).forward(module, x)
         got = new_forward(module, x)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._hf_compat import text_config, zero3_engine_hooks, zero3_partitioned
+from ._hf_compat import hub_kernels_off, hub_kernels_on, text_config, zero3_engine_hooks, zero3_partitioned
 from .families import ModelParts, UnsupportedModelError, is_peft_model, meta_weights_refusal, resolve
 from .adapters import base_model_for_freeze
 from .config import FreezeConfig
@@ -77,6 +77,7 @@ class FreezeRuntime:
     device: torch.device | None = None  # where the model trains: set by complete_freeze
     completed: bool = False  # complete_freeze ran: kernels, prefix and probe are in place
     before: _Before | None = None  # the model before prepare_freeze (teardown restores it)
+    hub_kernels_mode: object = None  # transformers' hub-kernel mode the Triton kernels turned off (teardown restores it)
 
     def teardown(self) -> None:
         """Undo this run on the model: the prefix (its forwards, stand-ins, modes, input-require-grads
@@ -89,6 +90,8 @@ class FreezeRuntime:
         if self.prefix is not None:
             self.prefix.remove()
         remove_kernels(self.target)
+        hub_kernels_on(self.target, self.hub_kernels_mode)
+        self.hub_kernels_mode = None
         if self.before is not None:
             self.before.restore(self.target, self.parts)
         self.prefix, self.probe, self.completed = None, None, False
@@ -120,17 +123,13 @@ ZERO3_AT_LOAD_NOTE = ("DeepSpeed ZeRO-3 partitioned the weights at load: frozen 
                       "gathered only during its own forward")
 ZERO3_ENGINE_NOTE = ("DeepSpeed ZeRO-3: prefix trace and probe ran at train start under the engine, which "
                      "gathers each module's weights around its call and releases them after (never the whole prefix)")
-
-
-def _zero3_torch_ops(target: nn.Module, config: FreezeConfig) -> str:
-    """Why a ZeRO-3 engine's model runs torch ops: each kernel's install check calls the module on its own,
-    outside the engine's gathers, so it would read empty placeholders (not supported yet). An explicit
-    kernels="triton" is refused; "auto" falls back, said in the report."""
-    if config.kernels == "triton":
-        raise UnsupportedModelError(
-            f"{type(target).__name__}: kernels='triton' is not supported under DeepSpeed ZeRO-3 yet (the kernels' "
-            "install check reads partitioned weights). Use FreezeConfig(kernels='auto') or 'torch', or ZeRO-2.")
-    return "DeepSpeed ZeRO-3: torch ops (the Triton kernels' install check cannot read partitioned weights yet)"
+HUB_KERNELS_NOTE = ("transformers' hub kernels (use_kernels, on by default in from_pretrained when the `kernels` "
+                    "package is installed) turned off on this model: each train()/eval() would re-kernelize and "
+                    "reset the Triton RMSNorm forwards (restored if the set-up is undone)")
+ZERO3_KERNELS_NOTE = ("DeepSpeed ZeRO-3: the Triton kernels' install check gathered each module it checked, one at "
+                      "a time on every rank; in training each kernel runs inside its module's forward, where the "
+                      "engine has gathered the weights (the fused loss, read after the LM head ran, gets the head's "
+                      "weight through DeepSpeed's discovery of external parameters)")
 
 
 @contextlib.contextmanager
@@ -200,15 +199,18 @@ def _complete(runtime: FreezeRuntime, device: torch.device | None) -> None:
         raise UnsupportedModelError(meta_weights_refusal(target, "still on the meta device where fastfreeze must run them"))
     device = torch.device(device) if device is not None else where
     kernel_set, reason = choose_kernel_set(config.kernels, target, device=device)
-    if zero3 == "engine" and kernel_set == "triton":
-        kernel_set, reason = "torch", _zero3_torch_ops(target, config)
     report.kernel_set, report.device = kernel_set, str(where)
     if reason:
         report.notes.append(reason)
         logger.warning("fastfreeze: %s", reason)
     if kernel_set == "triton":
+        runtime.hub_kernels_mode = hub_kernels_off(target)
+        if runtime.hub_kernels_mode is not None:
+            report.notes.append(HUB_KERNELS_NOTE)
         report.notes.append(str(install_kernels(target, parts, config.num_frozen_layers, fused_loss=config.fused_loss,
                                                 skip=switched_off(config))))
+        if zero3 == "engine":
+            report.notes.append(ZERO3_KERNELS_NOTE)
     runtime.kernel_set, runtime.device = kernel_set, where
     if zero3 == "engine":
         report.notes.append(ZERO3_ENGINE_NOTE)

@@ -349,3 +349,12 @@ def test_zero3_shims_read_what_deepspeed_marks():
         import deepspeed
 
         assert callable(deepspeed.zero.GatheredParameters)
+
+
+def test_full_shape_reads_a_zero3_placeholders_ds_shape():
+    """zero.Init leaves an empty placeholder (shape [0]) and the whole shape in ds_shape; the kernels' install check
+    sizes its probe input from it (tests/integrations/test_deepspeed.py runs the real thing)."""
+    whole = torch.nn.Parameter(torch.ones(32))
+    placeholder = torch.nn.Parameter(torch.empty(0))
+    placeholder.ds_shape, placeholder.ds_id = torch.Size([32]), 3
+    assert hf.full_shape(whole) == hf.full_shape(placeholder) == torch.Size([32])

@@ -1,8 +1,11 @@
 """What each rank holds under DeepSpeed ZeRO-1/2/3 for full fine-tuning, the plain freeze and fastfreeze, counted from its live tensors.
 
-`python -m benchmarks.deepspeed [--shape small|1b] [--out benchmarks/results]` launches one
-`torchrun --nproc_per_node 2` per (stage, arm) on CPU (gloo, DS_ACCELERATOR=cpu; one launch each, so
-no engine outlives its run) and writes `deepspeed_memory_<shape>.{json,md}`. Each rank counts, at the
+`python -m benchmarks.deepspeed [--shape small|1b] [--arms full,plain,fastfreeze] [--stages 1,2,3]
+[--out benchmarks/results]` launches one `torchrun --nproc_per_node 2` per (stage, arm) on CPU (gloo,
+DS_ACCELERATOR=cpu; one launch each, so no engine outlives its run, and a machine needs room for one
+launch only) and writes `deepspeed_memory_<shape>.{json,md}` (a subset of arms or stages: the names get
+`_<arms>_z<stages>`, so a partial run never overwrites the whole table). Beside each measured total the
+table prints the per-element prediction (`predicted`) that docs/placement.md scales to 1B/8B/70B. Each rank counts, at the
 entry of the second optimizer step (gradients reduced and Adam state present; activations freed), the
 bytes of every live tensor storage (gc, each storage once), split into the model's weights (frozen /
 trainable; ZeRO-3: each parameter's partition `ds_tensor`), the fp32 master partitions, the Adam
@@ -134,21 +137,42 @@ def _launch(stage: int, arm: str, shape: str, out: str) -> None:
 
 
 GB = 1e9
+RANKS = 2
+
+
+def predicted_bytes(stage: int, frozen: int, trainable: int, ranks: int = RANKS) -> int:
+    """Per rank, fp32, from element counts (what the small shape measured, per element): the weights, whole
+    under ZeRO-1/2 and a 1/N partition under ZeRO-3; for trainable elements only, a 1/N share of the fp32
+    master (4 B), Adam's two moments (8 B) and the gradient partition (4 B). Excluded: activations, buckets,
+    and under ZeRO-1/2 the one parameter straddling the partition boundary (its whole gradient)."""
+    weights = 4 * (frozen + trainable) // (ranks if stage == 3 else 1)
+    return weights + 16 * trainable // ranks
 
 
 def table(results: list[dict]) -> list[str]:
-    """Markdown rows: per (stage, arm), rank 0's bytes by holder, and the total of both ranks."""
+    """Markdown rows: per (stage, arm), rank 0's bytes by holder, the prediction from its element counts
+    (when recorded), and the total against full fine-tuning of the same stage (when that arm ran)."""
     cols = ("weights_frozen", "weights_trainable", "fp32_master", "adam_moments", "gradients_and_buckets", "total")
-    lines = ["| stage | arm | " + " | ".join(f"{c} GB" for c in cols) + " | total vs full |",
-             "|---|---|" + "---|" * (len(cols) + 1)]
+    lines = ["| stage | arm | " + " | ".join(f"{c} GB" for c in cols) + " | predicted GB | total vs full |",
+             "|---|---|" + "---|" * (len(cols) + 2)]
     full = {r["stage"]: r["bytes"]["total"] for r in results if r["arm"] == "full" and r["rank"] == 0}
     for r in results:
         if r["rank"] != 0:
             continue
-        b = r["bytes"]
-        lines.append(f"| ZeRO-{r['stage']} | {r['arm']} | " + " | ".join(f"{b[c] / GB:.3f}" for c in cols)
-                     + f" | {b['total'] / full[r['stage']]:.3f}x |")
+        b, n, stage = r["bytes"], r.get("numel"), r["stage"]
+        predicted = f"{predicted_bytes(stage, n['frozen'], n['trainable']) / GB:.3f}" if n else "n/a"
+        versus = f"{b['total'] / full[stage]:.3f}x" if stage in full else "n/a (full not run)"
+        lines.append(f"| ZeRO-{stage} | {r['arm']} | " + " | ".join(f"{b[c] / GB:.3f}" for c in cols)
+                     + f" | {predicted} | {versus} |")
     return lines
+
+
+def _subset(text: str, allowed: tuple, what: str) -> tuple:
+    chosen = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [x for x in chosen if x not in allowed]
+    if unknown or not chosen:
+        raise SystemExit(f"--{what}: choose from {','.join(allowed)} (comma-separated), got {text!r}")
+    return tuple(x for x in allowed if x in chosen)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,12 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.deepspeed", description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="small")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--arms", default=",".join(ARMS),
+                    help="comma-separated subset of full,plain,fastfreeze (at 1B fp32 the two freeze arms need "
+                         "~15-20 GB of RAM for 2 ranks, full fine-tuning ~28-33 GB: docs/placement.md)")
+    ap.add_argument("--stages", default="1,2,3", help="comma-separated subset of the ZeRO stages 1,2,3")
     ap.add_argument("--work", default="/tmp/ds_memory")
     a = ap.parse_args(argv)
+    arms, stages = _subset(a.arms, ARMS, "arms"), _subset(a.stages, ("1", "2", "3"), "stages")
     os.makedirs(a.work, exist_ok=True)
     results = []
-    for stage in (1, 2, 3):
-        for arm in ARMS:
+    for stage in map(int, stages):
+        for arm in arms:
             _launch(stage, arm, a.shape, a.work)
             for rank in (0, 1):
                 with open(os.path.join(a.work, f"z{stage}_{arm}.rank{rank}.json")) as f:
@@ -173,18 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    whole = (arms, stages) == (ARMS, ("1", "2", "3"))
+    options = "" if whole else f" --arms {','.join(arms)} --stages {','.join(stages)}"
+    name = f"deepspeed_memory_{a.shape}" + ("" if whole else f"_{'-'.join(arms)}_z{''.join(stages)}")
+    freeze = next((r for r in results if r["arm"] != "full"), results[0])
     head = [f"# DeepSpeed ZeRO memory per rank: shape {a.shape} ({SHAPES[a.shape]}), k={K[a.shape]}, fp32, 2 CPU ranks (gloo)",
-            "", f"Command: `python -m benchmarks.deepspeed --shape {a.shape}`. Date (UTC): {stamp}. "
+            "", f"Command: `python -m benchmarks.deepspeed --shape {a.shape}{options}`. Date (UTC): {stamp}. "
             f"torch {torch.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}, "
             f"Python {platform.python_version()}. Load: {os.getloadavg()[0]:.1f} (memory counts do not depend on it).",
             "", "Rank 0's live tensor bytes at the entry of the second optimizer step (benchmarks/deepspeed/memory.py):",
-            f"parameters: frozen {results[2]['numel']['frozen']:,} / trainable {results[2]['numel']['trainable']:,} "
-            "under a freeze.", ""]
+            f"parameters: frozen {freeze['numel']['frozen']:,} / trainable {freeze['numel']['trainable']:,} "
+            f"{'under a freeze' if freeze['arm'] != 'full' else '(full fine-tuning)'}.", ""]
     text = "\n".join(head + table(results)) + "\n"
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, f"deepspeed_memory_{a.shape}.md"), "w") as f:
+    with open(os.path.join(a.out, f"{name}.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(a.out, f"deepspeed_memory_{a.shape}.json"), "w") as f:
+    with open(os.path.join(a.out, f"{name}.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(text)
     return 0

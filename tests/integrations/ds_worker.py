@@ -4,8 +4,9 @@ Each scenario builds what a user's script builds: `TrainingArguments(deepspeed=c
 `from_pretrained` (under a ZeRO-3 config transformers loads inside `deepspeed.zero.Init`, so every
 rank holds empty placeholders from the start), then the trainer. Arms: `ref` is plain Trainer with
 the seed-snippet freeze (`requires_grad=False`), the others FastFreezeTrainer without a cache, with a
-disk cache both ranks share, with a memory cache per rank, or resumed from z3_ff's DeepSpeed
-checkpoint at step 4; `sft_ref` / `sft_ff` are TRL's SFTTrainer with the seed snippet and
+disk cache both ranks share, with a memory cache per rank, resumed from z3_ff's DeepSpeed
+checkpoint at step 4, or with kernels="triton" and the fused loss (the GPU defaults; interpreted: the
+test launches with TRITON_INTERPRET=1); `sft_ref` / `sft_ff` are TRL's SFTTrainer with the seed snippet and
 FastFreezeSFTTrainer. Writes each rank's facts as JSON and the final weights
 (ZeRO-3: gathered one parameter at a time) from rank 0.
 """
@@ -35,7 +36,8 @@ SFT_ROWS, SFT_STEPS = 8, 4  # TRL's SFTTrainer: 2 epochs of 2 global batches of 
 # TRL is an optional extra too: its scenarios run where it is installed.
 SFT_SCENARIOS = ("z2_sft_ref", "z2_sft_ff", "z3_sft_ref", "z3_sft_ff") if importlib.util.find_spec("trl") else ()
 SCENARIOS = ("z1_ref", "z1_ff", "z2_ref", "z2_ff", "z2_disk", "z3_ref", "z3_ff", "z3_disk", "z3_memory",
-             "z3_resume") + SFT_SCENARIOS
+             "z3_resume", "z3_triton") + SFT_SCENARIOS
+TRITON_OPS = ("rms_norm", "swiglu", "linear_cross_entropy")
 
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
@@ -104,13 +106,14 @@ def build(root: str, scenario: str, tiny: str, k: int = K, **extra):
     else:
         args = training_args(os.path.join(root, scenario), steps=STEPS, grad_accum=1, **common, **extra)
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny, attn_implementation="eager")
-    at_load = {"partitioned_at_load": all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())}
+    at_load = {"partitioned_at_load": all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters()),
+               "hub_kernels_at_load": bool(getattr(model, "use_kernels", False))}  # transformers >= 5.2x + `kernels`
     if arm.startswith("sft_"):
         return build_sft(model, args, arm, k), at_load
     at_load["recorder"] = recorder = RecordingCollator()
     kw = dict(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)), data_collator=recorder)
     cache = {"disk": "disk", "memory": "memory"}.get(arm)
-    cfg = FreezeConfig(num_frozen_layers=k, cache=cache,
+    cfg = FreezeConfig(num_frozen_layers=k, cache=cache, kernels="triton" if arm == "triton" else "auto",
                        cache_dir=os.path.join(root, f"{scenario}-cache") if cache == "disk" else None)
     if arm == "ref":
         seed_snippet_freeze(model, "llama", k)
@@ -136,6 +139,44 @@ def build_sft(model, args, arm: str, k: int):
     # the DataLoader (no cache here, so fastfreeze has not wrapped it).
     trainer.data_collator = RecordingCollator(trainer.data_collator)
     return trainer
+
+
+class TritonCalls(TrainerCallback):
+    """Counts, per training step, the csrc_triton ops the swapped forwards call (they look each op up at call
+    time), and the calls whose weight was not whole (a ZeRO-3 placeholder or partition): none, if the
+    engine's hooks gathered the module's weights around the kernel. Per step, not in total: the install
+    check and the probe call the ops too, and a kernel dropped before the first step must show as 0."""
+
+    def __init__(self):
+        import csrc_triton
+
+        self.calls, self.partial, self.steps, self.originals = dict.fromkeys(TRITON_OPS, 0), 0, [], {}
+        for name in TRITON_OPS:
+            self.originals[name] = original = getattr(csrc_triton, name)
+            setattr(csrc_triton, name, self._counted(name, original))
+
+    def _counted(self, name, original):
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            weight = args[1] if name != "swiglu" else None  # rms_norm(x, weight, ...), linear_cross_entropy(h, weight, ...)
+            if weight is not None and weight.numel() != getattr(weight, "ds_numel", weight.numel()):
+                self.partial += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.calls = dict.fromkeys(TRITON_OPS, 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(dict(self.calls))
+
+    def restore(self) -> dict:
+        import csrc_triton
+
+        for name, original in self.originals.items():
+            setattr(csrc_triton, name, original)
+        return {"triton_step_calls": self.steps, "triton_partial_weight_calls": self.partial}
 
 
 def optimizer_facts(trainer) -> dict:
@@ -176,7 +217,12 @@ def run(root: str, scenario: str, tiny: str, rank: int) -> dict:
     resume = os.path.join(root, "z3_ff", "checkpoint-4") if scenario == "z3_resume" else None
     if resume:
         facts["refused_other_k"] = refused_other_freeze(root, tiny, resume)
+    triton = TritonCalls() if scenario.endswith("_triton") else None
+    if triton is not None:
+        trainer.add_callback(triton)
     trainer.train(resume_from_checkpoint=resume)
+    if triton is not None:
+        facts.update(triton.restore())
     facts.update(losses=[h["loss"] for h in trainer.state.log_history if "loss" in h], trainer=type(trainer).__name__,
                  gradient_checkpointing=trainer.args.gradient_checkpointing,
                  batches=recorder.batches,

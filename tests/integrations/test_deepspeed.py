@@ -7,7 +7,8 @@ the seed-snippet freeze and the same DeepSpeed config: the same losses at every 
 weights and the frozen weights unchanged, without a cache, with a disk cache both ranks share and with
 a memory cache per rank, and resumed from a DeepSpeed checkpoint; ZeRO-1 without a cache; and
 FastFreezeSFTTrainer against TRL's SFTTrainer (its defaults: its collator, completion-only loss,
-activation checkpointing) under ZeRO-2 and ZeRO-3. Each check first asserts that the
+activation checkpointing) under ZeRO-2 and ZeRO-3; and the GPU defaults (kernels="triton", interpreted,
+with the fused loss) under ZeRO-3, within the Triton-vs-torch bound. Each check first asserts that the
 engine really ran the stage and that the data parallelism is real (each rank trains on its own half).
 """
 from __future__ import annotations
@@ -23,10 +24,12 @@ import transformers
 from datasets import Dataset
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig
-from fastfreeze.runtime import ZERO3_AT_LOAD_NOTE, ZERO3_ENGINE_NOTE
+from fastfreeze.kernels import ENV_SWITCH
+from fastfreeze.runtime import HUB_KERNELS_NOTE, ZERO3_AT_LOAD_NOTE, ZERO3_ENGINE_NOTE, ZERO3_KERNELS_NOTE
 from tests._helpers import assert_losses_close, make_model, make_rows
-from tests.integrations.ds_worker import K, ROWS, SCENARIOS, SFT_ROWS, SFT_SCENARIOS, SFT_STEPS, STEPS
+from tests.integrations.ds_worker import K, ROWS, SCENARIOS, SFT_ROWS, SFT_SCENARIOS, SFT_STEPS, STEPS, TRITON_OPS
 from tests.integrations.test_distributed import launch_or_fail
+from tests.parity.test_triton_parity import LOSS_RTOL
 from tests.parity.harness import training_args
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
@@ -50,6 +53,10 @@ def ds_run(tmp_path_factory):
     make_model("llama").save_pretrained(os.path.join(out, "tiny"))
     with pytest.MonkeyPatch.context() as env:  # for the launch only: DeepSpeed's CPU accelerator, gloo
         env.setenv("DS_ACCELERATOR", "cpu")
+        # The ranks run on CPU: z3_triton's kernels interpreted, also where this process sees a GPU. The other
+        # arms stay in the CPU defaults (torch ops, compared bitwise) in every session, the GPU-defaults one too.
+        env.setenv("TRITON_INTERPRET", "1")
+        env.delenv(ENV_SWITCH, raising=False)
         launch_or_fail(WORKER, out, ",".join(SCENARIOS))
     facts = {s: [json.load(open(os.path.join(out, f"{s}.rank{r}.json"))) for r in (0, 1)] for s in SCENARIOS}
     weights = {s: torch.load(os.path.join(out, f"{s}.pt")) for s in SCENARIOS}
@@ -63,13 +70,16 @@ def _scenarios(stage: int, prefix: str = "") -> list[str]:
 @pytest.fixture(scope="module")
 def reference(ds_run, tmp_path_factory):
     """The tiny model as saved (what every run starts from), its trainable names, and the cache
-    fingerprint of one process training it whole, without DeepSpeed."""
+    fingerprint of one process training it whole, without DeepSpeed, in the CPU defaults as the cached
+    arms ran (the fingerprint names the kernel set)."""
     tiny = os.path.join(ds_run[0], "tiny")
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny, attn_implementation="eager")
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = training_args(str(tmp_path_factory.mktemp("one")), steps=STEPS, grad_accum=1)
-    one = FastFreezeTrainer(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
-                            freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv(ENV_SWITCH, raising=False)
+        one = FastFreezeTrainer(model=model, args=args, train_dataset=Dataset.from_list(make_rows(ROWS)),
+                                freeze_config=FreezeConfig(num_frozen_layers=K, cache="memory"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     counts = [one.freeze_report.frozen_params, one.freeze_report.trainable_params]
     return {"initial": initial, "trainable": trainable, "fingerprint": one.prefix_cache.cache.fingerprint,
@@ -105,7 +115,7 @@ def test_each_rank_trains_on_its_own_half_of_the_data(ds_run):
             assert not rows0 & rows1 and len(rows0 | rows1) == n_rows, (s, epoch)
 
 
-@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if not s.endswith("_ref")])
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if not s.endswith(("_ref", "_triton"))])
 def test_same_losses_and_weights_as_plain_trainer_with_deepspeed(ds_run, reference, scenario):
     """Bitwise: both arms run the same ops in the same order on the same rows on each rank (the prefix
     under no_grad computes the same values, a cached boundary is those values), and DeepSpeed reduces
@@ -120,6 +130,34 @@ def test_same_losses_and_weights_as_plain_trainer_with_deepspeed(ds_run, referen
         assert torch.equal(got[name], ref[name]), name
         trained = not torch.equal(ref[name], initial[name])
         assert trained is (name in reference["trainable"]), f"{name}: frozen weights must stay as loaded"
+
+
+def test_zero3_triton_kernels_and_fused_loss_train_like_plain_trainer(ds_run, reference):
+    """kernels="triton" with the fused loss (the GPU defaults) under ZeRO-3 partitioned at load, against plain
+    Trainer + the same ZeRO-3 config (torch ops). The kernels' install check gathers the module it checks;
+    in training every step called every kernel (none dropped by transformers' hub re-kernelization at
+    train(): from_pretrained turns it on) and every kernel call got its module's whole weight (the engine's hooks gathered it; the LM
+    head's weight, read by the fused loss after the head ran, through DeepSpeed's external-parameter
+    discovery). Losses within the GPU defaults' 2e-6 (tests/parity/test_triton_parity.py: fp32, the
+    kernels reduce in another order); trained weights within 2e-6 of each tensor's largest value (AdamW,
+    lr 1e-3, 8 steps: measured <= 1.9e-7, losses <= 2.2e-7; a wrong kernel moves them by ~lr); frozen weights bitwise."""
+    _, facts, weights = ds_run
+    for r in facts["z3_triton"]:
+        assert ZERO3_KERNELS_NOTE in r["notes"] and any(n.startswith("kernels=triton (llama)") for n in r["notes"])
+        # Every step: the 9 RMSNorms (2 per block, the final norm), the 4 SwiGLU MLPs, the one fused head.
+        assert r["triton_step_calls"] == [dict(zip(TRITON_OPS, (9, 4, 1)))] * STEPS, r["triton_step_calls"]
+        assert r["triton_partial_weight_calls"] == 0
+        assert (HUB_KERNELS_NOTE in r["notes"]) is r["hub_kernels_at_load"]  # on at load (the lock's versions): now off
+    assert_losses_close(facts["z3_triton"][0]["losses"], facts["z3_ref"][0]["losses"], rtol=LOSS_RTOL)
+    assert len(facts["z3_triton"][0]["losses"]) == STEPS
+    got, ref, initial = weights["z3_triton"], weights["z3_ref"], reference["initial"]
+    assert set(got) == set(ref) == set(initial)
+    for name in ref:
+        if name in reference["trainable"]:
+            assert not torch.equal(ref[name], initial[name]), f"{name} should have trained"
+            assert (got[name] - ref[name]).abs().max() <= LOSS_RTOL * ref[name].abs().max(), name
+        else:
+            assert torch.equal(got[name], initial[name]) and torch.equal(ref[name], initial[name]), name
 
 
 def test_frozen_parameters_get_no_optimizer_state_no_master_copy_no_gradient(ds_run, reference):
