@@ -18,11 +18,8 @@ from torch import nn
 
 from . import _hf_compat
 from ._hf_compat import is_peft_model, text_config, zero3_gathered_per_module
-from .trace import Stop, eval_mode
-
-
-class UnsupportedModelError(ValueError):
-    """The model's structure is not one fastfreeze can split into a frozen prefix and a trainable suffix."""
+from .errors import UnsupportedModelError, meta_weights_refusal
+from .trace import eval_mode, probe_inputs, run_model
 
 
 @dataclass(frozen=True)
@@ -211,60 +208,6 @@ def discover(model: nn.Module) -> ModelParts:
         final_norm=_get(model, order.final_norm) if order.final_norm else None, final_norm_path=order.final_norm,
         head=head, head_path=head_path, embedding_side=[(p, model.get_submodule(p)) for p in order.embedding_side],
     )
-
-
-def probe_inputs(model: nn.Module, batch: int = 1, seq: int = 8, pad: int = 0, seed: int = 0) -> dict:
-    """A tiny deterministic batch for probe forwards: ids in [1, vocab), the last `pad` positions of
-    the last row right-padded (mask 0, id 0)."""
-    vocab = int(getattr(text_config(model.config), "vocab_size", None) or 100)
-    device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, max(2, min(vocab, 30000)), (batch, seq), generator=g)
-    mask = torch.ones(batch, seq, dtype=torch.long)
-    if pad:
-        ids[-1, seq - pad:] = 0
-        mask[-1, seq - pad:] = 0
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-
-
-def meta_weights_refusal(model: nn.Module, where: str = "on the meta device (shapes, no values)") -> str:
-    """The refusal for a model whose weights are on `meta` where fastfreeze must run it: says so, and how
-    to load them. `where` completes "its weights are ..."."""
-    return (
-        f"{type(model).__name__}: its weights are {where}, so fastfreeze cannot run it in this process (it "
-        "proves its split on a probe forward, and so would training). Load real weights first: "
-        "AutoModelForCausalLM.from_pretrained(path) (without device_map='meta'); or model.to_empty(device=...) "
-        "then model.load_state_dict(state_dict); or, across several processes, FSDP2 with RAM-efficient "
-        "loading, which fastfreeze supports: TrainingArguments(fsdp='full_shard auto_wrap', fsdp_config="
-        "{**fastfreeze.integrations.distributed.fsdp_config(model), 'cpu_ram_efficient_loading': True}) "
-        "(rank 0 loads the weights, the other ranks start on meta and are filled when train() starts).")
-
-
-def run_model(model: nn.Module, inputs: dict):
-    """The model's own forward on probe inputs, without a KV cache where the model takes `use_cache`.
-    A model that cannot run the probe batch is refused with its own error, not crashed on; a probe's
-    early stop (`trace.Stop`, see `trace.run_until`) passes through."""
-    try:
-        try:
-            return model(**inputs, use_cache=False)
-        except TypeError as err:
-            if "use_cache" not in str(err):
-                raise
-            return model(**inputs)
-    except (Stop, UnsupportedModelError):
-        raise
-    except Exception as err:
-        if inputs["input_ids"].is_meta:  # not the inputs' fault: there are no weights to run
-            raise UnsupportedModelError(
-                meta_weights_refusal(model, "on the meta device, where its own forward fails on fastfreeze's "
-                                     f"probe batch ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
-            ) from err
-        raise UnsupportedModelError(
-            f"{type(model).__name__}: fastfreeze's probe forward (a {tuple(inputs['input_ids'].shape)} batch of "
-            f"token ids) fails in the model's own code: {type(err).__name__}: {str(err).splitlines()[0][:300]}. "
-            "fastfreeze proves its split on such a batch before training; a model that needs other inputs "
-            "cannot be checked, so it is refused."
-        ) from err
 
 
 @dataclass

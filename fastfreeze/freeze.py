@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from ._hf_compat import full_numel, text_config, zero3_gathered_per_module, zero3_partitioned
-from .families import ModelParts, probe_inputs, resolve, run_model
+from .families import ModelParts, resolve
 from .config import FreezeConfig, FreezeConfigError
-from .trace import eval_mode, run_until
+from .trace import eval_mode, probe_inputs, run_model, run_until
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import torch
 from transformers import TrainerCallback
 
 from ._dist import ranks_agree
-from .families import UnsupportedModelError, meta_weights_refusal
+from .errors import UnsupportedModelError, meta_weights_refusal
 from .runtime import parameter_device, zero3_state
 
 logger = logging.getLogger(__name__)

@@ -38,9 +38,9 @@ from torch import nn
 from . import _patch
 from ._timing import RunTimes
 from ._hf_compat import input_require_grads_enabled, zero3_partitioned
-from .families import ModelParts, UnsupportedModelError, probe_inputs, run_model
+from .families import ModelParts, UnsupportedModelError
 from .standin import StandIns, as_output, first_arg, hidden, items, output_spec, placeholder_output
-from .trace import eval_mode, run_until
+from .trace import eval_mode, probe_inputs, run_model, run_until
 
 OWNER = "prefix"  # the owner of this module's per-instance patches (fastfreeze._patch)
 

@@ -46,10 +46,10 @@ from torch import nn
 
 from ._dist import ranks_agree
 from ._hf_compat import text_config
-from .families import UnsupportedModelError, probe_inputs, run_model
+from .families import UnsupportedModelError
 from .prefix import FrozenPrefix
 from .tolerance import rel_diff, tolerance
-from .trace import eval_mode, run_until
+from .trace import eval_mode, probe_inputs, run_model, run_until
 
 
 @dataclass

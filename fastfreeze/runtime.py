@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ._hf_compat import hub_kernels_off, hub_kernels_on, text_config, zero3_engine_hooks, zero3_partitioned
-from .families import ModelParts, UnsupportedModelError, is_peft_model, meta_weights_refusal, resolve
+from .errors import UnsupportedModelError, meta_weights_refusal
+from .families import ModelParts, is_peft_model, resolve
 from .adapters import base_model_for_freeze
 from .config import FreezeConfig
 from .freeze import FreezeReport, freeze_by_config, head_is_tied
@@ -74,7 +75,7 @@ class FreezeRuntime:
     kernel_set: str = "torch"  # which implementation the modules run: "torch" or "triton"
     probe: ProbeReport | None = None  # the install-time check (None with FreezeConfig(probe=False))
     target: nn.Module | None = None  # the transformers model that is split (a PEFT model's base model)
-    device: torch.device | None = None  # where the model trains: set by complete_freeze
+    weights_device: torch.device | None = None  # where the weights were when complete_freeze ran (kernels chose for the training device)
     completed: bool = False  # complete_freeze ran: kernels, prefix and probe are in place
     before: _Before | None = None  # the model before prepare_freeze (teardown restores it)
     hub_kernels_mode: object = None  # transformers' hub-kernel mode the Triton kernels turned off (teardown restores it)
@@ -211,7 +212,7 @@ def _complete(runtime: FreezeRuntime, device: torch.device | None) -> None:
                                                 skip=switched_off(config))))
         if zero3 == "engine":
             report.notes.append(ZERO3_KERNELS_NOTE)
-    runtime.kernel_set, runtime.device = kernel_set, where
+    runtime.kernel_set, runtime.weights_device = kernel_set, where
     if zero3 == "engine":
         report.notes.append(ZERO3_ENGINE_NOTE)
     if config.is_prefix:

@@ -1,4 +1,5 @@
-"""Probe forwards: the model's own forward up to one module (`run_until`), in an exactly restored `eval_mode`.
+"""Probe forwards: a tiny probe batch (`probe_inputs`), the model's own forward on it with its errors turned into
+refusals (`run_model`), and up to one module (`run_until`), in an exactly restored `eval_mode`.
 
 Usage:
     with eval_mode(model), torch.no_grad():
@@ -11,12 +12,16 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import torch
 from torch import nn
+
+from ._hf_compat import text_config
+from .errors import UnsupportedModelError, meta_weights_refusal
 
 
 class Stop(Exception):
     """Raised inside a forward to end it early (by `run_until`'s hook). A forward runner that turns a
-    model's errors into refusals (`families.run_model`) must let it through."""
+    model's errors into refusals (`run_model` below) must let it through."""
 
 
 class _Reached(Stop):
@@ -104,3 +109,44 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
                 m.train(mode)
         for m, mode in modes:  # what a module's own train() does not set back (an always-eval prefix module)
             m.training = mode
+
+
+def probe_inputs(model: nn.Module, batch: int = 1, seq: int = 8, pad: int = 0, seed: int = 0) -> dict:
+    """A tiny deterministic batch for probe forwards: ids in [1, vocab), the last `pad` positions of
+    the last row right-padded (mask 0, id 0)."""
+    vocab = int(getattr(text_config(model.config), "vocab_size", None) or 100)
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, max(2, min(vocab, 30000)), (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    if pad:
+        ids[-1, seq - pad:] = 0
+        mask[-1, seq - pad:] = 0
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def run_model(model: nn.Module, inputs: dict):
+    """The model's own forward on probe inputs, without a KV cache where the model takes `use_cache`.
+    A model that cannot run the probe batch is refused with its own error, not crashed on; a probe's
+    early stop (`trace.Stop`, see `trace.run_until`) passes through."""
+    try:
+        try:
+            return model(**inputs, use_cache=False)
+        except TypeError as err:
+            if "use_cache" not in str(err):
+                raise
+            return model(**inputs)
+    except (Stop, UnsupportedModelError):
+        raise
+    except Exception as err:
+        if inputs["input_ids"].is_meta:  # not the inputs' fault: there are no weights to run
+            raise UnsupportedModelError(
+                meta_weights_refusal(model, "on the meta device, where its own forward fails on fastfreeze's "
+                                     f"probe batch ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+            ) from err
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: fastfreeze's probe forward (a {tuple(inputs['input_ids'].shape)} batch of "
+            f"token ids) fails in the model's own code: {type(err).__name__}: {str(err).splitlines()[0][:300]}. "
+            "fastfreeze proves its split on such a batch before training; a model that needs other inputs "
+            "cannot be checked, so it is refused."
+        ) from err

@@ -158,7 +158,7 @@ def test_the_tree_reads_like_the_architecture():
     top = sorted(p.name for p in PACKAGE.iterdir() if not p.name.startswith((".", "__pycache__")))
     assert top == sorted([
         "__init__.py", "_dist.py", "_hf_compat.py", "_io.py", "_moved.py", "_patch.py", "_timing.py", "_version.py",
-        "adapters.py", "cache", "cli", "config.py", "data", "estimate", "families.py", "freeze.py", "integrations",
+        "adapters.py", "cache", "cli", "config.py", "data", "errors.py", "estimate", "families.py", "freeze.py", "integrations",
         "kernel_registry.py", "kernels.py", "lab", "placement.py", "prefix.py", "probe.py", "runtime.py", "standin.py",
         "testing", "tolerance.py", "trace.py", "trainer.py", "verify",
     ]), top

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from fastfreeze.families import probe_inputs, resolve, run_model
+from fastfreeze.families import resolve
+from fastfreeze.trace import probe_inputs, run_model
 from fastfreeze.trace import eval_mode, run_until
 from tests._helpers import make_model
 
@@ -77,7 +78,7 @@ def test_a_nested_run_until_does_not_swallow_the_outer_stop():
 
 
 def test_the_model_runner_lets_the_stop_through_on_a_real_model():
-    """families.run_model turns a model's errors into refusals; the trace's stop must not become one."""
+    """trace.run_model turns a model's errors into refusals; the trace's stop must not become one."""
     model = make_model("llama")
     parts = resolve(model)
     ran = []
