@@ -241,6 +241,20 @@ def test_nested_prefix_scopes_act_once(tmp_path):
     assert seen == [1] and step._depth == 0
 
 
+def test_checkpointing_train_turns_on_is_seen_by_the_prefix(tmp_path):
+    """Trainer turns activation checkpointing on inside train(), after the freeze completed at construction:
+    the step reads the mode at the run's first forward, so block k (reentrant: the first checkpointed
+    segment, whose inputs come from the no-grad prefix) still trains."""
+    from fastfreeze._hf_compat import checkpointing_training_kwargs
+
+    t = _trainer(str(tmp_path / "o"), steps=1, warmup_steps=0, **checkpointing_training_kwargs(True, use_reentrant=True))
+    assert t.prefix.state.boundary_requires_grad is False  # checkpointing is not on yet
+    before = t.model.model.layers[2].self_attn.q_proj.weight.detach().clone()
+    t.train()
+    assert t.prefix.state.boundary_requires_grad is True
+    assert not torch.equal(t.model.model.layers[2].self_attn.q_proj.weight, before)
+
+
 def test_warm_step_calls_no_prefix_module(tmp_path):
     """Epoch 2 of a memory-cached run (32 rows, 8 a step: 4 steps an epoch): every batch is a hit and
     no prefix module (nor any submodule) is called; in epoch 1 every step called them. The trained
