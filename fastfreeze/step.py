@@ -117,6 +117,23 @@ class PrefixStep:
         prefix module (FSDP2 collects its units' states then) and re-reads the checkpointing mode."""
         self.forwards = 0
 
+    def metrics(self) -> dict:
+        """The `fastfreeze/*` counters of the prefix and its cache (call between steps), a fixed key set for a run:
+        `prefix_seconds_saved_est` (cache-hit tokens x the prefix's measured seconds per token) is 0.0 until
+        a hit was served and the prefix timed. FastFreezeTrainer logs them with each training row.
+
+        Usage: step.metrics()["fastfreeze/cache_hits"]
+        """
+        out = {"fastfreeze/prefix_calls": self.prefix.prefix_calls}
+        self.prefix.settle_timings()  # log time, outside any step: keeps the run-time record small
+        if self.cache is not None:
+            per_token = self.prefix.seconds_per_token()
+            out["fastfreeze/prefix_seconds_saved_est"] = round(self.hit_tokens * per_token if per_token is not None else 0.0, 4)
+            summary = self.cache.cache.summary()
+            out.update({"fastfreeze/cache_hits": summary.hits, "fastfreeze/cache_misses": summary.misses,
+                        "fastfreeze/cache_entries": summary.entries})
+        return out
+
     # ------------------------------------------------------------------ plan
     def plan(self, batch) -> StepPlan:
         """Take the cache rows out of `batch` (a dict; others carry none) and decide the step: a plan

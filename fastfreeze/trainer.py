@@ -1,13 +1,10 @@
 """FastFreezeTrainer: a drop-in `transformers.Trainer` that trains only the suffix above a frozen, no-grad prefix.
 
-The freeze logic lives in `FreezeMixin`, which touches only model set-up, the per-step forward
-(batch -> cached boundary injected, or the prefix computed and its rows stored -> suffix -> loss),
+The freeze logic lives in `FreezeMixin`, glue that touches only model set-up, the per-step forward,
 saving and resuming; so the same mixin serves `Trainer` and TRL's `SFTTrainer`. It overrides
 Trainer's public hooks; the two private ones it needs are reached through
-`fastfreeze._hf_compat.TrainerHooks`.
-
-Long because FreezeMixin is one class: its set-up (freeze at construction, the rest where the model
-trains, see `fastfreeze.placement`), per-step scope, cache hooks and resume checks share its state.
+`fastfreeze._hf_compat.TrainerHooks`. Each step is planned and run by `fastfreeze.step.PrefixStep`
+(which a plain training loop uses too); set-up where the model trains: `fastfreeze.placement`.
 
 Usage:
     trainer = FastFreezeTrainer(model=model, args=TrainingArguments(...), train_dataset=ds,
@@ -278,12 +275,8 @@ class FreezeMixin(TrainerHooks):
         return self.prefix_cache.cache.summary() if self.prefix_cache else None
 
     def fastfreeze_metrics(self) -> dict:
-        """The `fastfreeze/*` counters that go into training logs (not into evaluation metrics).
-
-        The key set is fixed for a run, so every training row has the same columns:
-        `prefix_seconds_saved_est` is present whenever there is a cache (0.0 until a cache hit has
-        been served and the prefix has been timed; forwards during which torch.compile compiled are
-        not timed).
+        """The `fastfreeze/*` counters that go into training logs (not into evaluation metrics): the
+        frozen / trainable parameter counts, then the step's (`PrefixStep.metrics`), a fixed key set.
 
         Usage: trainer.fastfreeze_metrics()["fastfreeze/cache_hits"]
         """
@@ -292,18 +285,8 @@ class FreezeMixin(TrainerHooks):
         report = self.freeze_runtime.report
         out = {"fastfreeze/frozen_params": report.frozen_params,
                "fastfreeze/trainable_params": report.trainable_params}
-        if self.prefix is not None:
-            out["fastfreeze/prefix_calls"] = self.prefix.prefix_calls
-            self.prefix.settle_timings()  # log time, outside any step: keeps the run-time record small
-        if self.prefix_cache is not None:
-            per_token = self.prefix.seconds_per_token() if self.prefix is not None else None
-            # An estimate: cache-hit tokens x the prefix's measured seconds per token.
-            saved = self.prefix_step.hit_tokens * per_token if per_token is not None else 0.0
-            out["fastfreeze/prefix_seconds_saved_est"] = round(saved, 4)
-            summary = self.prefix_cache.cache.summary()
-            out["fastfreeze/cache_hits"] = summary.hits
-            out["fastfreeze/cache_misses"] = summary.misses
-            out["fastfreeze/cache_entries"] = summary.entries
+        if self.prefix_step is not None:
+            out.update(self.prefix_step.metrics())
         return out
 
     def log(self, logs: dict, *args, **kwargs):
