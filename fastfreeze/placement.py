@@ -5,17 +5,19 @@ Trainer.__init__ moves it to `args.device`; under FSDP / DeepSpeed accelerate mo
 ranks loaded on `meta` under FSDP RAM-efficient loading, fills it from rank 0) only when train()
 starts. `FreezeMixin` freezes at construction (the optimizer reads `requires_grad`) and completes the
 freeze (kernel set, kernels, prefix trace, probe, cache fingerprint: `runtime.complete_freeze`) as
-soon as `placed_for_training` says so, else from `CompleteFreezeAtTrainBegin`.
+soon as `placed_for_training` says so, else from `CompleteFreezeAtTrainBegin`, which calls back what
+the trainer hands it (this module knows no trainer internals).
 
 Usage (FreezeMixin does this):
     refuse_meta_weights(model, args)                 # before anything else: no one will fill them
-    if placed_for_training(trainer): trainer._complete_freeze()
-    else: trainer._ff_collator = defer_freeze(trainer)
+    if placed_for_training(trainer): complete()
+    else: defer_freeze(trainer, complete)            # complete(): called once train() placed the model
 """
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 from transformers import TrainerCallback
@@ -34,7 +36,7 @@ def same_device(a: torch.device, b: torch.device) -> bool:
 
 class DeferredCollator:
     """The collator Trainer's DataLoader holds when the cache opens only at train start: it calls
-    `inner`, the user's collator until `_complete_freeze` puts the cache's collator there. Picklable."""
+    `inner`, the user's collator until the trainer puts the cache's collator there. Picklable."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -46,16 +48,14 @@ class DeferredCollator:
 class CompleteFreezeAtTrainBegin(TrainerCallback):
     """Completes a deferred freeze when training starts: Trainer fires on_train_begin after
     accelerate wrapped the model (FSDP: sharded and, for ranks loaded on meta, filled from rank 0;
-    DeepSpeed: on its device), before the first forward; every rank gets here together."""
+    DeepSpeed: on its device), before the first forward; every rank gets here together.
+    `complete()`: the trainer's completion, which does nothing once the freeze is complete."""
 
-    def __init__(self, trainer):
-        self.trainer = trainer
+    def __init__(self, complete: Callable[[], None]):
+        self.complete = complete
 
     def on_train_begin(self, args, state, control, **kwargs):
-        trainer = self.trainer
-        if not trainer.freeze_runtime.completed:
-            trainer._complete_freeze()
-            trainer._log_freeze_report()
+        self.complete()
 
 
 def meta_weights_filled_at_train_start(args) -> bool:
@@ -90,15 +90,12 @@ def placed_for_training(trainer) -> bool:
     return ready
 
 
-def defer_freeze(trainer) -> DeferredCollator | None:
-    """Leave the kernels, prefix, probe and cache of `trainer` to the start of train(); until then the
-    model runs as the plain freeze. With a cache, the collator goes through a hand-over point (returned),
-    since Trainer builds the DataLoader before it wraps the model."""
+def defer_freeze(trainer, complete: Callable[[], None]) -> None:
+    """Leave the kernels, prefix, probe and cache of `trainer` to the start of train(), where
+    `complete()` runs them; until then the model runs as the plain freeze. With a cache the trainer
+    routes its collator through a `DeferredCollator`, since Trainer builds the DataLoader before it
+    wraps the model."""
     logger.info("fastfreeze: the model is not yet where it trains (weights on %s, training device %s): "
                 "kernels, prefix and probe are set up when train() has placed it",
                 parameter_device(trainer.freeze_runtime.target), trainer.args.device)
-    handover = None
-    if trainer.freeze_config.cache and trainer.freeze_config.is_prefix:
-        handover = trainer.data_collator = DeferredCollator(trainer.data_collator)
-    trainer.add_callback(CompleteFreezeAtTrainBegin(trainer))
-    return handover
+    trainer.add_callback(CompleteFreezeAtTrainBegin(complete))

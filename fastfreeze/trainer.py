@@ -1,13 +1,10 @@
 """FastFreezeTrainer: a drop-in `transformers.Trainer` that trains only the suffix above a frozen, no-grad prefix.
 
-The freeze logic lives in `FreezeMixin`, which touches only model set-up, the per-step forward
-(batch -> cached boundary injected, or the prefix computed and its rows stored -> suffix -> loss),
+The freeze logic lives in `FreezeMixin`, glue that touches only model set-up, the per-step forward,
 saving and resuming; so the same mixin serves `Trainer` and TRL's `SFTTrainer`. It overrides
 Trainer's public hooks; the two private ones it needs are reached through
-`fastfreeze._hf_compat.TrainerHooks`.
-
-Long because FreezeMixin is one class: its set-up (freeze at construction, the rest where the model
-trains, see `fastfreeze.placement`), per-step scope, cache hooks and resume checks share its state.
+`fastfreeze._hf_compat.TrainerHooks`. Each step is planned and run by `fastfreeze.step.PrefixStep`
+(which a plain training loop uses too); set-up where the model trains: `fastfreeze.placement`.
 
 Usage:
     trainer = FastFreezeTrainer(model=model, args=TrainingArguments(...), train_dataset=ds,
@@ -16,6 +13,7 @@ Usage:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -23,20 +21,10 @@ import logging
 import os
 import warnings
 
-import torch
 from transformers import Trainer
 
 from . import _io
-from ._dist import ranks_agree, several_ranks
-from ._hf_compat import (
-    TrainerHooks,
-    compile_events,
-    last_checkpoint,
-    remove_unused_columns,
-    uses_reentrant_checkpointing,
-    zero3_partitioned,
-)
-from .cache.collator import BOUNDARY_KEY, MISSING_KEY
+from ._hf_compat import TrainerHooks, last_checkpoint, remove_unused_columns
 from .cache.runtime import FlushCache as _FlushCache
 from .cache.runtime import PrefixCacheRuntime
 from .config import FreezeConfig, FreezeConfigError
@@ -44,6 +32,7 @@ from .freeze import FreezeReport
 from .prefix import FrozenPrefix
 from .placement import DeferredCollator, defer_freeze, placed_for_training, refuse_meta_weights
 from .runtime import FreezeRuntime, complete_freeze, prepare_freeze, undo_on_error
+from .step import PLAN_KEY, PrefixStep
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +75,6 @@ def drop_empty_param_groups(optimizer):
             raise RuntimeError("drop_empty_param_groups must run before the first optimizer step.")
         optimizer.param_groups[:] = groups
     return optimizer
-
-
-def zero3_gathers_per_call(prefix: FrozenPrefix) -> bool:
-    """Whether calling the prefix makes DeepSpeed ZeRO-3 all-gathers that every rank must issue alike
-    (ZeRO-3 weights and more than one rank)."""
-    return any(zero3_partitioned(p) for p in prefix.parameters()) and several_ranks()
 
 
 def warn_memory_cache_per_process(config: FreezeConfig, world_size: int) -> bool:
@@ -147,8 +130,6 @@ class FreezeMixin(TrainerHooks):
         model = kwargs.get("model", args[0] if args else None)
         self.freeze_config = freeze_config
         self._ff_eval_depth = 0  # > 0 inside evaluate(): its metrics get no fastfreeze counters
-        self._ff_scope_depth = 0  # > 0 inside a prefix scope (see _run_with_prefix)
-        self._ff_forwards = 0  # forwards of the (wrapped) model since train() began (_may_skip_prefix)
         self.freeze_runtime: FreezeRuntime | None = None
         if freeze_config is not None:
             if not isinstance(freeze_config, FreezeConfig):
@@ -164,14 +145,14 @@ class FreezeMixin(TrainerHooks):
             self.freeze_runtime = prepare_freeze(model, freeze_config)
         with undo_on_error(self.freeze_runtime):  # a refusal (or any error) leaves the model as it came
             super().__init__(*args, **kwargs)
-            self.prefix_cache: PrefixCacheRuntime | None = None
-            self._hit_tokens = 0  # tokens served from the cache (for the time-saved estimate)
+            self.prefix_step: PrefixStep | None = None  # plans and runs each step (fastfreeze.step)
             self._ff_collator: DeferredCollator | None = None
             if self.freeze_runtime is not None:
                 if placed_for_training(self):
                     self._complete_freeze()
                 else:
-                    self._ff_collator = defer_freeze(self)
+                    defer_freeze(self, self._complete_at_train_begin)
+                    self._wire_collator()
 
     # ------------------------------------------------------------------ where the model trains
     def _complete_freeze(self) -> None:
@@ -181,22 +162,33 @@ class FreezeMixin(TrainerHooks):
             return
         self._fused_loss_for_this_trainer(runtime)
         with undo_on_error(runtime):  # the cache's opening may refuse too (ZeRO-3 partitioned prefix)
-            self._complete_freeze_and_cache(runtime)
+            complete_freeze(runtime, self.args.device)
+            if self.prefix is None:
+                return
+            self.prefix_step = PrefixStep.open(self.model, runtime, self.args.device)
+            if self.prefix_cache is not None:
+                self._wire_collator()
+                self.add_callback(_FlushCache(self.prefix_cache))
+                warn_memory_cache_per_process(runtime.config, self.args.world_size)
 
-    def _complete_freeze_and_cache(self, runtime: FreezeRuntime) -> None:
-        complete_freeze(runtime, self.args.device)
-        config = runtime.config
-        if not (config.cache and self.prefix is not None):
-            return
-        self.prefix_cache = PrefixCacheRuntime.open(self.model, self.prefix, config, kernel_set=runtime.kernel_set)
+    def _complete_at_train_begin(self) -> None:
+        """What `placement.CompleteFreezeAtTrainBegin` calls when train() has placed the model."""
+        if not self.freeze_runtime.completed:
+            self._complete_freeze()
+            self._log_freeze_report()
+
+    def _wire_collator(self) -> None:
+        """The one place the trainer's collator changes. Deferred with a cache (it opens at train start,
+        after Trainer built its DataLoader): a hand-over point, which that DataLoader holds. Once the cache
+        is open: the cache's collator, also inside the hand-over point if there is one."""
         if self.prefix_cache is None:
+            if self.freeze_config.cache and self.freeze_config.is_prefix:
+                self.data_collator = self._ff_collator = DeferredCollator(self.data_collator)
             return
         base = self._ff_collator.inner if self._ff_collator is not None else self.data_collator
         self.data_collator = self.prefix_cache.wrap_collator(base)
         if self._ff_collator is not None:
             self._ff_collator.inner = self.data_collator  # the DataLoader Trainer already built calls this
-        self.add_callback(_FlushCache(self.prefix_cache))
-        warn_memory_cache_per_process(config, self.args.world_size)
 
     def _reads_logits(self) -> str | None:
         """Why this trainer reads `outputs.logits` in training (None: it does not); see `trainer_reads_logits`."""
@@ -218,93 +210,19 @@ class FreezeMixin(TrainerHooks):
         return self.freeze_runtime.prefix if self.freeze_runtime else None
 
     @property
+    def prefix_cache(self) -> PrefixCacheRuntime | None:
+        """The open boundary cache (None without one, or before the freeze completes)."""
+        return self.prefix_step.cache if self.prefix_step is not None else None
+
+    @property
     def freeze_report(self) -> FreezeReport | None:
         return self.freeze_runtime.report if self.freeze_runtime else None
 
     # ------------------------------------------------------------------ per-step forward
-    def _run_with_prefix(self, inputs: dict, fn):
-        """Run `fn(inputs)` in a prefix scope: the batch's cached boundary injected (a hit; moved to the
-        device here, once per step), or the prefix computed and its rows stored (a miss).
-
-        Scopes nest (Trainer's and SFTTrainer's prediction_step call compute_loss): only the outermost
-        one acts, so nothing is injected, timed or stored twice, whatever the trainer class.
-        A partly cached batch (the collator's `MissingSegments`) first runs the prefix on its missing
-        segments only, then goes on as a whole-batch hit."""
-        boundary = inputs.pop(BOUNDARY_KEY, None) if isinstance(inputs, dict) else None
-        missing = inputs.pop(MISSING_KEY, None) if isinstance(inputs, dict) else None
-        prefix = self.prefix
-        if prefix is None or self._ff_scope_depth:
-            return fn(inputs)
-        self._ff_scope_depth += 1
-        try:
-            if boundary is not None:
-                boundary = self._complete_boundary(prefix, inputs, boundary, missing)
-            return self._prefix_scope(prefix, inputs, boundary, fn)
-        finally:
-            self._ff_scope_depth -= 1
-
-    def _complete_boundary(self, prefix: FrozenPrefix, inputs: dict, boundary: torch.Tensor, missing):
-        """The batch's boundary on the device, its missing segments (if any) computed by the prefix now;
-        None sends the batch down the whole-batch miss path. With a sharded prefix (FSDP2, several
-        ranks) a partial hit is a whole miss: computing only the missing segments is one more prefix
-        run on this rank, whose all-gathers the other ranks would not pair (a deadlock)."""
-        hit_tokens = boundary.shape[:-1].numel()
-        if missing is not None:
-            if self.prefix_cache is None or (prefix.sharded() and several_ranks()):
-                return None
-            if prefix.offloaded:
-                prefix.restore()
-            hit_tokens -= missing.tokens
-            boundary = boundary.to(self.args.device)
-            boundary = self.prefix_cache.fill_missing(inputs, boundary, missing)
-            if boundary is None:
-                return None
-        else:
-            boundary = boundary.to(self.args.device, non_blocking=True)
-        self._hit_tokens += hit_tokens
-        return boundary
-
-    def _prefix_scope(self, prefix: FrozenPrefix, inputs: dict, boundary: torch.Tensor | None, fn):
-        prefix.set_reentrant_checkpointing(uses_reentrant_checkpointing(prefix.boundary_sink))
-        if boundary is None and prefix.offloaded:
-            prefix.restore()  # an uncached example: the prefix weights must come back
-        mark, compiles = prefix.timing_mark(), compile_events()
-        swap, hit = self._may_skip_prefix(prefix, boundary), boundary is not None
-        if hit and not swap and zero3_gathers_per_call(prefix):
-            # DeepSpeed ZeRO-3 gathers per leaf module (each Linear, norm, embedding), so a prefix block
-            # that returns a placeholder skips the gathers its submodules would make on a rank that
-            # computes: only the real prefix run pairs them. Same rows as the cached ones, not stored again.
-            self._hit_tokens -= boundary.shape[:-1].numel()  # no prefix time saved on this batch
-            boundary = None
-        with prefix.inject(boundary, swap=swap), prefix.capture() as cap:
-            result = fn(inputs)
-        self._ff_forwards += 1
-        if compile_events() != compiles:
-            # torch.compile compiled (part of) the model during this forward: its prefix run time
-            # includes compilation, so it does not enter the time-saved estimate.
-            prefix.discard_timings(mark)
-        if not hit and cap.boundary is not None:
-            self._on_boundary_computed(inputs, cap.boundary)
-        return result
-
-    def _may_skip_prefix(self, prefix: FrozenPrefix, boundary: torch.Tensor | None) -> bool:
-        """Whether this step's prefix modules may go uncalled (swapped for stand-ins, see
-        `FrozenPrefix.inject`): the whole batch is cached, the wrapped model has run one forward
-        since train() began (FSDP2 collects its units' states on the root's first forward, so none
-        may be missing then), and under FSDP every rank's batch is cached too, agreed with one
-        1-element all_reduce per step, which every rank issues whether it hit or not: a rank that
-        skipped its all-gathers while another ran the prefix would deadlock."""
-        if self.prefix_cache is None:
-            return False
-        hit = boundary is not None
-        if prefix.sharded():
-            hit = bool(ranks_agree(float(hit), self.args.device, "min"))
-        return hit and self._ff_forwards > 0
-
-    def _on_boundary_computed(self, inputs: dict, boundary: torch.Tensor) -> None:
-        """A batch's boundary was just computed by the prefix: store its rows in the cache."""
-        if self.prefix_cache is not None:
-            self.prefix_cache.store_batch(inputs, boundary)
+    def _step_scope(self, inputs):
+        """The step's prefix scope (`PrefixStep.run`), its plan taken from the batch; none without a prefix."""
+        step = self.prefix_step
+        return step.run(step.plan(inputs), inputs) if step is not None else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ cache
     def build_prefix_cache(self, dataset=None, batch_size: int | None = None) -> dict:
@@ -333,9 +251,7 @@ class FreezeMixin(TrainerHooks):
             batch_size = per_device * (4 if self.args.device.type != "cpu" else 1)
         totals = {"examples": 0, "tokens": 0, "seconds": 0.0}
         for ds in targets:
-            if hasattr(ds, "column_names"):
-                ds = remove_unused_columns(self, ds, "prefix cache")
-            stats = self.prefix_cache.build(ds, self.data_collator, batch_size, self.args.device)
+            stats = self.prefix_cache.build(self._model_columns(ds), self.data_collator, batch_size, self.args.device)
             for key in totals:
                 totals[key] += stats[key]
         totals["tokens_per_s"] = totals["tokens"] / totals["seconds"] if totals["seconds"] else float("nan")
@@ -346,23 +262,21 @@ class FreezeMixin(TrainerHooks):
         # Only worth it on an accelerator; on CPU the weights already live in host memory.
         if not (self.freeze_config.offload_prefix and self.args.device.type != "cpu" and self.train_dataset is not None):
             return
-        train = self.train_dataset
-        if hasattr(train, "column_names"):
-            train = remove_unused_columns(self, train, "prefix cache")
-        if self.prefix_cache.all_cached(train, self.data_collator):
+        if self.prefix_cache.all_cached(self._model_columns(self.train_dataset), self.data_collator):
             self.prefix.offload("cpu")
+
+    def _model_columns(self, dataset):
+        """`dataset` as Trainer's DataLoader collates it (columns the model does not take removed), so the
+        cache keys what training looks up."""
+        return remove_unused_columns(self, dataset, "prefix cache") if hasattr(dataset, "column_names") else dataset
 
     def cache_summary(self):
         """Entries, bytes, hits and misses of the prefix cache (None without a cache)."""
         return self.prefix_cache.cache.summary() if self.prefix_cache else None
 
     def fastfreeze_metrics(self) -> dict:
-        """The `fastfreeze/*` counters that go into training logs (not into evaluation metrics).
-
-        The key set is fixed for a run, so every training row has the same columns:
-        `prefix_seconds_saved_est` is present whenever there is a cache (0.0 until a cache hit has
-        been served and the prefix has been timed; forwards during which torch.compile compiled are
-        not timed).
+        """The `fastfreeze/*` counters that go into training logs (not into evaluation metrics): the
+        frozen / trainable parameter counts, then the step's (`PrefixStep.metrics`), a fixed key set.
 
         Usage: trainer.fastfreeze_metrics()["fastfreeze/cache_hits"]
         """
@@ -371,18 +285,8 @@ class FreezeMixin(TrainerHooks):
         report = self.freeze_runtime.report
         out = {"fastfreeze/frozen_params": report.frozen_params,
                "fastfreeze/trainable_params": report.trainable_params}
-        if self.prefix is not None:
-            out["fastfreeze/prefix_calls"] = self.prefix.prefix_calls
-            self.prefix.settle_timings()  # log time, outside any step: keeps the run-time record small
-        if self.prefix_cache is not None:
-            per_token = self.prefix.seconds_per_token() if self.prefix is not None else None
-            # An estimate: cache-hit tokens x the prefix's measured seconds per token.
-            saved = self._hit_tokens * per_token if per_token is not None else 0.0
-            out["fastfreeze/prefix_seconds_saved_est"] = round(saved, 4)
-            summary = self.prefix_cache.cache.summary()
-            out["fastfreeze/cache_hits"] = summary.hits
-            out["fastfreeze/cache_misses"] = summary.misses
-            out["fastfreeze/cache_entries"] = summary.entries
+        if self.prefix_step is not None:
+            out.update(self.prefix_step.metrics())
         return out
 
     def log(self, logs: dict, *args, **kwargs):
@@ -404,28 +308,26 @@ class FreezeMixin(TrainerHooks):
     def prepare_batch(self, inputs, prepare):
         """Trainer's device copy of a batch (`prepare`), with the cached boundary kept out of it: it is
         the largest tensor of the batch, pinned by the collator / DataLoader, and must keep its dtype
-        (DeepSpeed casts float inputs), so `_run_with_prefix` moves it, asynchronously."""
-        boundary = inputs.pop(BOUNDARY_KEY, None) if isinstance(inputs, dict) else None
-        missing = inputs.pop(MISSING_KEY, None) if isinstance(inputs, dict) else None
+        (DeepSpeed casts float inputs), so the step's scope moves it, asynchronously. The step's plan
+        is made here, once, and travels to the scope with the batch."""
+        if self.prefix_step is None:
+            return prepare(inputs)
+        plan = self.prefix_step.plan(inputs)
         inputs = prepare(inputs)
-        if boundary is not None:
-            inputs[BOUNDARY_KEY] = boundary
-        if missing is not None:
-            inputs[MISSING_KEY] = missing
+        if plan.cached_rows:
+            inputs[PLAN_KEY] = plan
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        parent = super()
-        return self._run_with_prefix(
-            inputs, lambda x: parent.compute_loss(model, x, return_outputs=return_outputs,
-                                                  num_items_in_batch=num_items_in_batch))
+        with self._step_scope(inputs):
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        # Trainer's prediction_step may call compute_loss, which enters _run_with_prefix again: a nested
+        # Trainer's prediction_step may call compute_loss, which enters the step's scope again: a nested
         # scope, which just runs (the outer one injects, or captures and stores).
-        parent = super()
-        return self._run_with_prefix(
-            inputs, lambda x: parent.prediction_step(model, x, prediction_loss_only, ignore_keys=ignore_keys))
+        with self._step_scope(inputs):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def create_optimizer(self, *args, **kwargs):
         # HF keeps empty decay/no-decay groups (e.g. when only LoRA matrices train); DeepSpeed rejects them.
@@ -442,7 +344,8 @@ class FreezeMixin(TrainerHooks):
         if resume_from_checkpoint:
             self._check_resume(resume_from_checkpoint)
         self._log_freeze_report()
-        self._ff_forwards = 0  # train() (re)wraps the model: its first forward calls every module
+        if self.prefix_step is not None:
+            self.prefix_step.new_run()  # train() (re)wraps the model: its first forward calls every module
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _log_freeze_report(self) -> None:

@@ -160,7 +160,7 @@ def test_the_tree_reads_like_the_architecture():
         "__init__.py", "_dist.py", "_hf_compat.py", "_io.py", "_moved.py", "_patch.py", "_timing.py", "_version.py",
         "adapters.py", "cache", "cli", "config.py", "data", "errors.py", "estimate", "families.py", "freeze.py", "integrations",
         "kernel_registry.py", "kernels.py", "lab", "placement.py", "prefix.py", "probe.py", "runtime.py", "standin.py",
-        "testing", "tolerance.py", "trace.py", "trainer.py", "verify",
+        "step.py", "testing", "tolerance.py", "trace.py", "trainer.py", "verify",
     ]), top
     lab = sorted(p.name for p in (PACKAGE / "lab").iterdir() if p.is_dir() and p.name != "__pycache__")
     assert lab == ["continual", "refusals", "safety", "suggest"], lab

@@ -208,6 +208,7 @@ class _CountsTo(torch.Tensor):
 
 def test_cached_boundary_is_moved_to_the_device_once_per_step(tmp_path):
     from fastfreeze.cache.collator import BOUNDARY_KEY
+    from fastfreeze.step import PLAN_KEY
 
     t = _trainer(str(tmp_path / "o"), steps=1, cfg=FreezeConfig(num_frozen_layers=2, cache="memory"))
     t.build_prefix_cache()
@@ -216,7 +217,7 @@ def test_cached_boundary_is_moved_to_the_device_once_per_step(tmp_path):
     boundary = batch[BOUNDARY_KEY] = batch[BOUNDARY_KEY].as_subclass(_CountsTo)
     _CountsTo.moves = 0
     inputs = t._prepare_inputs(batch)  # Trainer's device copy leaves the boundary alone ...
-    assert inputs[BOUNDARY_KEY] is boundary and _CountsTo.moves == 0
+    assert inputs[PLAN_KEY].boundary is boundary and _CountsTo.moves == 0
     calls = t.prefix.prefix_calls
     loss = t.compute_loss(t.model, inputs)  # ... and the prefix scope moves it, once
     assert _CountsTo.moves == 1 and t.prefix.prefix_calls == calls and torch.isfinite(loss)
@@ -234,8 +235,24 @@ def test_nested_prefix_scopes_act_once(tmp_path):
     assert t.prefix.prefix_calls == calls + batches and t.prefix_cache.stored == len(t.eval_dataset)
     assert t.cache_summary().hits == len(t.eval_dataset)
     seen = []
-    assert t._run_with_prefix({}, lambda x: t._run_with_prefix(x, lambda y: seen.append(t._ff_scope_depth))) is None
-    assert seen == [1] and t._ff_scope_depth == 0
+    step = t.prefix_step
+    with step.run(step.plan({}), {}), step.run(step.plan({}), {}):
+        seen.append(step._depth)
+    assert seen == [1] and step._depth == 0
+
+
+def test_checkpointing_train_turns_on_is_seen_by_the_prefix(tmp_path):
+    """Trainer turns activation checkpointing on inside train(), after the freeze completed at construction:
+    the step reads the mode at the run's first forward, so block k (reentrant: the first checkpointed
+    segment, whose inputs come from the no-grad prefix) still trains."""
+    from fastfreeze._hf_compat import checkpointing_training_kwargs
+
+    t = _trainer(str(tmp_path / "o"), steps=1, warmup_steps=0, **checkpointing_training_kwargs(True, use_reentrant=True))
+    assert t.prefix.state.boundary_requires_grad is False  # checkpointing is not on yet
+    before = t.model.model.layers[2].self_attn.q_proj.weight.detach().clone()
+    t.train()
+    assert t.prefix.state.boundary_requires_grad is True
+    assert not torch.equal(t.model.model.layers[2].self_attn.q_proj.weight, before)
 
 
 def test_warm_step_calls_no_prefix_module(tmp_path):
