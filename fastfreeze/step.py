@@ -106,7 +106,7 @@ class PrefixStep:
         cache = None
         if runtime.config.cache:
             cache = PrefixCacheRuntime.open(model, runtime.prefix, runtime.config, kernel_set=runtime.kernel_set)
-        return cls(runtime.prefix, cache, device if device is not None else runtime.device)
+        return cls(runtime.prefix, cache, device if device is not None else runtime.weights_device)
 
     def collator(self, collate_fn):
         """`collate_fn` wrapped to look each example up in the cache (itself without a cache)."""
