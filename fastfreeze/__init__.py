@@ -18,7 +18,7 @@ How a training step flows, and where each part lives:
 - The *boundary*: the hidden state the prefix hands to block k (or to the final norm when every block is
   frozen), one [batch, seq, hidden] tensor. `prefix.py` captures it and injects it; `cache/` stores it
   per example (keys, memory store, disk store), looks it up in the collator (DataLoader workers) and
-  fills it (runtime), so on a hit the prefix is not called at all.
+  fills it (wiring), so on a hit the prefix is not called at all.
 - The *suffix*: the model's own blocks[k:], final norm and LM head, with the per-instance swaps of
   `kernels.py` (csrc_triton RMSNorm and SwiGLU, one `kernel_registry.py` entry each; forward-only variants in
   the prefix) and the fused loss
@@ -28,7 +28,9 @@ How a training step flows, and where each part lives:
 
 `runtime.apply_freeze` assembles them on one model: freeze (at construction), then, where the model
 trains, kernels -> prefix -> probe (the probe checks the installed fast path against the model's own forward);
-`trainer.FreezeMixin` wires that into `transformers.Trainer` (and, in `integrations.trl`, TRL's SFTTrainer).
+`step.PrefixStep` runs one training step over it (the batch planned once: cache hit, partial hit or miss),
+in any loop (examples/custom_loop.py); `trainer.FreezeMixin` is the glue that wires it into
+`transformers.Trainer` (and, in `integrations.trl`, TRL's SFTTrainer).
 """
 from .families import UnsupportedModelError
 from .config import FreezeConfig, FreezeConfigError

@@ -36,7 +36,7 @@ import torch
 from ._dist import ranks_agree, several_ranks
 from ._hf_compat import compile_events, uses_reentrant_checkpointing, zero3_partitioned
 from .cache.collator import BOUNDARY_KEY, MISSING_KEY
-from .cache.runtime import PrefixCacheRuntime
+from .cache.wiring import PrefixCacheRuntime
 from .cache.segments import MissingSegments, missing_inputs
 from .prefix import FrozenPrefix
 from .runtime import FreezeRuntime

@@ -25,8 +25,8 @@ from transformers import Trainer
 
 from . import _io
 from ._hf_compat import TrainerHooks, last_checkpoint, remove_unused_columns
-from .cache.runtime import FlushCache as _FlushCache
-from .cache.runtime import PrefixCacheRuntime
+from .cache.wiring import FlushCache as _FlushCache
+from .cache.wiring import PrefixCacheRuntime
 from .config import FreezeConfig, FreezeConfigError
 from .freeze import FreezeReport
 from .prefix import FrozenPrefix

@@ -14,7 +14,7 @@ Usage::
 from .collator import BOUNDARY_KEY, CachedBoundaryCollator, assemble
 from .disk import CacheCorruptError, DiskCache
 from .keys import example_key, library_versions, prefix_fingerprint
-from .runtime import BACKENDS, PrefixCacheRuntime, compute_fingerprint, open_cache
+from .wiring import BACKENDS, PrefixCacheRuntime, compute_fingerprint, open_cache
 from .segments import segment_batch
 from .store import CacheSummary, CacheWarning, CacheWriteError, MemoryCache, PrefixCache
 

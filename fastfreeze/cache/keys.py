@@ -11,7 +11,7 @@ Usage::
     key = example_key(ids[mask], positions[mask])  # one example's real tokens
 
 The stores live in :mod:`fastfreeze.cache.store` (memory) and :mod:`fastfreeze.cache.disk`; the data
-path in :mod:`fastfreeze.cache.collator`; opening and wiring into training in :mod:`fastfreeze.cache.runtime`.
+path in :mod:`fastfreeze.cache.collator`; opening and wiring into training in :mod:`fastfreeze.cache.wiring`.
 """
 
 from __future__ import annotations

@@ -117,13 +117,13 @@ class PrefixCache(abc.ABC):
     Counters need nothing: they live in a shared-memory table of the base class that pickles with
     the object, so counts made in workers reach the parent's :meth:`summary`. Under several ranks
     the trainer calls, at every epoch end, ``flush()`` on every rank, a barrier, then ``refresh()``
-    (``fastfreeze.cache.runtime.FlushCache``): a row any rank stored is a hit everywhere next epoch.
+    (``fastfreeze.cache.wiring.FlushCache``): a row any rank stored is a hit everywhere next epoch.
     One object is not thread-safe (use one per thread).
 
     What fastfreeze calls: ``get_many``, ``put_many`` (and ``get``/``put``), ``key in cache``, ``flush``,
-    ``refresh``, ``summary``, ``refused``, ``max_bytes``, ``writable`` (``fastfreeze.cache.runtime``,
+    ``refresh``, ``summary``, ``refused``, ``max_bytes``, ``writable`` (``fastfreeze.cache.wiring``,
     ``.collator``, the trainer's ``cache_summary()``). Open one by kind with
-    :func:`~fastfreeze.cache.runtime.open_cache`; ``docs/extending.md`` shows adding a backend.
+    :func:`~fastfreeze.cache.wiring.open_cache`; ``docs/extending.md`` shows adding a backend.
 
     Usage: ``rows = cache.get_many(keys); cache.put_many(keys, values)``
     """
@@ -165,7 +165,7 @@ class PrefixCache(abc.ABC):
 
     @classmethod
     def open(cls, fingerprint: str, cache_dir=None, max_bytes: int | None = None, dtype=None, **options) -> "PrefixCache":
-        """How :func:`~fastfreeze.cache.runtime.open_cache` builds this backend from a config; the default
+        """How :func:`~fastfreeze.cache.wiring.open_cache` builds this backend from a config; the default
         fits a constructor ``(fingerprint, max_bytes, dtype)`` with no directory and no options.
 
         Usage: ``cache = MemoryCache.open(fp, max_bytes=8 << 30)``

@@ -29,7 +29,7 @@ from torch.distributed.tensor import DTensor  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from fastfreeze import FastFreezeTrainer, FreezeConfig  # noqa: E402
-from fastfreeze.cache.runtime import compute_fingerprint  # noqa: E402
+from fastfreeze.cache.wiring import compute_fingerprint  # noqa: E402
 from fastfreeze.integrations.distributed import fsdp_config  # noqa: E402
 from tests._helpers import make_model, make_rows, pad_collator  # noqa: E402
 from tests.integrations import _fsdp_cpu  # noqa: E402

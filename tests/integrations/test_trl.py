@@ -151,7 +151,7 @@ def test_flash_attention_2_padding_free(tmp_path):
     """flash_attention_2 with padding-free rows, the case it exists for: same as SDPA within bf16 noise,
     and a cache built under one attention kernel is never served to the other (different fingerprint)."""
     pytest.importorskip("flash_attn")
-    from fastfreeze.cache.runtime import compute_fingerprint
+    from fastfreeze.cache.wiring import compute_fingerprint
 
     runs = {}
     for attn in ("sdpa", "flash_attention_2"):

@@ -143,7 +143,7 @@ def test_build_prefix_cache_with_packed_batches_serves_training(tmp_path):
 
 
 def test_refused_packed_check_keys_whole_rows_and_refuses_the_precompute(tmp_path, monkeypatch):
-    import fastfreeze.cache.runtime as rt
+    import fastfreeze.cache.wiring as rt
     from fastfreeze.integrations.trl import FastFreezeSFTTrainer
     from tests.integrations.test_trl import _tokenizer, sft_args
     from tests._helpers import make_model

@@ -1,4 +1,4 @@
-"""fastfreeze.cache.runtime: opening the configured store, and the fingerprint of everything the boundary depends on."""
+"""fastfreeze.cache.wiring: opening the configured store, and the fingerprint of everything the boundary depends on."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import torch
 from fastfreeze import FreezeConfig, apply_freeze
 from fastfreeze.cache import BACKENDS, DiskCache, MemoryCache, open_cache
 from fastfreeze.config import CACHE_BACKENDS
-from fastfreeze.cache.runtime import compute_fingerprint
+from fastfreeze.cache.wiring import compute_fingerprint
 from tests._helpers import make_model
 from tests.parity.harness import run_arm
 
