@@ -110,7 +110,8 @@ def _model_type(model: nn.Module) -> str:
 
 def check_supported(model: nn.Module) -> None:
     """Refuse, with the fix, models fastfreeze cannot freeze-split: encoder-decoders, non-causal-LMs,
-    quantized models and PEFT wrappers (those go through `fastfreeze.integrations.peft`)."""
+    quantized models, and a PEFT wrapper handed to the table directly (`apply_freeze` / the trainers unwrap
+    one first, `fastfreeze.adapters`, and split its base model)."""
     cls = type(model).__name__
     if is_peft_model(model):
         raise UnsupportedModelError(
